@@ -1,0 +1,157 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// envPrefix: every flag --foo-bar also reads TOKENLEDGER_FOO_BAR.
+const envPrefix = "TOKENLEDGER_"
+
+// configFile is the JSON configuration: any flag by name, plus clients.
+type configFile struct {
+	Values  map[string]json.RawMessage
+	Clients json.RawMessage
+}
+
+func readConfigFile(path string) (configFile, error) {
+	var cf configFile
+	if path == "" {
+		return cf, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cf, fmt.Errorf("config: %w", err)
+	}
+	if err := json.Unmarshal(b, &cf.Values); err != nil {
+		return cf, fmt.Errorf("config %s: %w", path, err)
+	}
+	cf.Clients = cf.Values["clients"]
+	delete(cf.Values, "clients")
+	return cf, nil
+}
+
+// parseFlags parses args into fs, then fills every flag not given on the
+// command line from its environment variable, then from the config file
+// (named by --config or TOKENLEDGER_CONFIG). Unknown config keys are errors.
+func parseFlags(fs *flag.FlagSet, args []string) (configFile, error) {
+	if err := fs.Parse(args); err != nil {
+		return configFile{}, err
+	}
+	if fs.NArg() > 0 {
+		return configFile{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var firstErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || firstErr != nil {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				firstErr = fmt.Errorf("%s: %w", envName(f.Name), err)
+			}
+			given[f.Name] = true
+		}
+	})
+	if firstErr != nil {
+		return configFile{}, firstErr
+	}
+	path := ""
+	if f := fs.Lookup("config"); f != nil {
+		path = f.Value.String()
+	}
+	cf, err := readConfigFile(path)
+	if err != nil {
+		return cf, err
+	}
+	for key, raw := range cf.Values {
+		f := fs.Lookup(key)
+		if f == nil {
+			return cf, fmt.Errorf("config %s: unknown key %q", path, key)
+		}
+		if given[key] {
+			continue
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			s = string(raw) // numbers and booleans
+		}
+		if err := fs.Set(key, s); err != nil {
+			return cf, fmt.Errorf("config %s: %s: %w", path, key, err)
+		}
+	}
+	return cf, nil
+}
+
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// natsFlags are the connection options every subcommand takes.
+type natsFlags struct {
+	url, creds, user, password, tlsCA, tlsCert, tlsKey string
+}
+
+func (n *natsFlags) register(fs *flag.FlagSet, defaultURL string) {
+	fs.StringVar(&n.url, "nats-url", defaultURL, "NATS server URL(s), comma separated")
+	fs.StringVar(&n.creds, "creds", "", "NATS credentials file")
+	fs.StringVar(&n.user, "user", "", "NATS user")
+	fs.StringVar(&n.password, "password", "", "NATS password (prefer TOKENLEDGER_PASSWORD)")
+	fs.StringVar(&n.tlsCA, "tls-ca", "", "CA certificate file for the NATS server")
+	fs.StringVar(&n.tlsCert, "tls-cert", "", "client certificate file")
+	fs.StringVar(&n.tlsKey, "tls-key", "", "client key file")
+}
+
+func (n *natsFlags) options(name string) ([]nats.Option, error) {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	if n.creds != "" {
+		opts = append(opts, nats.UserCredentials(n.creds))
+	}
+	if n.user != "" {
+		opts = append(opts, nats.UserInfo(n.user, n.password))
+	}
+	if n.tlsCA != "" || n.tlsCert != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if n.tlsCA != "" {
+			pem, err := os.ReadFile(n.tlsCA)
+			if err != nil {
+				return nil, fmt.Errorf("tls-ca: %w", err)
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("tls-ca %s: no certificates", n.tlsCA)
+			}
+		}
+		if n.tlsCert != "" {
+			cert, err := tls.LoadX509KeyPair(n.tlsCert, n.tlsKey)
+			if err != nil {
+				return nil, fmt.Errorf("tls client certificate: %w", err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		opts = append(opts, nats.Secure(cfg))
+	}
+	return opts, nil
+}
+
+func (n *natsFlags) connect(name string) (*nats.Conn, error) {
+	opts, err := n.options(name)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(n.url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", n.url, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+type serveConfig struct {
+	nats       natsFlags
+	config     string
+	listen     string
+	data       string
+	grace      time.Duration
+	accessTTL  time.Duration
+	refreshTTL time.Duration
+	familyTTL  time.Duration
+	prefix     string
+	issuer     string
+	alg        string
+	kek        string
+	kekFile    string
+	replicas   int
+	stream     string
+	workers    int
+	maxRequest int
+	logLevel   string
+	clients    []ledger.Client
+}
+
+func parseServe(args []string) (serveConfig, error) {
+	var c serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	c.nats.register(fs, "")
+	fs.StringVar(&c.config, "config", "", "JSON config file: any flag by name, plus \"clients\"")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:4222", "embedded NATS server listen address (without --nats-url)")
+	fs.StringVar(&c.data, "data", "./tokenledger-data", "embedded NATS server storage directory")
+	fs.DurationVar(&c.grace, "grace", 10*time.Second, "grace window for retried refresh tokens (0 disables, at most 60s)")
+	fs.DurationVar(&c.accessTTL, "access-ttl", 15*time.Minute, "access token lifetime")
+	fs.DurationVar(&c.refreshTTL, "refresh-ttl", 336*time.Hour, "refresh token idle lifetime")
+	fs.DurationVar(&c.familyTTL, "family-ttl", 2160*time.Hour, "token family absolute lifetime")
+	fs.StringVar(&c.prefix, "prefix", "tokens", "subject prefix of the endpoints")
+	fs.StringVar(&c.issuer, "issuer", "tokenledger", "iss claim of access tokens")
+	fs.StringVar(&c.alg, "alg", ledger.AlgEdDSA, "signing algorithm: EdDSA, ES256 or RS256")
+	fs.StringVar(&c.kek, "kek", "", "key-encryption key, base64 32 bytes (prefer TOKENLEDGER_KEK)")
+	fs.StringVar(&c.kekFile, "kek-file", "", "file holding the key-encryption key (default: generated under --data when embedded)")
+	fs.IntVar(&c.replicas, "replicas", 1, "stream and bucket replicas (3 on a cluster)")
+	fs.StringVar(&c.stream, "stream", ledger.DefaultStream, "ledger stream name")
+	fs.IntVar(&c.workers, "workers", 128, "requests handled at once")
+	fs.IntVar(&c.maxRequest, "max-request-bytes", handlers.DefaultMaxRequestBytes, "request size limit")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	cf, err := parseFlags(fs, args)
+	if err != nil {
+		return c, err
+	}
+	if len(cf.Clients) > 0 {
+		if err := json.Unmarshal(cf.Clients, &c.clients); err != nil {
+			return c, fmt.Errorf("config clients: %w", err)
+		}
+	}
+	if c.grace < 0 || c.grace > ledger.MaxGrace {
+		return c, fmt.Errorf("--grace must be between 0 and %s", ledger.MaxGrace)
+	}
+	if !ledger.ValidAlg(c.alg) {
+		return c, fmt.Errorf("--alg %q: want EdDSA, ES256 or RS256", c.alg)
+	}
+	return c, nil
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// serve runs the service until ctx ends: the embedded NATS server unless
+// --nats-url is given, the stores, the client registry and the endpoints.
+func serve(ctx context.Context, args []string) error {
+	cfg, err := parseServe(args)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.logLevel)
+	if err != nil {
+		return err
+	}
+
+	var nc *nats.Conn
+	var kek ledger.KEK
+	if cfg.nats.url == "" {
+		ns, err := startEmbedded(cfg.listen, cfg.data)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			log.Info("embedded NATS server stopped")
+		}()
+		log.Info("embedded NATS server listening", "url", ns.ClientURL(), "data", cfg.data)
+		if nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tokenledger-serve")); err != nil {
+			return fmt.Errorf("connect to embedded server: %w", err)
+		}
+		if cfg.kek == "" && cfg.kekFile == "" {
+			cfg.kekFile = filepath.Join(cfg.data, "kek")
+			if kek, err = ledger.LoadOrCreateKEK(cfg.kekFile); err != nil {
+				return err
+			}
+		}
+	} else {
+		if nc, err = cfg.nats.connect("tokenledger-serve"); err != nil {
+			return err
+		}
+		log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+	}
+	defer func() {
+		if err := nc.Drain(); err != nil {
+			log.Warn("drain NATS connection", "error", err)
+		}
+	}()
+	if kek == (ledger.KEK{}) {
+		if kek, err = readKEK(cfg.kek, cfg.kekFile); err != nil {
+			return err
+		}
+	}
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{Stream: cfg.stream, Replicas: cfg.replicas})
+	if err != nil {
+		return err
+	}
+	keys, err := ledger.NewKeyStore(ctx, js, kek, cfg.replicas)
+	if err != nil {
+		return err
+	}
+	keySet, err := keys.LoadOrCreate(ctx, cfg.alg, time.Now())
+	if err != nil {
+		return err
+	}
+	registry, err := ledger.NewRegistry(ctx, js, cfg.clients, cfg.replicas, log)
+	if err != nil {
+		return err
+	}
+	svc, err := handlers.NewService(handlers.Config{
+		Ledger: ledger.New(store), Registry: registry, Keys: keySet,
+		Issuer: cfg.issuer, Prefix: cfg.prefix,
+		Defaults: ledger.Policy{
+			Rotation: ledger.RotateAlways, Grace: cfg.grace, AccessTTL: cfg.accessTTL,
+			RefreshTTL: cfg.refreshTTL, FamilyTTL: cfg.familyTTL,
+		},
+		MaxRequestBytes: cfg.maxRequest, Workers: cfg.workers, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return registry.Run(gctx) })
+	g.Go(func() error { return svc.Run(gctx, nc) })
+	err = g.Wait()
+	log.Info("stopping")
+	return err
+}
+
+func readKEK(value, file string) (ledger.KEK, error) {
+	switch {
+	case value != "":
+		return ledger.ParseKEK(value)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return ledger.KEK{}, fmt.Errorf("--kek-file: %w", err)
+		}
+		return ledger.ParseKEK(string(b))
+	}
+	return ledger.KEK{}, errors.New("with --nats-url a key-encryption key is required: set TOKENLEDGER_KEK or --kek-file (every instance must share it)")
+}
+
+// startEmbedded starts a NATS server with JetStream storing under dataDir.
+func startEmbedded(listen, dataDir string) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: bad port", listen)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("--data: %w", err)
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "tokenledger-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(dataDir, "jetstream"),
+		NoSigs:     true,
+		NoLog:      true,
+		MaxPayload: 1 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS server: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("embedded NATS server did not become ready within 15s")
+	}
+	return ns, nil
+}

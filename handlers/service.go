@@ -1,0 +1,214 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// ServiceName is the micro service name every instance registers.
+const ServiceName = "tokenledger"
+
+// HeaderRequestID lets a caller name its request; the id is recorded as the
+// cause of the events the request appends. Without it one is minted.
+const HeaderRequestID = "Tokenledger-Request-Id"
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+
+// Config is what the service needs. Ledger, Registry and Keys are required.
+type Config struct {
+	Ledger   *ledger.Ledger
+	Registry *ledger.Registry
+	Keys     ledger.KeySet
+	Issuer   string
+	// Algs are the algorithms the verifier side accepts (default: the
+	// current key's).
+	Algs []string
+	// Prefix is the subject prefix of the endpoints (default "tokens").
+	Prefix   string
+	Defaults ledger.Policy
+	// MaxRequestBytes bounds request bodies (default 16 KiB).
+	MaxRequestBytes int
+	// Workers is how many requests run at once (default 128).
+	Workers int
+	// Timeout bounds one request's work (default 5 s).
+	Timeout time.Duration
+	Version string
+	Log     *slog.Logger
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Ledger == nil:
+		return errors.New("handlers: Ledger is required")
+	case c.Registry == nil:
+		return errors.New("handlers: Registry is required")
+	}
+	if _, ok := c.Keys.Current(); !ok {
+		return errors.New("handlers: a current signing key is required")
+	}
+	if c.Prefix == "" {
+		c.Prefix = "tokens"
+	}
+	if c.Issuer == "" {
+		c.Issuer = "tokenledger"
+	}
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.Workers <= 0 {
+		c.Workers = 128
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.Version == "" {
+		c.Version = "0.1.0"
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Service is the tokenledger micro service.
+type Service struct {
+	cfg    Config
+	signer *ledger.Signer
+	jwks   []byte
+}
+
+// NewService validates the configuration and prepares the signer.
+func NewService(cfg Config) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	key, _ := cfg.Keys.Current()
+	signer, err := ledger.NewSigner(key)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Algs) == 0 {
+		cfg.Algs = []string{key.Alg}
+	}
+	// Publish retired keys while tokens they signed can still be valid.
+	jwks, err := json.Marshal(map[string]any{"keys": cfg.Keys.JWKS(cfg.Ledger.Now(), cfg.Defaults.AccessTTL+time.Minute)})
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, signer: signer, jwks: jwks}, nil
+}
+
+type endpoint struct {
+	name    string
+	handler func(ctx context.Context, req micro.Request) (any, error)
+}
+
+// Run registers the service on nc and serves until ctx ends, then stops the
+// endpoints and waits for in-flight requests.
+func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
+	jobs := make(chan func(), s.cfg.Workers*4)
+	var wg sync.WaitGroup
+	for range s.cfg.Workers {
+		wg.Go(func() {
+			for job := range jobs {
+				job()
+			}
+		})
+	}
+	defer func() {
+		close(jobs)
+		wg.Wait()
+	}()
+
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        ServiceName,
+		Version:     s.cfg.Version,
+		Description: "event-sourced token authority: issue, rotate, revoke, introspect",
+	})
+	if err != nil {
+		return fmt.Errorf("add micro service: %w", err)
+	}
+	defer svc.Stop()
+	group := svc.AddGroup(s.cfg.Prefix)
+	for _, ep := range []endpoint{
+		{"issue", s.issue},
+		{"refresh", s.refresh},
+		{"jwks", s.jwksHandler},
+	} {
+		h := s.dispatch(ctx, jobs, ep)
+		if err := group.AddEndpoint(ep.name, h); err != nil {
+			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
+		}
+	}
+	s.cfg.Log.Info("service ready", "service", ServiceName, "prefix", s.cfg.Prefix, "kid", s.signer.KID())
+	<-ctx.Done()
+	return nil
+}
+
+// dispatch hands each request to the worker pool. It blocks when the pool
+// is saturated, so NATS buffers the excess rather than dropping it.
+func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint) micro.HandlerFunc {
+	return func(req micro.Request) {
+		job := func() { s.serve(ctx, ep, req) }
+		select {
+		case jobs <- job:
+		case <-ctx.Done():
+			s.respondError(req, ep.name, errOverloaded)
+		}
+	}
+}
+
+func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) {
+	ctx, cancel := context.WithTimeout(parent, s.cfg.Timeout)
+	defer cancel()
+	reply, err := ep.handler(ctx, req)
+	if err != nil {
+		s.respondError(req, ep.name, err)
+		return
+	}
+	var body []byte
+	if b, ok := reply.([]byte); ok {
+		body = b
+	} else if body, err = json.Marshal(reply); err != nil {
+		s.respondError(req, ep.name, err)
+		return
+	}
+	if err := req.Respond(body); err != nil {
+		s.cfg.Log.Warn("reply failed", "endpoint", ep.name, "error", err)
+	}
+}
+
+type errorBody struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+func (s *Service) respondError(req micro.Request, endpoint string, err error) {
+	status, code, desc, known := oauthError(err)
+	if !known {
+		s.cfg.Log.Error("request failed", "endpoint", endpoint, "error", err)
+	}
+	body, _ := json.Marshal(errorBody{Error: code, Description: desc})
+	if rerr := req.Error(status, code+": "+desc, body); rerr != nil {
+		s.cfg.Log.Warn("error reply failed", "endpoint", endpoint, "error", rerr)
+	}
+}
+
+// requestID is the caller's request id header, or a fresh ULID.
+func (s *Service) requestID(req micro.Request) string {
+	if id := req.Headers().Get(HeaderRequestID); requestIDPattern.MatchString(id) {
+		return id
+	}
+	return s.cfg.Ledger.NewID()
+}

@@ -1,0 +1,206 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// TokenResponse is the reply of issue and refresh.
+type TokenResponse struct {
+	AccessToken           string `json:"access_token"`
+	TokenType             string `json:"token_type"`
+	ExpiresIn             int64  `json:"expires_in"`
+	RefreshToken          string `json:"refresh_token"`
+	RefreshTokenExpiresIn int64  `json:"refresh_token_expires_in"`
+	FamilyID              string `json:"family_id"`
+	Scope                 string `json:"scope"`
+}
+
+// IssueRequest is the body of tokens.issue.
+type IssueRequest struct {
+	ClientID     string                     `json:"client_id"`
+	ClientSecret string                     `json:"client_secret"`
+	Subject      string                     `json:"subject"`
+	Audience     []string                   `json:"audience,omitempty"`
+	Scope        string                     `json:"scope,omitempty"`
+	Claims       map[string]json.RawMessage `json:"claims,omitempty"`
+}
+
+// RefreshRequest is the body of tokens.refresh.
+type RefreshRequest struct {
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+	RefreshToken string `json:"refresh_token"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// DecodeIssueRequest decodes and checks the shape of an issue request.
+func DecodeIssueRequest(body []byte, limit int) (IssueRequest, error) {
+	var r IssueRequest
+	if err := decodeStrict(body, limit, &r); err != nil {
+		return r, err
+	}
+	if err := clientCredentials(r.ClientID, r.ClientSecret); err != nil {
+		return r, err
+	}
+	if err := validText("subject", r.Subject, 256); err != nil {
+		return r, err
+	}
+	if len(r.Audience) > 16 {
+		return r, badRequest("at most 16 audiences")
+	}
+	for _, a := range r.Audience {
+		if err := validText("audience", a, 256); err != nil {
+			return r, err
+		}
+	}
+	if err := validScope(r.Scope); err != nil {
+		return r, err
+	}
+	for name := range r.Claims {
+		if err := validText("claim name", name, 64); err != nil {
+			return r, err
+		}
+		if ledger.IsReservedClaim(name) {
+			return r, badRequest(fmt.Sprintf("claim %q is reserved", clip(name)))
+		}
+	}
+	return r, nil
+}
+
+// DecodeRefreshRequest decodes and checks the shape of a refresh request.
+func DecodeRefreshRequest(body []byte, limit int) (RefreshRequest, error) {
+	var r RefreshRequest
+	if err := decodeStrict(body, limit, &r); err != nil {
+		return r, err
+	}
+	if err := clientCredentials(r.ClientID, r.ClientSecret); err != nil {
+		return r, err
+	}
+	if r.RefreshToken == "" {
+		return r, badRequest("refresh_token is required")
+	}
+	return r, validScope(r.Scope)
+}
+
+func clientCredentials(id, secret string) error {
+	if id == "" || secret == "" {
+		return badRequest("client_id and client_secret are required")
+	}
+	return nil
+}
+
+func validScope(s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) > 1024 {
+		return badRequest("scope is longer than 1024 bytes")
+	}
+	for _, r := range s {
+		if r < 0x21 || r > 0x7e {
+			if r != ' ' {
+				return badRequest("scope has characters outside RFC 6749 scope-token")
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Service) issue(ctx context.Context, req micro.Request) (any, error) {
+	r, err := DecodeIssueRequest(req.Data(), s.cfg.MaxRequestBytes)
+	if err != nil {
+		return nil, err
+	}
+	client, err := s.cfg.Registry.Authenticate(ctx, r.ClientID, r.ClientSecret)
+	if err != nil {
+		return nil, err
+	}
+	scope := strings.Join(strings.Fields(r.Scope), " ")
+	if scope == "" {
+		scope = strings.Join(client.Scopes, " ")
+	}
+	if !client.AllowScope(scope) {
+		return nil, ledger.ErrInvalidScope
+	}
+	aud := r.Audience
+	if len(aud) == 0 {
+		aud = client.Audiences
+	}
+	if !client.AllowAudience(aud) {
+		return nil, badRequest("audience not allowed for this client")
+	}
+	var claims json.RawMessage
+	if len(r.Claims) > 0 {
+		for name := range r.Claims {
+			if !slices.Contains(client.AllowedClaims, name) {
+				return nil, badRequest(fmt.Sprintf("claim %q not allowed for this client", clip(name)))
+			}
+		}
+		if claims, err = json.Marshal(r.Claims); err != nil {
+			return nil, badRequest("claims are not valid JSON")
+		}
+	}
+	g, err := s.cfg.Ledger.Issue(ctx, ledger.IssueRequest{
+		Client: client, Policy: client.Policy(s.cfg.Defaults), Subject: r.Subject,
+		Scope: scope, Audience: aud, Claims: claims, RequestID: s.requestID(req),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.tokenResponse(g)
+}
+
+func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
+	r, err := DecodeRefreshRequest(req.Data(), s.cfg.MaxRequestBytes)
+	if err != nil {
+		return nil, err
+	}
+	client, err := s.cfg.Registry.Authenticate(ctx, r.ClientID, r.ClientSecret)
+	if err != nil {
+		return nil, err
+	}
+	g, err := s.cfg.Ledger.Refresh(ctx, ledger.RefreshRequest{
+		Client: client, Policy: client.Policy(s.cfg.Defaults), RefreshToken: r.RefreshToken,
+		Scope: strings.Join(strings.Fields(r.Scope), " "), RequestID: s.requestID(req),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.tokenResponse(g)
+}
+
+func (s *Service) tokenResponse(g ledger.Grant) (TokenResponse, error) {
+	at, err := s.signer.Sign(ledger.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt))
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return TokenResponse{
+		AccessToken: at, TokenType: "Bearer",
+		ExpiresIn:             seconds(g.Access.ExpiresAt.Sub(g.IssuedAt)),
+		RefreshToken:          g.RefreshToken,
+		RefreshTokenExpiresIn: seconds(g.State.RefreshExpiresAt.Sub(g.IssuedAt)),
+		FamilyID:              g.State.FamilyID,
+		Scope:                 g.Access.Scope,
+	}, nil
+}
+
+func (s *Service) jwksHandler(_ context.Context, req micro.Request) (any, error) {
+	if body := strings.TrimSpace(string(req.Data())); body != "" {
+		var empty struct{}
+		if err := decodeStrict(req.Data(), s.cfg.MaxRequestBytes, &empty); err != nil {
+			return nil, err
+		}
+	}
+	return s.jwks, nil
+}
+
+func seconds(d time.Duration) int64 { return int64(d.Round(time.Second) / time.Second) }

@@ -1,0 +1,210 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// AccessTokenType is the JWT typ header of access tokens (RFC 9068).
+const AccessTokenType = "at+jwt"
+
+// ReservedClaims may not be set as custom claims.
+var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "sid", "ver", "cnf", "act"}
+
+// IsReservedClaim reports whether name is set by the ledger itself.
+func IsReservedClaim(name string) bool { return slices.Contains(reservedClaims, name) }
+
+// AccessClaims are an access token's claims (RFC 9068 plus sid and ver).
+type AccessClaims struct {
+	Issuer    string          `json:"iss"`
+	Subject   string          `json:"sub"`
+	Audience  []string        `json:"aud,omitempty"`
+	ExpiresAt int64           `json:"exp"`
+	IssuedAt  int64           `json:"iat"`
+	NotBefore int64           `json:"nbf"`
+	JTI       string          `json:"jti"`
+	ClientID  string          `json:"client_id"`
+	Scope     string          `json:"scope,omitempty"`
+	SID       string          `json:"sid"`
+	Version   int             `json:"ver"`
+	Custom    json.RawMessage `json:"-"`
+}
+
+// ClaimsFor builds the claims of the access token a grant hands out.
+func ClaimsFor(issuer string, st State, g AccessGrant, issuedAt time.Time) AccessClaims {
+	return AccessClaims{
+		Issuer: issuer, Subject: st.Subject, Audience: st.Audience,
+		ExpiresAt: g.ExpiresAt.Unix(), IssuedAt: issuedAt.Unix(), NotBefore: issuedAt.Unix(),
+		JTI: g.JTI, ClientID: st.ClientID, Scope: g.Scope, SID: st.FamilyID,
+		Version: st.Version, Custom: st.Claims,
+	}
+}
+
+// Signer signs access tokens with one key. The header is encoded once; the
+// claims are encoded with encoding/json and signed by golang-jwt's method.
+type Signer struct {
+	key    Key
+	method jwt.SigningMethod
+	header string
+}
+
+// NewSigner returns a signer for the key.
+func NewSigner(key Key) (*Signer, error) {
+	method := jwt.GetSigningMethod(key.Alg)
+	if method == nil || !ValidAlg(key.Alg) {
+		return nil, fmt.Errorf("signer: algorithm %q not allowed", key.Alg)
+	}
+	h, err := json.Marshal(map[string]string{"alg": key.Alg, "kid": key.KID, "typ": AccessTokenType})
+	if err != nil {
+		return nil, err
+	}
+	return &Signer{key: key, method: method, header: b64.EncodeToString(h)}, nil
+}
+
+// KID is the id of the signing key.
+func (s *Signer) KID() string { return s.key.KID }
+
+// Sign returns the compact JWS of the claims.
+func (s *Signer) Sign(c AccessClaims) (string, error) {
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("sign: %w", err)
+	}
+	if len(c.Custom) > 2 && !bytes.Equal(c.Custom, []byte("{}")) && !bytes.Equal(c.Custom, []byte("null")) {
+		// Splice the custom object's members after the standard claims;
+		// reserved names were refused when the family was issued.
+		payload = append(payload[:len(payload)-1], ',')
+		payload = append(payload, bytes.TrimSpace(c.Custom)[1:]...)
+	}
+	signing := s.header + "." + b64.EncodeToString(payload)
+	sig, err := s.method.Sign(signing, s.key.Private)
+	if err != nil {
+		return "", fmt.Errorf("sign with %s: %w", s.key.KID, err)
+	}
+	return signing + "." + b64.EncodeToString(sig), nil
+}
+
+// Verifier checks access tokens against a set of public keys. It accepts
+// only the configured algorithms, the at+jwt type, the expected issuer, and
+// unexpired tokens.
+type Verifier struct {
+	keys   map[string]verifyKey
+	algs   []string
+	issuer string
+	now    func() time.Time
+}
+
+type verifyKey struct {
+	alg string
+	pub crypto.PublicKey
+}
+
+// Verification errors.
+var (
+	ErrTokenInvalid = errors.New("access token invalid")
+	ErrUnknownKey   = errors.New("access token signed with an unknown key")
+)
+
+// NewVerifier returns a verifier over the JWKs, accepting only algs.
+func NewVerifier(jwks []JWK, algs []string, issuer string, now func() time.Time) (*Verifier, error) {
+	for _, a := range algs {
+		if !ValidAlg(a) {
+			return nil, fmt.Errorf("verifier: algorithm %q not allowed", a)
+		}
+	}
+	v := &Verifier{keys: map[string]verifyKey{}, algs: algs, issuer: issuer, now: now}
+	for _, j := range jwks {
+		pub, err := j.PublicKey()
+		if err != nil {
+			return nil, err
+		}
+		v.keys[j.Kid] = verifyKey{alg: j.Alg, pub: pub}
+	}
+	return v, nil
+}
+
+// Verify checks the token and returns its claims.
+func (v *Verifier) Verify(token string) (AccessClaims, error) {
+	var c AccessClaims
+	if len(token) > 16<<10 {
+		return c, fmt.Errorf("%w: too long", ErrTokenInvalid)
+	}
+	var mc jwt.MapClaims
+	parsed, err := jwt.ParseWithClaims(token, &mc, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, AccessTokenType) && !strings.EqualFold(typ, "application/"+AccessTokenType) {
+			return nil, fmt.Errorf("typ %q is not %s", typ, AccessTokenType)
+		}
+		kid, _ := t.Header["kid"].(string)
+		k, ok := v.keys[kid]
+		if !ok {
+			return nil, ErrUnknownKey
+		}
+		if t.Method.Alg() != k.alg {
+			return nil, fmt.Errorf("alg %s does not match key %s", t.Method.Alg(), kid)
+		}
+		return k.pub, nil
+	},
+		jwt.WithValidMethods(v.algs),
+		jwt.WithIssuer(v.issuer),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(v.now),
+	)
+	if err != nil {
+		if errors.Is(err, ErrUnknownKey) {
+			return c, ErrUnknownKey
+		}
+		return c, fmt.Errorf("%w: %w", ErrTokenInvalid, err)
+	}
+	if !parsed.Valid {
+		return c, ErrTokenInvalid
+	}
+	raw, err := json.Marshal(mc)
+	if err != nil {
+		return c, fmt.Errorf("%w: %w", ErrTokenInvalid, err)
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return c, fmt.Errorf("%w: claims: %w", ErrTokenInvalid, err)
+	}
+	if c.JTI == "" || c.SID == "" || c.ClientID == "" {
+		return c, fmt.Errorf("%w: missing jti, sid or client_id", ErrTokenInvalid)
+	}
+	return c, nil
+}
+
+// UnmarshalJSON accepts aud as a string or an array (RFC 7519).
+func (c *AccessClaims) UnmarshalJSON(b []byte) error {
+	type plain AccessClaims
+	var w struct {
+		plain
+		Audience any `json:"aud"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*c = AccessClaims(w.plain)
+	switch a := w.Audience.(type) {
+	case string:
+		c.Audience = []string{a}
+	case []any:
+		for _, x := range a {
+			s, ok := x.(string)
+			if !ok {
+				return errors.New("aud must hold strings")
+			}
+			c.Audience = append(c.Audience, s)
+		}
+	case nil:
+	default:
+		return errors.New("aud must be a string or an array")
+	}
+	return nil
+}

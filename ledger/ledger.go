@@ -1,0 +1,254 @@
+package ledger
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// maxAttempts bounds how often a command reloads after a conflict. Each
+// conflict means another writer made progress, so 64 concurrent callers
+// on one family need at most 64 attempts.
+const maxAttempts = 256
+
+// Ledger runs commands: load a family, decide, append conditionally, and on
+// a conflict reload and decide again. It mints the ids, secrets and time
+// that the pure Decide needs.
+type Ledger struct {
+	store *Store
+	now   func() time.Time
+	rand  io.Reader
+}
+
+// Option configures a Ledger.
+type Option func(*Ledger)
+
+// WithClock replaces time.Now (tests inject a clock).
+func WithClock(now func() time.Time) Option { return func(l *Ledger) { l.now = now } }
+
+// New returns a ledger over the store.
+func New(store *Store, opts ...Option) *Ledger {
+	l := &Ledger{store: store, now: time.Now, rand: rand.Reader}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// Now is the ledger's clock.
+func (l *Ledger) Now() time.Time { return l.now() }
+
+// Store is the ledger's event store.
+func (l *Ledger) Store() *Store { return l.store }
+
+// NewID mints a ULID at the ledger's clock.
+func (l *Ledger) NewID() string {
+	return ulid.MustNew(ulid.Timestamp(l.now()), l.rand).String()
+}
+
+// Grant is what a successful issue or refresh hands back: the family after
+// the event, the raw refresh token (to return once, never to store) and the
+// access token to sign.
+type Grant struct {
+	State        State
+	RefreshToken string
+	Access       AccessGrant
+	IssuedAt     time.Time
+	// Retried is set when the grant answers a grace retry.
+	Retried bool
+}
+
+// IssueRequest asks for a new family.
+type IssueRequest struct {
+	Client    Client
+	Policy    Policy
+	Subject   string
+	Scope     string
+	Audience  []string
+	Claims    json.RawMessage
+	Version   int
+	RequestID string
+}
+
+// Issue starts a family and returns its first tokens.
+func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
+	now := l.now()
+	fid := ulid.MustNew(ulid.Timestamp(now), l.rand)
+	raw, err := MintRefreshToken(l.rand, fid, 0)
+	if err != nil {
+		return Grant{}, err
+	}
+	cmd := Issue{
+		EventID: l.NewID(), FamilyID: fid.String(), Cause: Cause{Kind: CauseRequest, ID: req.RequestID},
+		ClientID: req.Client.ID, Subject: req.Subject, Scope: req.Scope, Audience: req.Audience,
+		Claims: req.Claims, Version: req.Version, TokenHash: HashToken(raw),
+		AccessJTI: l.NewID(), Policy: req.Policy,
+	}
+	events, err := Decide(State{}, cmd, now)
+	if err != nil {
+		return Grant{}, err
+	}
+	st, err := l.store.Append(ctx, State{}, events...)
+	if err != nil {
+		return Grant{}, err
+	}
+	return Grant{State: st, RefreshToken: raw, Access: events[0].Data.(FamilyIssued).Access, IssuedAt: now}, nil
+}
+
+// RefreshRequest presents a refresh token.
+type RefreshRequest struct {
+	Client       Client
+	Policy       Policy
+	RefreshToken string
+	Scope        string
+	RequestID    string
+	// Rollout returns the version the family must reach, if any.
+	Rollout func(State) *Rollout
+}
+
+// Refresh presents a refresh token: it rotates, keeps (periodic), answers a
+// grace retry with the same successor, or refuses; a genuine rotated token
+// outside the grace window revokes the family.
+func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error) {
+	tok, err := ParseRefreshToken(req.RefreshToken)
+	if err != nil {
+		return Grant{}, err
+	}
+	fid := tok.FamilyID.String()
+	hash := HashToken(req.RefreshToken)
+	for range maxAttempts {
+		st, err := l.store.Load(ctx, fid)
+		if err != nil {
+			return Grant{}, err
+		}
+		if !st.Exists() {
+			return Grant{}, ErrInvalidToken // do not tell forged from unknown
+		}
+		presented := Presented{Hash: hash}
+		if hash != st.TokenHash && (st.Previous == nil || hash != st.Previous.Hash) && tok.AfterSeq < st.Seq {
+			if presented.Older, err = l.older(ctx, fid, tok.AfterSeq, hash); err != nil {
+				return Grant{}, err
+			}
+		}
+		now := l.now()
+		cmd := Refresh{
+			EventID: l.NewID(), Cause: Cause{Kind: CauseRequest, ID: req.RequestID},
+			ClientID: req.Client.ID, Presented: presented, Scope: req.Scope,
+			Policy: req.Policy, AccessJTI: l.NewID(),
+		}
+		if req.Rollout != nil {
+			cmd.Rollout = req.Rollout(st)
+		}
+		var next string
+		if hash == st.TokenHash && st.Revoked == nil {
+			if next, err = MintRefreshToken(l.rand, tok.FamilyID, st.Seq); err != nil {
+				return Grant{}, err
+			}
+			cmd.NextHash = HashToken(next)
+			if cmd.SealedNext, err = SealSuccessor(l.rand, req.RefreshToken, next); err != nil {
+				return Grant{}, err
+			}
+		}
+		events, decided := Decide(st, cmd, now)
+		after := st
+		if len(events) > 0 {
+			after, err = l.store.Append(ctx, st, events...)
+			if errors.Is(err, ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return Grant{}, err
+			}
+		}
+		if decided != nil {
+			return Grant{}, decided
+		}
+		g := Grant{State: after, IssuedAt: now}
+		switch d := events[0].Data.(type) {
+		case RefreshRotated:
+			g.RefreshToken, g.Access = next, d.Access
+		case RefreshUsed:
+			g.RefreshToken, g.Access = req.RefreshToken, d.Access
+		case GraceRetried:
+			g.Access, g.Retried = d.Access, true
+			if g.RefreshToken, err = OpenSuccessor(req.RefreshToken, st.Previous.SealedSuccessor); err != nil {
+				return Grant{}, fmt.Errorf("grace retry of family %s: %w", fid, err)
+			}
+		default:
+			return Grant{}, fmt.Errorf("refresh decided %T", d)
+		}
+		return g, nil
+	}
+	return Grant{}, fmt.Errorf("refresh family %s: %d conflicting writers: %w", fid, maxAttempts, ErrUnavailable)
+}
+
+// older proves a presented token genuine for a past generation: the token
+// names the family's last sequence when it was minted, so the family's first
+// event after it is the one that minted it. It returns nil for a token that
+// is not genuine. It costs one read, plus a few to find the rotation that
+// replaced it for the reuse lineage.
+func (l *Ledger) older(ctx context.Context, fid string, afterSeq uint64, hash string) (*OlderToken, error) {
+	minted, seq, err := l.store.EventAfter(ctx, fid, afterSeq)
+	if errors.Is(err, ErrUnknownFamily) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var o OlderToken
+	switch d := minted.Data.(type) {
+	case FamilyIssued:
+		if !HashEqual(d.TokenHash, hash) {
+			return nil, nil
+		}
+		o.Generation = 0
+	case RefreshRotated:
+		if !HashEqual(d.TokenHash, hash) {
+			return nil, nil
+		}
+		o.Generation = d.ToGeneration
+	default:
+		return nil, nil
+	}
+	// The rotation away from it is usually the next event or close after;
+	// lineage is best effort beyond a few reads.
+	for range 8 {
+		e, s, err := l.store.EventAfter(ctx, fid, seq)
+		if err != nil {
+			break
+		}
+		seq = s
+		if r, ok := e.Data.(RefreshRotated); ok && r.FromGeneration == o.Generation {
+			o.RotatedAt, o.WinnerEventID, o.WinnerRequest = e.OccurredAt, e.ID, e.Cause.ID
+			break
+		}
+	}
+	return &o, nil
+}
+
+// Revoke revokes a family for the cause. Revoking a revoked family changes
+// nothing and is not an error.
+func (l *Ledger) Revoke(ctx context.Context, familyID string, cause Cause) (State, error) {
+	for range maxAttempts {
+		st, err := l.store.Load(ctx, familyID)
+		if err != nil {
+			return State{}, err
+		}
+		events, err := Decide(st, Revoke{EventID: l.NewID(), Cause: cause}, l.now())
+		if err != nil {
+			return st, err
+		}
+		after, err := l.store.Append(ctx, st, events...)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		return after, err
+	}
+	return State{}, fmt.Errorf("revoke family %s: %w", familyID, ErrUnavailable)
+}

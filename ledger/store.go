@@ -1,0 +1,222 @@
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+)
+
+// Defaults for the ledger stream.
+const (
+	DefaultStream        = "TOKENLEDGER"
+	DefaultSubjectPrefix = "ledger"
+)
+
+// HeaderEventType carries the event type on every stored message so readers
+// can filter without decoding.
+const HeaderEventType = "Tokenledger-Event-Type"
+
+// StoreConfig configures the JetStream event store.
+type StoreConfig struct {
+	Stream        string // default DefaultStream
+	SubjectPrefix string // default DefaultSubjectPrefix
+	Replicas      int    // default 1; 3 on a cluster
+	// DuplicateWindow is how long message ids are remembered for
+	// de-duplication (default 2 minutes).
+	DuplicateWindow time.Duration
+}
+
+// Store is the ledger's event log on a JetStream stream. Every family's
+// events live on their own subject; appends are conditional on that
+// subject's last sequence.
+type Store struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	prefix string
+}
+
+// NewStore creates or updates the ledger stream and returns a store on it.
+// The stream denies delete and purge, de-duplicates by message id and
+// allows direct gets.
+func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	if cfg.SubjectPrefix == "" {
+		cfg.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.DuplicateWindow == 0 {
+		cfg.DuplicateWindow = 2 * time.Minute
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "tokenledger event log: append-only, never deleted",
+		Subjects:    []string{cfg.SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowDirect: true,
+		Discard:     jetstream.DiscardNew,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger stream %s: %w", cfg.Stream, err)
+	}
+	return &Store{js: js, stream: stream, prefix: cfg.SubjectPrefix}, nil
+}
+
+// Stream is the underlying stream, for readers such as projections.
+func (s *Store) Stream() jetstream.Stream { return s.stream }
+
+// FamilySubject is the subject all of a family's events are stored on.
+func (s *Store) FamilySubject(familyID string) string {
+	return s.prefix + ".family." + familyID
+}
+
+// FamilyWildcard matches every family subject.
+func (s *Store) FamilyWildcard() string { return s.prefix + ".family.*" }
+
+// ValidFamilyID reports whether id is a family id (a ULID), which also makes
+// it safe to put in a subject.
+func ValidFamilyID(id string) bool {
+	_, err := ulid.ParseStrict(id)
+	return err == nil && len(id) == ulid.EncodedSize
+}
+
+// Load returns the family's current state in one direct get: the state
+// stored with its last event. A family with no events is the zero State.
+func (s *Store) Load(ctx context.Context, familyID string) (State, error) {
+	if !ValidFamilyID(familyID) {
+		return State{}, ErrUnknownFamily
+	}
+	msg, err := s.stream.GetLastMsgForSubject(ctx, s.FamilySubject(familyID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return State{}, nil
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("load family %s: %w", familyID, unavailable(err))
+	}
+	e, err := DecodeEvent(msg.Data)
+	if err != nil {
+		return State{}, fmt.Errorf("load family %s at seq %d: %w", familyID, msg.Sequence, err)
+	}
+	if e.State == nil {
+		return State{}, fmt.Errorf("load family %s at seq %d: event has no state", familyID, msg.Sequence)
+	}
+	st := *e.State
+	st.Seq, st.Head = msg.Sequence, EventHash(msg.Data)
+	return st, nil
+}
+
+// EventAfter returns the family's first event stored after sequence seq,
+// with its sequence: for a token minted at seq, the event that minted it.
+func (s *Store) EventAfter(ctx context.Context, familyID string, seq uint64) (Event, uint64, error) {
+	if !ValidFamilyID(familyID) {
+		return Event{}, 0, ErrUnknownFamily
+	}
+	msg, err := s.stream.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(s.FamilySubject(familyID)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Event{}, 0, ErrUnknownFamily
+	}
+	if err != nil {
+		return Event{}, 0, fmt.Errorf("family %s after seq %d: %w", familyID, seq, unavailable(err))
+	}
+	e, err := DecodeEvent(msg.Data)
+	if err != nil {
+		return Event{}, 0, fmt.Errorf("family %s at seq %d: %w", familyID, msg.Sequence, err)
+	}
+	return e, msg.Sequence, nil
+}
+
+// Append appends the events to the family whose state is st, each
+// conditional on the family subject's last sequence, and returns the state
+// after them. Each event gets the hash chain link and the state snapshot.
+// If another writer got there first it returns ErrConflict and the caller
+// reloads and decides again.
+func (s *Store) Append(ctx context.Context, st State, events ...Event) (State, error) {
+	for _, e := range events {
+		e.Prev = st.Head
+		next := Apply(st, e)
+		snapshot := next
+		e.State = &snapshot
+		data, err := EncodeEvent(e)
+		if err != nil {
+			return st, err
+		}
+		msg := nats.NewMsg(s.FamilySubject(e.FamilyID))
+		msg.Data = data
+		msg.Header.Set(HeaderEventType, string(typeOf(e.Data)))
+		ack, err := s.js.PublishMsg(ctx, msg,
+			jetstream.WithMsgID(e.ID),
+			jetstream.WithExpectLastSequencePerSubject(st.Seq))
+		if err != nil {
+			return st, fmt.Errorf("append %s to family %s: %w", e.ID, e.FamilyID, translate(err))
+		}
+		next.Seq, next.Head = ack.Sequence, EventHash(data)
+		st = next
+	}
+	return st, nil
+}
+
+// AppendTo publishes an event that belongs to no family (such as a handled
+// security event) on prefix.kind.key, de-duplicated by the event id.
+func (s *Store) AppendTo(ctx context.Context, kind, key string, e Event) (uint64, error) {
+	data, err := EncodeEvent(e)
+	if err != nil {
+		return 0, err
+	}
+	msg := nats.NewMsg(s.prefix + "." + kind + "." + key)
+	msg.Data = data
+	msg.Header.Set(HeaderEventType, string(typeOf(e.Data)))
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.ID))
+	if err != nil {
+		return 0, fmt.Errorf("append %s: %w", e.ID, translate(err))
+	}
+	return ack.Sequence, nil
+}
+
+// LastSeq is the stream's last sequence.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("ledger stream info: %w", unavailable(err))
+	}
+	return info.State.LastSeq, nil
+}
+
+// EventHash is the hex SHA-256 of an event's stored bytes: the link the
+// next event of the family carries in Prev.
+func EventHash(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func translate(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			return fmt.Errorf("%w (%s)", ErrConflict, apiErr.Description)
+		}
+	}
+	return unavailable(err)
+}
+
+func unavailable(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
