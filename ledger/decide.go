@@ -95,9 +95,26 @@ type Revoke struct {
 	Cause   Cause
 }
 
-func (Issue) command()   {}
-func (Refresh) command() {}
-func (Revoke) command()  {}
+// RevokeAccess denies one access token of the family until it expires.
+type RevokeAccess struct {
+	EventID   string
+	Cause     Cause
+	JTI       string
+	ExpiresAt time.Time
+}
+
+// CutAccess denies every access token of the family issued so far, forcing
+// a refresh, without revoking the family.
+type CutAccess struct {
+	EventID string
+	Cause   Cause
+}
+
+func (Issue) command()        {}
+func (Refresh) command()      {}
+func (Revoke) command()       {}
+func (RevokeAccess) command() {}
+func (CutAccess) command()    {}
 
 // Decide returns the events a command produces given the family's state at
 // instant now. It is pure. When it returns both events and an error, the
@@ -111,6 +128,10 @@ func Decide(s State, c Command, now time.Time) ([]Event, error) {
 		return decideRefresh(s, c, now)
 	case Revoke:
 		return decideRevoke(s, c, now)
+	case RevokeAccess:
+		return decideRevokeAccess(s, c, now)
+	case CutAccess:
+		return decideCutAccess(s, c, now)
 	}
 	return nil, fmt.Errorf("decide %T: %w", c, ErrInvalidRequest)
 }
@@ -246,6 +267,36 @@ func decideRevoke(s State, c Revoke, now time.Time) ([]Event, error) {
 	return []Event{{
 		ID: c.EventID, FamilyID: s.FamilyID, OccurredAt: now, Cause: c.Cause,
 		Data: FamilyRevoked{Generation: s.Generation},
+	}}, nil
+}
+
+func decideRevokeAccess(s State, c RevokeAccess, now time.Time) ([]Event, error) {
+	switch {
+	case !s.Exists():
+		return nil, ErrUnknownFamily
+	case c.Cause.Kind == "" || c.JTI == "":
+		return nil, fmt.Errorf("revoke access token: cause and jti are required: %w", ErrInvalidRequest)
+	case s.Revoked != nil || !now.Before(c.ExpiresAt) || !now.Before(s.ExpiresAt):
+		return nil, nil // already inactive: nothing to record
+	}
+	return []Event{{
+		ID: c.EventID, FamilyID: s.FamilyID, OccurredAt: now, Cause: c.Cause,
+		Data: AccessRevoked{JTI: c.JTI, ExpiresAt: c.ExpiresAt},
+	}}, nil
+}
+
+func decideCutAccess(s State, c CutAccess, now time.Time) ([]Event, error) {
+	switch {
+	case !s.Exists():
+		return nil, ErrUnknownFamily
+	case c.Cause.Kind == "":
+		return nil, fmt.Errorf("cut access: a cause is required: %w", ErrInvalidRequest)
+	case s.StatusAt(now) != StatusActive:
+		return nil, nil // a dead family's access tokens are already inactive
+	}
+	return []Event{{
+		ID: c.EventID, FamilyID: s.FamilyID, OccurredAt: now, Cause: c.Cause,
+		Data: AccessCutoff{Generation: s.Generation},
 	}}, nil
 }
 

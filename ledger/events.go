@@ -22,6 +22,7 @@ const (
 	TypeReuseDetected   EventType = "refresh.reuse_detected.v1"
 	TypeFamilyRevoked   EventType = "family.revoked.v1"
 	TypeAccessRevoked   EventType = "access.revoked.v1"
+	TypeAccessCutoff    EventType = "family.access_cutoff.v1"
 	TypeSecurityHandled EventType = "security.handled.v1"
 )
 
@@ -135,6 +136,13 @@ type AccessRevoked struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
+// AccessCutoff denies every access token of the family issued at or before
+// the event (a security action that forces a refresh); the family stays
+// active and its refresh token keeps working.
+type AccessCutoff struct {
+	Generation uint64 `json:"generation"`
+}
+
 // SecurityHandled records what the worker did with a security event.
 type SecurityHandled struct {
 	EventType string   `json:"event_type"`
@@ -160,6 +168,8 @@ func typeOf(data any) EventType {
 		return TypeFamilyRevoked
 	case AccessRevoked:
 		return TypeAccessRevoked
+	case AccessCutoff:
+		return TypeAccessCutoff
 	case SecurityHandled:
 		return TypeSecurityHandled
 	}
@@ -224,6 +234,8 @@ func DecodeEvent(b []byte) (Event, error) {
 		e.Data, err = decodeData[FamilyRevoked](w.Data)
 	case TypeAccessRevoked:
 		e.Data, err = decodeData[AccessRevoked](w.Data)
+	case TypeAccessCutoff:
+		e.Data, err = decodeData[AccessCutoff](w.Data)
 	case TypeSecurityHandled:
 		e.Data, err = decodeData[SecurityHandled](w.Data)
 	default:

@@ -235,12 +235,30 @@ func (l *Ledger) older(ctx context.Context, fid string, afterSeq uint64, hash st
 // Revoke revokes a family for the cause. Revoking a revoked family changes
 // nothing and is not an error.
 func (l *Ledger) Revoke(ctx context.Context, familyID string, cause Cause) (State, error) {
+	return l.run(ctx, familyID, func() Command { return Revoke{EventID: l.NewID(), Cause: cause} })
+}
+
+// RevokeAccess denies one access token of the family until it expires.
+func (l *Ledger) RevokeAccess(ctx context.Context, familyID, jti string, expiresAt time.Time, cause Cause) (State, error) {
+	return l.run(ctx, familyID, func() Command {
+		return RevokeAccess{EventID: l.NewID(), Cause: cause, JTI: jti, ExpiresAt: expiresAt}
+	})
+}
+
+// CutAccess denies every access token of the family issued so far.
+func (l *Ledger) CutAccess(ctx context.Context, familyID string, cause Cause) (State, error) {
+	return l.run(ctx, familyID, func() Command { return CutAccess{EventID: l.NewID(), Cause: cause} })
+}
+
+// run loads, decides and appends a command that needs nothing minted but
+// its event id, retrying on conflicts.
+func (l *Ledger) run(ctx context.Context, familyID string, cmd func() Command) (State, error) {
 	for range maxAttempts {
 		st, err := l.store.Load(ctx, familyID)
 		if err != nil {
 			return State{}, err
 		}
-		events, err := Decide(st, Revoke{EventID: l.NewID(), Cause: cause}, l.now())
+		events, err := Decide(st, cmd(), l.now())
 		if err != nil {
 			return st, err
 		}
@@ -250,5 +268,5 @@ func (l *Ledger) Revoke(ctx context.Context, familyID string, cause Cause) (Stat
 		}
 		return after, err
 	}
-	return State{}, fmt.Errorf("revoke family %s: %w", familyID, ErrUnavailable)
+	return State{}, fmt.Errorf("family %s: %d conflicting writers: %w", familyID, maxAttempts, ErrUnavailable)
 }

@@ -41,6 +41,9 @@ type State struct {
 	// Previous is the token the current one replaced, kept for grace
 	// retries and reuse lineage.
 	Previous *Previous `json:"previous,omitempty"`
+	// AccessCutoff: access tokens of the family issued at or before this
+	// instant are denied (zero: none).
+	AccessCutoff time.Time `json:"access_cutoff,omitzero"`
 	// Events counts the family's events.
 	Events uint64 `json:"events"`
 
@@ -122,6 +125,8 @@ func Apply(s State, e Event) State {
 		}
 	case AccessRevoked:
 		// One token is denied; the family's state is unchanged.
+	case AccessCutoff:
+		s.AccessCutoff = e.OccurredAt
 	case SecurityHandled:
 		// Recorded on its own subject; it changes no family.
 	}
