@@ -1,0 +1,131 @@
+package ledger
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files (only for a new event type: a changed golden file is a wire break)")
+
+// sampleEvents holds one event of every type with every field set.
+func sampleEvents() []Event {
+	at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	access := AccessGrant{JTI: "01JDQ80000000000000000ACC1", Scope: "read", ExpiresAt: at.Add(15 * time.Minute)}
+	base := func(id string, data any) Event {
+		return Event{ID: id, FamilyID: famID, OccurredAt: at, Cause: Cause{Kind: CauseRequest, ID: "req-1"},
+			Prev: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Data: data}
+	}
+	issued := base("01JDQ80000000000000000EV01", FamilyIssued{
+		ClientID: "web", Subject: "alice", Scope: "read write", Audience: []string{"api"},
+		Claims: json.RawMessage(`{"tenant":"acme"}`), Version: 1, TokenHash: "hash-0",
+		RefreshExpiresAt: at.Add(336 * time.Hour), ExpiresAt: at.Add(2160 * time.Hour), Access: access,
+	})
+	issued.Prev = ""
+	st := Apply(State{}, issued)
+	issued.State = &st
+	revoked := base("01JDQ80000000000000000EV06", FamilyRevoked{Generation: 3})
+	revoked.Cause = Cause{Kind: CauseAdmin, ID: "ticket-7", Reason: "offboarding"}
+	handled := base("01JDQ80000000000000000EV09", SecurityHandled{EventType: "credential_compromised", Severity: "high", Action: "revoke_families", Families: []string{famID}})
+	handled.FamilyID, handled.Prev = "", ""
+	handled.Cause = Cause{Kind: CauseSecurity, ID: "sec-42", Reason: "leaked"}
+	return []Event{
+		issued,
+		base("01JDQ80000000000000000EV02", RefreshRotated{FromGeneration: 0, ToGeneration: 1, PresentedHash: "hash-0", TokenHash: "hash-1", SealedSuccessor: "sealed", RefreshExpiresAt: at.Add(336 * time.Hour), Version: 1, Access: access}),
+		base("01JDQ80000000000000000EV03", RefreshUsed{Generation: 1, RefreshExpiresAt: at.Add(336 * time.Hour), Access: access}),
+		base("01JDQ80000000000000000EV04", GraceRetried{PresentedGeneration: 0, SuccessorGeneration: 1, RotatedAgo: 2 * time.Second, Access: access}),
+		base("01JDQ80000000000000000EV05", ReuseDetected{PresentedGeneration: 0, CurrentGeneration: 2, PresentedHash: "hash-0", RotatedAgo: time.Hour, WinnerEventID: "01JDQ80000000000000000EV02", WinnerRequest: "req-0"}),
+		revoked,
+		base("01JDQ80000000000000000EV07", AccessRevoked{JTI: access.JTI, ExpiresAt: access.ExpiresAt}),
+		base("01JDQ80000000000000000EV08", AccessCutoff{Generation: 2}),
+		handled,
+	}
+}
+
+func TestEventGolden(t *testing.T) {
+	seen := map[EventType]bool{}
+	for _, e := range sampleEvents() {
+		typ := typeOf(e.Data)
+		seen[typ] = true
+		t.Run(string(typ), func(t *testing.T) {
+			got, err := EncodeEvent(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, got, "", "  "); err != nil {
+				t.Fatal(err)
+			}
+			pretty.WriteByte('\n')
+			path := filepath.Join("testdata", string(typ)+".json")
+			if *update {
+				if err := os.WriteFile(path, pretty.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("golden file: %v (run with -update only for a new event type)", err)
+			}
+			if !bytes.Equal(pretty.Bytes(), want) {
+				t.Fatalf("wire format changed for %s:\n got %s\nwant %s", typ, pretty.Bytes(), want)
+			}
+			back, err := DecodeEvent(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Type = typ
+			e.OccurredAt = e.OccurredAt.UTC()
+			if !reflect.DeepEqual(back, e) {
+				t.Fatalf("round trip:\n got %+v\nwant %+v", back, e)
+			}
+		})
+	}
+	for _, typ := range []EventType{TypeFamilyIssued, TypeRefreshRotated, TypeRefreshUsed, TypeGraceRetried,
+		TypeReuseDetected, TypeFamilyRevoked, TypeAccessRevoked, TypeAccessCutoff, TypeSecurityHandled} {
+		if !seen[typ] {
+			t.Errorf("no golden sample for %s", typ)
+		}
+	}
+}
+
+func TestDecodeEventRejects(t *testing.T) {
+	for name, in := range map[string]string{
+		"not json":       `{`,
+		"unknown type":   `{"id":"x","type":"family.exploded.v1","schema":1,"data":{}}`,
+		"future schema":  `{"id":"x","type":"family.revoked.v1","schema":2,"data":{}}`,
+		"payload type":   `{"id":"x","type":"family.revoked.v1","schema":1,"data":{"generation":"one"}}`,
+		"payload absent": `{"id":"x","type":"refresh.rotated.v1","schema":1,"data":[]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := DecodeEvent([]byte(in)); err == nil {
+				t.Fatal("decoded")
+			} else if name == "unknown type" && !errors.Is(err, ErrUnknownEvent) {
+				t.Fatalf("err %v, want ErrUnknownEvent", err)
+			}
+		})
+	}
+}
+
+func FuzzDecodeEvent(f *testing.F) {
+	for _, e := range sampleEvents() {
+		b, _ := EncodeEvent(e)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"type":"family.issued.v1","schema":1,"data":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := DecodeEvent(b)
+		if err != nil {
+			return
+		}
+		if _, err := EncodeEvent(e); err != nil {
+			t.Fatalf("decoded event does not encode: %v", err)
+		}
+	})
+}
