@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -50,13 +52,24 @@ type env struct {
 	js    jetstream.JetStream
 	store *ledger.Store
 	clock *testClock
+	first *ledger.Ledger // the first service's ledger
+}
+
+// ledger is the first started service's ledger (same clock as it).
+func (e *env) ledger() *ledger.Ledger {
+	e.t.Helper()
+	if e.first == nil {
+		e.t.Fatal("no service started")
+	}
+	return e.first
 }
 
 // envOptions tunes the service under test.
 type envOptions struct {
 	grace   time.Duration
 	client  func(*ledger.Client)
-	useWall bool // real clock instead of the test clock
+	useWall bool      // real clock instead of the test clock
+	logTo   io.Writer // service logs (default: discarded)
 }
 
 func newEnv(t testing.TB, dir string) *env {
@@ -119,6 +132,7 @@ func (e *env) startService(opts envOptions) *ledger.Ledger {
 			RefreshTTL: 14 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour,
 		},
 		Workers: 32,
+		Log:     logger(opts.logTo),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +146,17 @@ func (e *env) startService(opts envOptions) *ledger.Ledger {
 		}
 	})
 	e.waitForService(ctx)
+	if e.first == nil {
+		e.first = l
+	}
 	return l
+}
+
+func logger(w io.Writer) *slog.Logger {
+	if w == nil {
+		return nil
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // waitForService polls until the service answers, so tests never sleep.

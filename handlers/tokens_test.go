@@ -1,0 +1,358 @@
+package handlers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// The access token verifies against the tokens.jwks reply with go-jose, an
+// independent JWT library, and carries the SPEC claims.
+func TestAccessTokenVerifiesWithIndependentLibrary(t *testing.T) {
+	e := newEnv(t, "")
+	e.startService(envOptions{grace: 10 * time.Second, useWall: true})
+	r := e.call("tokens.issue", map[string]any{
+		"client_id": testClientID, "client_secret": testSecret, "subject": "alice",
+		"scope": "read", "claims": map[string]any{"tenant": "acme"},
+	})
+	wantOK(t, r)
+
+	jwksReply := e.call("tokens.jwks", "{}")
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(jwksReply.Raw, &set); err != nil || len(set.Keys) == 0 {
+		t.Fatalf("jwks %s: %v", jwksReply.Raw, err)
+	}
+	if empty := e.call("tokens.jwks", ""); string(empty.Raw) != string(jwksReply.Raw) {
+		t.Fatal("empty jwks request answered differently")
+	}
+
+	tok, err := josejwt.ParseSigned(r.AccessToken, []jose.SignatureAlgorithm{jose.EdDSA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := tok.Headers[0]
+	if typ := h.ExtraHeaders[jose.HeaderType]; typ != "at+jwt" {
+		t.Fatalf("typ = %v", typ)
+	}
+	keys := set.Key(h.KeyID)
+	if h.KeyID == "" || len(keys) != 1 {
+		t.Fatalf("kid %q not in jwks", h.KeyID)
+	}
+	var std josejwt.Claims
+	var extra struct {
+		ClientID string `json:"client_id"`
+		Scope    string `json:"scope"`
+		SID      string `json:"sid"`
+		Ver      int    `json:"ver"`
+		Tenant   string `json:"tenant"`
+	}
+	if err := tok.Claims(keys[0].Key, &std, &extra); err != nil {
+		t.Fatalf("signature does not verify: %v", err)
+	}
+	if err := std.ValidateWithLeeway(josejwt.Expected{Issuer: "tokenledger", AnyAudience: []string{"api"}, Subject: "alice"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ulid.ParseStrict(std.ID); err != nil {
+		t.Fatalf("jti %q is not a ULID", std.ID)
+	}
+	if std.Expiry == nil || std.IssuedAt == nil || std.NotBefore == nil ||
+		std.Expiry.Time().Sub(std.IssuedAt.Time()) != 15*time.Minute {
+		t.Fatalf("times %+v", std)
+	}
+	if extra.ClientID != testClientID || extra.Scope != "read" || extra.SID != r.FamilyID || extra.Ver != 1 || extra.Tenant != "acme" {
+		t.Fatalf("claims %+v", extra)
+	}
+	if r.TokenType != "Bearer" || r.ExpiresIn != 900 || r.RefreshTokenExpiresIn != 14*24*3600 || r.Scope != "read" {
+		t.Fatalf("token response %s", r.Raw)
+	}
+	// A tampered token fails with the independent library too.
+	parts := strings.Split(r.AccessToken, ".")
+	forged, _ := josejwt.ParseSigned(parts[0]+"."+parts[1][:len(parts[1])-2]+"AA."+parts[2], []jose.SignatureAlgorithm{jose.EdDSA})
+	if forged != nil && forged.Claims(keys[0].Key, &std) == nil {
+		t.Fatal("tampered token verified")
+	}
+}
+
+func TestRefreshChainAndGrace(t *testing.T) {
+	e := newEnv(t, "")
+	e.startService(envOptions{grace: 10 * time.Second})
+	first := e.issue("alice")
+	wantOK(t, first)
+	seen := map[string]bool{first.RefreshToken: true}
+	cur := first
+	for i := range 100 {
+		e.clock.Advance(time.Minute)
+		next := e.refresh(cur.RefreshToken)
+		wantOK(t, next)
+		if seen[next.RefreshToken] || next.FamilyID != first.FamilyID {
+			t.Fatalf("step %d: token repeated or family changed", i)
+		}
+		seen[next.RefreshToken] = true
+		cur = next
+	}
+	st, err := e.store.Load(context.Background(), first.FamilyID)
+	if err != nil || st.Generation != 100 || st.Events != 101 {
+		t.Fatalf("after 100 rotations: generation %d, events %d, err %v", st.Generation, st.Events, err)
+	}
+
+	// A grace retry of the previous token returns the same successor.
+	prev := cur
+	e.clock.Advance(time.Minute)
+	succ := e.refresh(prev.RefreshToken)
+	wantOK(t, succ)
+	e.clock.Advance(9 * time.Second)
+	retry := e.refresh(prev.RefreshToken)
+	wantOK(t, retry)
+	if retry.RefreshToken != succ.RefreshToken || retry.AccessToken == succ.AccessToken {
+		t.Fatal("grace retry must return the same successor with a fresh access token")
+	}
+	events := e.events()
+	if n := countType(events, ledger.TypeGraceRetried); n != 1 {
+		t.Fatalf("%d grace events, want 1", n)
+	}
+	// The successor is still the one current token.
+	wantOK(t, e.refresh(succ.RefreshToken))
+}
+
+func TestReuseAfterWindowRevokesFamily(t *testing.T) {
+	e := newEnv(t, "")
+	e.startService(envOptions{grace: 10 * time.Second})
+	t.Run("previous generation", func(t *testing.T) {
+		a := e.issue("alice")
+		b := e.refresh(a.RefreshToken)
+		wantOK(t, b)
+		e.clock.Advance(11 * time.Second)
+		wantError(t, e.refresh(a.RefreshToken), CodeInvalidGrant, "400")
+		// The newest token of the family fails too.
+		wantError(t, e.refresh(b.RefreshToken), CodeInvalidGrant, "400")
+		reuse := lastOfType(t, e.events(), a.FamilyID, ledger.TypeReuseDetected)
+		d := reuse.Data.(ledger.ReuseDetected)
+		rotation := lastOfType(t, e.events(), a.FamilyID, ledger.TypeRefreshRotated)
+		if d.PresentedGeneration != 0 || d.CurrentGeneration != 1 || d.RotatedAgo != 11*time.Second ||
+			d.WinnerEventID != rotation.ID || d.WinnerRequest != rotation.Cause.ID || d.WinnerRequest == "" {
+			t.Fatalf("lineage %+v (rotation %s by %s)", d, rotation.ID, rotation.Cause.ID)
+		}
+		if reuse.State.Revoked == nil || reuse.State.Revoked.Cause.Kind != ledger.CauseReuse {
+			t.Fatalf("family not revoked for reuse: %+v", reuse.State.Revoked)
+		}
+	})
+	t.Run("older generation", func(t *testing.T) {
+		a := e.issue("bob")
+		b := e.refresh(a.RefreshToken)
+		e.clock.Advance(time.Minute)
+		c := e.refresh(b.RefreshToken)
+		wantOK(t, c)
+		e.clock.Advance(time.Minute)
+		wantError(t, e.refresh(a.RefreshToken), CodeInvalidGrant, "400")
+		d := lastOfType(t, e.events(), a.FamilyID, ledger.TypeReuseDetected).Data.(ledger.ReuseDetected)
+		if d.PresentedGeneration != 0 || d.CurrentGeneration != 2 || d.RotatedAgo != 2*time.Minute || d.WinnerEventID == "" {
+			t.Fatalf("lineage %+v", d)
+		}
+		wantError(t, e.refresh(c.RefreshToken), CodeInvalidGrant, "400")
+	})
+	t.Run("revoked family stays dead inside the grace window", func(t *testing.T) {
+		a := e.issue("carol")
+		b := e.refresh(a.RefreshToken)
+		wantOK(t, b)
+		if _, err := e.ledger().Revoke(context.Background(), a.FamilyID, ledger.Cause{Kind: ledger.CauseAdmin, Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, e.refresh(a.RefreshToken), CodeInvalidGrant, "400")
+		wantError(t, e.refresh(b.RefreshToken), CodeInvalidGrant, "400")
+	})
+}
+
+func TestForgedTokenRevokesNothing(t *testing.T) {
+	e := newEnv(t, "")
+	e.startService(envOptions{grace: 10 * time.Second})
+	a := e.issue("alice")
+	b := e.refresh(a.RefreshToken)
+	before := e.lastSeq()
+	tok, _ := ledger.ParseRefreshToken(a.RefreshToken)
+	for _, afterSeq := range []uint64{0, tok.AfterSeq, 1, 2, 1 << 60} {
+		forged, _ := ledger.MintRefreshToken(rand.Reader, tok.FamilyID, afterSeq)
+		wantError(t, e.refresh(forged), CodeInvalidGrant, "400")
+	}
+	for _, junk := range []string{"tlr_", "tlr_AAAA", "eyJhbGciOi.x.y", strings.Repeat("z", 300)} {
+		wantError(t, e.refresh(junk), CodeInvalidGrant, "400")
+	}
+	if after := e.lastSeq(); after != before {
+		t.Fatalf("forged tokens appended %d events", after-before)
+	}
+	wantOK(t, e.refresh(b.RefreshToken))
+}
+
+func TestExpiry(t *testing.T) {
+	e := newEnv(t, "")
+	e.startService(envOptions{grace: 10 * time.Second})
+	t.Run("idle", func(t *testing.T) {
+		a := e.issue("alice")
+		e.clock.Advance(14*24*time.Hour - time.Second)
+		b := e.refresh(a.RefreshToken)
+		wantOK(t, b)
+		e.clock.Advance(14 * 24 * time.Hour)
+		before := e.lastSeq()
+		wantError(t, e.refresh(b.RefreshToken), CodeInvalidGrant, "400")
+		if e.lastSeq() != before {
+			t.Fatal("expiry wrote an event")
+		}
+	})
+	t.Run("absolute", func(t *testing.T) {
+		a := e.issue("bob")
+		cur := a
+		for range 6 { // 6 x 13 days = 78 days
+			e.clock.Advance(13 * 24 * time.Hour)
+			cur = e.refresh(cur.RefreshToken)
+			wantOK(t, cur)
+		}
+		if cur.RefreshTokenExpiresIn != 12*24*3600 {
+			t.Fatalf("refresh token outlives its family: expires in %ds", cur.RefreshTokenExpiresIn)
+		}
+		e.clock.Advance(12 * 24 * time.Hour) // day 90
+		wantError(t, e.refresh(cur.RefreshToken), CodeInvalidGrant, "400")
+	})
+}
+
+// 64 goroutines present one token at once: exactly one rotation is
+// appended; with a grace window every caller gets the same successor,
+// without one the others get invalid_grant.
+func TestConcurrentRefreshOneToken(t *testing.T) {
+	for _, grace := range []time.Duration{10 * time.Second, 0} {
+		t.Run("grace="+grace.String(), func(t *testing.T) {
+			e := newEnv(t, "")
+			e.startService(envOptions{grace: grace})
+			a := e.issue("alice")
+			const n = 64
+			replies := make([]reply, n)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					replies[i] = e.refresh(a.RefreshToken)
+				})
+			}
+			close(start)
+			wg.Wait()
+			successors := map[string]int{}
+			failures := 0
+			for _, r := range replies {
+				switch {
+				case r.Error == "":
+					successors[r.RefreshToken]++
+				case r.Error == CodeInvalidGrant:
+					failures++
+				default:
+					t.Fatalf("unexpected reply %s", r.Raw)
+				}
+			}
+			events := e.events()
+			if got := countType(events, ledger.TypeRefreshRotated); got != 1 {
+				t.Fatalf("%d rotation events, want exactly 1", got)
+			}
+			if len(successors) != 1 {
+				t.Fatalf("%d distinct successors, want 1", len(successors))
+			}
+			if grace > 0 && failures != 0 {
+				t.Fatalf("%d failures inside the grace window", failures)
+			}
+			if grace == 0 && (failures != n-1 || countType(events, ledger.TypeReuseDetected) == 0) {
+				t.Fatalf("without grace: %d failures, want %d, and a reuse", failures, n-1)
+			}
+		})
+	}
+}
+
+// A refresh racing a revocation: once the revocation is appended, no later
+// refresh of that family succeeds, and the log shows no grant after it.
+func TestRefreshRacingRevocation(t *testing.T) {
+	e := newEnv(t, "")
+	e.startService(envOptions{grace: 10 * time.Second, useWall: true})
+	l := e.ledger()
+	for round := range 20 {
+		a := e.issue("alice")
+		stop := make(chan struct{})
+		var revokedAt time.Time
+		var mu sync.Mutex
+		var lateSuccess []string
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				cur := a.RefreshToken
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					sent := time.Now()
+					r := e.refresh(cur)
+					mu.Lock()
+					after := !revokedAt.IsZero() && sent.After(revokedAt)
+					mu.Unlock()
+					if r.Error == "" {
+						if after {
+							mu.Lock()
+							lateSuccess = append(lateSuccess, r.FamilyID)
+							mu.Unlock()
+						}
+						cur = r.RefreshToken
+					}
+				}
+			})
+		}
+		if _, err := l.Revoke(context.Background(), a.FamilyID, ledger.Cause{Kind: ledger.CauseAdmin, Reason: "race"}); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		revokedAt = time.Now()
+		mu.Unlock()
+		// Let the refreshers run into the revocation a few times.
+		for range 5 {
+			wantError(t, e.refresh(a.RefreshToken), CodeInvalidGrant, "400")
+		}
+		close(stop)
+		wg.Wait()
+		if len(lateSuccess) > 0 {
+			t.Fatalf("round %d: %d refreshes succeeded after the revocation was appended", round, len(lateSuccess))
+		}
+		dead := false
+		for _, ev := range e.events() {
+			if ev.FamilyID != a.FamilyID {
+				continue
+			}
+			switch ev.Type {
+			case ledger.TypeFamilyRevoked, ledger.TypeReuseDetected:
+				dead = true
+			case ledger.TypeRefreshRotated, ledger.TypeRefreshUsed, ledger.TypeGraceRetried:
+				if dead {
+					t.Fatalf("round %d: %s %s appended after the revocation", round, ev.Type, ev.ID)
+				}
+			}
+		}
+		if !dead {
+			t.Fatalf("round %d: no revocation in the log", round)
+		}
+	}
+}
+
+func lastOfType(t *testing.T, events []ledger.Event, familyID string, typ ledger.EventType) ledger.Event {
+	t.Helper()
+	for i := len(events) - 1; i >= 0; i-- {
+		if events[i].FamilyID == familyID && events[i].Type == typ {
+			return events[i]
+		}
+	}
+	t.Fatalf("no %s event for family %s", typ, familyID)
+	return ledger.Event{}
+}
