@@ -1,0 +1,152 @@
+package handlers
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// Malformed input gets the right OAuth error and appends nothing.
+func TestMalformedInputChangesNothing(t *testing.T) {
+	e := newEnv(t, "")
+	e.startService(envOptions{grace: 10 * time.Second})
+	good := e.issue("alice")
+	wantOK(t, good)
+	cred := `"client_id":"web","client_secret":"` + testSecret + `"`
+	tests := []struct {
+		name, subject, body, code, status string
+	}{
+		{"bad json", "tokens.issue", `{"client_id":`, CodeInvalidRequest, "400"},
+		{"not an object", "tokens.issue", `["web"]`, CodeInvalidRequest, "400"},
+		{"empty", "tokens.issue", ``, CodeInvalidRequest, "400"},
+		{"trailing data", "tokens.issue", `{` + cred + `,"subject":"a"} {}`, CodeInvalidRequest, "400"},
+		{"unknown field", "tokens.issue", `{` + cred + `,"subject":"a","admin":true}`, CodeInvalidRequest, "400"},
+		{"wrong type", "tokens.issue", `{` + cred + `,"subject":42}`, CodeInvalidRequest, "400"},
+		{"audience not array", "tokens.issue", `{` + cred + `,"subject":"a","audience":"api"}`, CodeInvalidRequest, "400"},
+		{"missing subject", "tokens.issue", `{` + cred + `}`, CodeInvalidRequest, "400"},
+		{"control characters", "tokens.issue", `{` + cred + `,"subject":"a\u0000b"}`, CodeInvalidRequest, "400"},
+		{"invalid utf-8", "tokens.issue", "{" + cred + ",\"subject\":\"\xff\"}", CodeInvalidRequest, "400"},
+		{"oversized", "tokens.issue", `{` + cred + `,"subject":"` + strings.Repeat("a", 20000) + `"}`, CodeInvalidRequest, "400"},
+		{"reserved claim", "tokens.issue", `{` + cred + `,"subject":"a","claims":{"sub":"root"}}`, CodeInvalidRequest, "400"},
+		{"claim not allowed", "tokens.issue", `{` + cred + `,"subject":"a","claims":{"role":"admin"}}`, CodeInvalidRequest, "400"},
+		{"scope not allowed", "tokens.issue", `{` + cred + `,"subject":"a","scope":"admin"}`, CodeInvalidScope, "400"},
+		{"audience not allowed", "tokens.issue", `{` + cred + `,"subject":"a","audience":["other"]}`, CodeInvalidRequest, "400"},
+		{"wrong secret", "tokens.issue", `{"client_id":"web","client_secret":"tlcs_wrong","subject":"a"}`, CodeInvalidClient, "401"},
+		{"unknown client", "tokens.issue", `{"client_id":"nobody","client_secret":"x","subject":"a"}`, CodeInvalidClient, "401"},
+		{"client id with wildcard", "tokens.issue", `{"client_id":"*","client_secret":"x","subject":"a"}`, CodeInvalidClient, "401"},
+		{"missing secret", "tokens.issue", `{"client_id":"web","subject":"a"}`, CodeInvalidRequest, "400"},
+		{"refresh: bad json", "tokens.refresh", `{{`, CodeInvalidRequest, "400"},
+		{"refresh: unknown field", "tokens.refresh", `{` + cred + `,"refresh_token":"x","grant_type":"refresh_token"}`, CodeInvalidRequest, "400"},
+		{"refresh: wrong type", "tokens.refresh", `{` + cred + `,"refresh_token":["x"]}`, CodeInvalidRequest, "400"},
+		{"refresh: missing token", "tokens.refresh", `{` + cred + `}`, CodeInvalidRequest, "400"},
+		{"refresh: wrong secret", "tokens.refresh", `{"client_id":"web","client_secret":"nope","refresh_token":"` + good.RefreshToken + `"}`, CodeInvalidClient, "401"},
+		{"refresh: widen scope", "tokens.refresh", `{` + cred + `,"refresh_token":"` + good.RefreshToken + `","scope":"admin"}`, CodeInvalidScope, "400"},
+		{"refresh: oversized", "tokens.refresh", `{` + cred + `,"refresh_token":"` + strings.Repeat("t", 17000) + `"}`, CodeInvalidRequest, "400"},
+		{"jwks: unknown field", "tokens.jwks", `{"kid":"x"}`, CodeInvalidRequest, "400"},
+	}
+	before := e.lastSeq()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.call(tc.subject, tc.body)
+			wantError(t, r, tc.code, tc.status)
+			if r.Description == "" {
+				t.Fatal("no error_description")
+			}
+			if strings.Contains(string(r.Raw), testSecret) || strings.Contains(string(r.Raw), good.RefreshToken) {
+				t.Fatalf("error reply echoes a secret: %s", r.Raw)
+			}
+		})
+	}
+	if after := e.lastSeq(); after != before {
+		t.Fatalf("malformed requests appended %d events", after-before)
+	}
+	// The service is still healthy and the token still works.
+	wantOK(t, e.refresh(good.RefreshToken))
+}
+
+func TestOAuthErrorMapping(t *testing.T) {
+	tests := []struct {
+		err          error
+		status, code string
+	}{
+		{badRequest("x"), "400", CodeInvalidRequest},
+		{ledger.ErrInvalidRequest, "400", CodeInvalidRequest},
+		{ledger.ErrInvalidClient, "401", CodeInvalidClient},
+		{ledger.ErrUnauthorizedClient, "403", CodeUnauthorizedClient},
+		{ledger.ErrInvalidScope, "400", CodeInvalidScope},
+		{ledger.ErrRefreshReused, "400", CodeInvalidGrant},
+		{ledger.ErrFamilyRevoked, "400", CodeInvalidGrant},
+		{ledger.ErrExpired, "400", CodeInvalidGrant},
+		{ledger.ErrFamilyExpired, "400", CodeInvalidGrant},
+		{ledger.ErrVersionRequired, "400", CodeInvalidGrant},
+		{ledger.ErrInvalidToken, "400", CodeInvalidGrant},
+		{ledger.ErrUnknownFamily, "400", CodeInvalidGrant},
+		{ledger.ErrWrongClient, "400", CodeInvalidGrant},
+		{errOverloaded, "429", CodeTemporarilyUnavailable},
+		{ledger.ErrUnavailable, "503", CodeTemporarilyUnavailable},
+		{ledger.ErrConflict, "503", CodeTemporarilyUnavailable},
+		{errors.New("disk on fire"), "500", CodeServerError},
+	}
+	for _, tc := range tests {
+		status, code, desc, _ := oauthError(errorsJoin(tc.err))
+		if status != tc.status || code != tc.code || desc == "" {
+			t.Errorf("%v -> %s %s %q, want %s %s", tc.err, status, code, desc, tc.status, tc.code)
+		}
+		if strings.Contains(desc, "disk on fire") {
+			t.Error("unknown error leaked into the description")
+		}
+	}
+}
+
+// errorsJoin wraps err as callers do, so the mapping is tested through %w.
+func errorsJoin(err error) error { return errors.Join(errors.New("context"), err) }
+
+func FuzzDecodeIssueRequest(f *testing.F) {
+	f.Add([]byte(`{"client_id":"web","client_secret":"s","subject":"alice","audience":["api"],"scope":"read","claims":{"tenant":"a"}}`))
+	f.Add([]byte(`{"client_id":"web","client_secret":"s","subject":"alice","claims":{"sub":"x"}}`))
+	f.Add([]byte(`{"client_id":1}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := DecodeIssueRequest(body, DefaultMaxRequestBytes)
+		if err != nil {
+			var re *requestError
+			if !errors.As(err, &re) {
+				t.Fatalf("decode error %v is not a request error", err)
+			}
+			if r.ClientSecret != "" && len(r.ClientSecret) > 3 && strings.Contains(err.Error(), r.ClientSecret) {
+				t.Fatal("error echoes the client secret")
+			}
+			return
+		}
+		if r.ClientID == "" || r.ClientSecret == "" || r.Subject == "" {
+			t.Fatalf("accepted a request without credentials or subject: %q", body)
+		}
+		for name := range r.Claims {
+			if ledger.IsReservedClaim(name) {
+				t.Fatalf("accepted reserved claim %q", name)
+			}
+		}
+	})
+}
+
+func FuzzDecodeRefreshRequest(f *testing.F) {
+	f.Add([]byte(`{"client_id":"web","client_secret":"s","refresh_token":"tlr_x","scope":"read"}`))
+	f.Add([]byte(`{"client_id":"web","client_secret":"s","refresh_token":""}`))
+	f.Add([]byte(`{"refresh_token":"tlr_x","x":1}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := DecodeRefreshRequest(body, DefaultMaxRequestBytes)
+		if err != nil {
+			if len(r.RefreshToken) > 8 && strings.Contains(err.Error(), r.RefreshToken) {
+				t.Fatal("error echoes the refresh token")
+			}
+			return
+		}
+		if r.ClientID == "" || r.ClientSecret == "" || r.RefreshToken == "" {
+			t.Fatalf("accepted an incomplete request: %q", body)
+		}
+	})
+}
