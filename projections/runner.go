@@ -1,0 +1,290 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// Projection is a read model a Runner feeds. Apply must ignore a sequence at
+// or below LastSeq (redelivery); LastSeq is where the runner resumes.
+type Projection interface {
+	Apply(seq uint64, e ledger.Event)
+	LastSeq() uint64
+}
+
+// RunnerConfig configures a Runner.
+type RunnerConfig struct {
+	// Stream is the ledger stream (default ledger.DefaultStream).
+	Stream string
+	// Name names the runner in logs (default "view").
+	Name string
+	// FamilySubjects is the subject prefix of family events (default
+	// "ledger.family."). An undecodable event there stops the runner; one
+	// elsewhere (an event type this build does not know, on a subject
+	// that holds no family) is logged and stepped over.
+	FamilySubjects string
+	// PruneEvery is how often a projection that can prune (View) drops
+	// what has expired (default 10 minutes; negative disables).
+	PruneEvery time.Duration
+	// Now is the clock used for pruning (default time.Now).
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Runner feeds a projection from the ledger stream with an ordered
+// consumer, starting after the projection's last applied sequence. An
+// ordered consumer recreates itself after a disconnect from the last
+// sequence it delivered, so no event is skipped or applied twice.
+type Runner struct {
+	js         jetstream.JetStream
+	p          Projection
+	cfg        RunnerConfig
+	streamLast atomic.Uint64
+	lastPrune  time.Time
+}
+
+// NewRunner returns a runner feeding p from the ledger stream.
+func NewRunner(js jetstream.JetStream, p Projection, cfg RunnerConfig) (*Runner, error) {
+	if js == nil || p == nil {
+		return nil, errors.New("projections: runner needs a JetStream context and a projection")
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = ledger.DefaultStream
+	}
+	if cfg.Name == "" {
+		cfg.Name = "view"
+	}
+	if cfg.FamilySubjects == "" {
+		cfg.FamilySubjects = ledger.DefaultSubjectPrefix + ".family."
+	}
+	if cfg.PruneEvery == 0 {
+		cfg.PruneEvery = 10 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{js: js, p: p, cfg: cfg, lastPrune: cfg.Now()}, nil
+}
+
+// Run applies events as they are appended until ctx ends. It returns nil
+// when ctx ends and an error when an event on a family subject cannot be
+// decoded: folding past an event it cannot read would make the view lie.
+func (r *Runner) Run(ctx context.Context) error {
+	err := r.consume(ctx, 0)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// RunToEnd applies every event up to the stream's last sequence at the
+// time of the call, then returns: deterministic catch-up for tests,
+// rebuilds and tools.
+func (r *Runner) RunToEnd(ctx context.Context) error {
+	last, err := r.lastStreamSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if r.p.LastSeq() >= last {
+		return nil
+	}
+	return r.consume(ctx, last)
+}
+
+// Lag is how far a projection is behind the stream.
+type Lag struct {
+	Applied uint64 // last sequence applied
+	Last    uint64 // the stream's last sequence
+}
+
+// Behind is the number of sequences not yet applied.
+func (l Lag) Behind() uint64 {
+	if l.Last <= l.Applied {
+		return 0
+	}
+	return l.Last - l.Applied
+}
+
+// Lag asks the stream for its last sequence and compares it with the last
+// sequence applied.
+func (r *Runner) Lag(ctx context.Context) (Lag, error) {
+	applied := r.p.LastSeq() // read first: the stream only grows
+	last, err := r.lastStreamSeq(ctx)
+	if err != nil {
+		return Lag{}, err
+	}
+	return Lag{Applied: applied, Last: last}, nil
+}
+
+// WaitFor blocks until the projection has applied sequence seq or ctx ends.
+func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
+	if w, ok := r.p.(interface {
+		WaitFor(context.Context, uint64) error
+	}); ok {
+		return w.WaitFor(ctx, seq)
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for r.p.LastSeq() < seq {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s at seq %d waiting for %d: %w", r.cfg.Name, r.p.LastSeq(), seq, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+func (r *Runner) lastStreamSeq(ctx context.Context) (uint64, error) {
+	s, err := r.js.Stream(ctx, r.cfg.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("%s: stream %s: %w", r.cfg.Name, r.cfg.Stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%s: stream %s info: %w", r.cfg.Name, r.cfg.Stream, err)
+	}
+	r.streamLast.Store(max(r.streamLast.Load(), info.State.LastSeq))
+	return info.State.LastSeq, nil
+}
+
+// consume applies events from the projection's next sequence until ctx
+// ends or, when until > 0, until sequence until is applied.
+func (r *Runner) consume(ctx context.Context, until uint64) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if next := r.p.LastSeq() + 1; next > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
+	}
+	cons, err := r.js.OrderedConsumer(ctx, r.cfg.Stream, cfg)
+	if err != nil {
+		return fmt.Errorf("%s: consumer on %s: %w", r.cfg.Name, r.cfg.Stream, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	if err != nil {
+		return fmt.Errorf("%s: consume %s: %w", r.cfg.Name, r.cfg.Stream, err)
+	}
+	defer it.Stop()
+
+	dec := newDecoder(ctx)
+	defer dec.stop()
+	// One goroutine reads and decodes ahead while this one applies in
+	// stream order: decoding is most of the cost of a rebuild.
+	go func() {
+		defer dec.close()
+		for {
+			msg, err := it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				dec.fail(err)
+				return
+			}
+			if !dec.push(msg) {
+				return
+			}
+		}
+	}()
+	for {
+		if until > 0 && r.p.LastSeq() >= until {
+			return nil
+		}
+		d, err := dec.next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%s: read %s: %w", r.cfg.Name, r.cfg.Stream, err)
+		}
+		r.streamLast.Store(max(r.streamLast.Load(), d.seq+d.pending))
+		if d.err != nil {
+			if strings.HasPrefix(d.subject, r.cfg.FamilySubjects) || !errors.Is(d.err, ledger.ErrUnknownEvent) {
+				return fmt.Errorf("%s: seq %d on %s: %w", r.cfg.Name, d.seq, d.subject, d.err)
+			}
+			// An event outside the families that this build cannot read
+			// changes no family; step over it so the view keeps up.
+			r.cfg.Log.Warn("skipping unknown event outside the families", "runner", r.cfg.Name, "seq", d.seq, "subject", d.subject, "error", d.err)
+			d.event = ledger.Event{}
+		}
+		r.p.Apply(d.seq, d.event)
+		r.maybePrune()
+	}
+}
+
+func (r *Runner) maybePrune() {
+	if r.cfg.PruneEvery < 0 {
+		return
+	}
+	p, ok := r.p.(interface{ Prune(time.Time) })
+	if !ok {
+		return
+	}
+	if now := r.cfg.Now(); now.Sub(r.lastPrune) >= r.cfg.PruneEvery {
+		r.lastPrune = now
+		p.Prune(now)
+	}
+}
+
+// decoded is one message read and decoded ahead of its application.
+type decoded struct {
+	seq, pending uint64
+	subject      string
+	event        ledger.Event
+	err          error // decoding error, reported in order
+}
+
+// decoder hands decoded messages from the reading goroutine to the
+// applying one, in stream order.
+type decoder struct {
+	ctx  context.Context
+	ch   chan decoded
+	done chan struct{}
+	err  error // read error, set before ch is closed
+}
+
+func newDecoder(ctx context.Context) *decoder {
+	return &decoder{ctx: ctx, ch: make(chan decoded, 1024), done: make(chan struct{})}
+}
+
+// push decodes msg and queues it; false when the consumer went away.
+func (d *decoder) push(msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	if err != nil {
+		d.fail(fmt.Errorf("message metadata: %w", err))
+		return false
+	}
+	x := decoded{seq: meta.Sequence.Stream, pending: meta.NumPending, subject: msg.Subject()}
+	x.event, x.err = ledger.DecodeEvent(msg.Data())
+	select {
+	case d.ch <- x:
+		return true
+	case <-d.done:
+		return false
+	}
+}
+
+func (d *decoder) fail(err error) { d.err = err }
+
+func (d *decoder) close() { close(d.ch) }
+
+func (d *decoder) stop() { close(d.done) }
+
+func (d *decoder) next() (decoded, error) {
+	x, ok := <-d.ch
+	if !ok {
+		if d.err == nil {
+			return x, errors.New("consumer stopped")
+		}
+		return x, d.err
+	}
+	return x, nil
+}

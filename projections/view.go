@@ -1,0 +1,577 @@
+package projections
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// View is the valid-token view: every family with its client, subject,
+// generation, version and lifetimes, indexed by subject and by client, and
+// the access tokens revoked before their expiry. It is folded from the
+// ledger stream by a Runner and is safe for concurrent reads while one
+// writer applies.
+//
+// Memory is kept compact for a million families: family ids are 16-byte
+// keys, client ids and subjects are interned, instants are unix seconds
+// (the access cutoff keeps nanoseconds, it is compared with event order),
+// and the per-subject and per-client indexes are linked lists threaded
+// through the family records rather than a slice or map per family.
+type View struct {
+	mu sync.RWMutex
+
+	fams  []familyRec
+	byKey map[[16]byte]uint32 // family key -> index in fams
+
+	strs   []string // interned client ids and subjects; 0 is ""
+	strIdx map[string]uint32
+	causes []string // interned cause kinds; 0 is ""
+
+	subjectHead map[uint32]uint32 // subject -> index+1 of its newest family
+	clientHead  map[uint32]uint32 // client -> index+1 of its newest family
+
+	// revokedJTI maps the id of each revoked access token to its expiry.
+	revokedJTI map[[16]byte]uint32
+	// revokedOther holds revoked jtis that are not ULIDs (never written by
+	// this ledger, kept so nothing is silently dropped).
+	revokedOther map[string]uint32
+	// exempt holds access tokens granted after a family's cutoff but in
+	// the same second: their iat equals the cutoff's second, and only
+	// event order tells them apart from the tokens the cutoff denies.
+	exempt map[[16]byte]exemption
+
+	last   atomic.Uint64
+	wmu    sync.Mutex
+	notify chan struct{}
+}
+
+type exemption struct {
+	family [16]byte
+	exp    uint32
+}
+
+// familyRec is one family, 80 bytes.
+type familyRec struct {
+	key         [16]byte
+	generation  uint64
+	cutoff      int64 // unix ns of the latest access cutoff, 0 for none
+	client      uint32
+	subject     uint32
+	nextSubject uint32 // index+1 of the previous family of the subject
+	nextClient  uint32 // index+1 of the previous family of the client
+	version     int32
+	created     uint32
+	rotated     uint32
+	expires     uint32
+	accessUntil uint32 // latest expiry of an access token handed out
+	revokedAt   uint32
+	cause       uint8
+	revoked     bool
+}
+
+// FamilyView is one family as the view knows it. Instants have second
+// precision, except AccessCutoff.
+type FamilyView struct {
+	ID         string
+	ClientID   string
+	Subject    string
+	Generation uint64
+	Version    int
+	CreatedAt  time.Time
+	RotatedAt  time.Time // zero if never rotated
+	ExpiresAt  time.Time // absolute lifetime
+	// AccessUntil is the latest expiry of any access token handed out for
+	// the family: after it, no access token of the family can be valid.
+	AccessUntil time.Time
+	Revoked     bool
+	RevokedAt   time.Time
+	// RevokedCause is the cause kind (ledger.CauseReuse, CauseRevoke,
+	// CauseAdmin, CauseSecurity); the full cause is in the ledger.
+	RevokedCause string
+	// AccessCutoff: access tokens issued at or before it are denied.
+	AccessCutoff time.Time
+}
+
+// ActiveAt reports whether the family is active at now: not revoked and
+// within its absolute lifetime, as ledger.State.StatusAt decides.
+func (f FamilyView) ActiveAt(now time.Time) bool {
+	return !f.Revoked && now.Before(f.ExpiresAt)
+}
+
+// NewView returns an empty view.
+func NewView() *View {
+	return &View{
+		byKey:        map[[16]byte]uint32{},
+		strs:         []string{""},
+		strIdx:       map[string]uint32{"": 0},
+		causes:       []string{""},
+		subjectHead:  map[uint32]uint32{},
+		clientHead:   map[uint32]uint32{},
+		revokedJTI:   map[[16]byte]uint32{},
+		revokedOther: map[string]uint32{},
+		exempt:       map[[16]byte]exemption{},
+	}
+}
+
+// LastSeq is the stream sequence of the last event applied.
+func (v *View) LastSeq() uint64 { return v.last.Load() }
+
+// WaitFor blocks until the view has applied sequence seq, or ctx ends. A
+// caller that appended an event waits for its sequence to read its write.
+func (v *View) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		v.wmu.Lock()
+		if v.notify == nil {
+			v.notify = make(chan struct{})
+		}
+		ch := v.notify
+		v.wmu.Unlock()
+		if v.last.Load() >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("view at seq %d waiting for %d: %w", v.last.Load(), seq, ctx.Err())
+		}
+	}
+}
+
+// Apply folds the event stored at stream sequence seq. A sequence at or
+// below the last one applied is ignored, so redelivery changes nothing.
+// Events that belong to no family only advance the sequence.
+func (v *View) Apply(seq uint64, e ledger.Event) {
+	v.mu.Lock()
+	if seq <= v.last.Load() {
+		v.mu.Unlock()
+		return
+	}
+	v.apply(e)
+	v.last.Store(seq)
+	v.mu.Unlock()
+
+	v.wmu.Lock()
+	if v.notify != nil {
+		close(v.notify)
+		v.notify = nil
+	}
+	v.wmu.Unlock()
+}
+
+func (v *View) apply(e ledger.Event) {
+	key, ok := parseKey(e.FamilyID)
+	if !ok {
+		return
+	}
+	if d, ok := e.Data.(ledger.FamilyIssued); ok {
+		if _, exists := v.byKey[key]; exists {
+			return
+		}
+		idx := uint32(len(v.fams))
+		r := familyRec{
+			key: key, client: v.intern(d.ClientID), subject: v.intern(d.Subject),
+			version: int32(d.Version), created: secs(e.OccurredAt), expires: ceilSecs(d.ExpiresAt),
+			accessUntil: ceilSecs(d.Access.ExpiresAt),
+		}
+		r.nextSubject = v.subjectHead[r.subject]
+		v.subjectHead[r.subject] = idx + 1
+		r.nextClient = v.clientHead[r.client]
+		v.clientHead[r.client] = idx + 1
+		v.fams = append(v.fams, r)
+		v.byKey[key] = idx
+		return
+	}
+	idx, ok := v.byKey[key]
+	if !ok {
+		return // a family pruned or never issued: nothing can refer to it
+	}
+	r := &v.fams[idx]
+	switch d := e.Data.(type) {
+	case ledger.RefreshRotated:
+		r.generation = d.ToGeneration
+		r.version = int32(d.Version)
+		r.rotated = secs(e.OccurredAt)
+		v.granted(r, e, d.Access)
+	case ledger.RefreshUsed:
+		v.granted(r, e, d.Access)
+	case ledger.GraceRetried:
+		v.granted(r, e, d.Access)
+	case ledger.ReuseDetected:
+		v.revoke(r, e.OccurredAt, ledger.CauseReuse)
+	case ledger.FamilyRevoked:
+		v.revoke(r, e.OccurredAt, e.Cause.Kind)
+	case ledger.AccessRevoked:
+		exp := ceilSecs(d.ExpiresAt)
+		if k, ok := parseKey(d.JTI); ok {
+			v.revokedJTI[k] = max(v.revokedJTI[k], exp)
+		} else {
+			v.revokedOther[d.JTI] = max(v.revokedOther[d.JTI], exp)
+		}
+	case ledger.AccessCutoff:
+		r.cutoff = e.OccurredAt.UnixNano()
+		for k, x := range v.exempt {
+			if x.family == r.key {
+				delete(v.exempt, k)
+			}
+		}
+	}
+}
+
+// granted records an access token handed out.
+func (v *View) granted(r *familyRec, e ledger.Event, g ledger.AccessGrant) {
+	exp := ceilSecs(g.ExpiresAt)
+	r.accessUntil = max(r.accessUntil, exp)
+	if r.cutoff != 0 && e.OccurredAt.Unix() == r.cutoff/int64(time.Second) {
+		if k, ok := parseKey(g.JTI); ok {
+			v.exempt[k] = exemption{family: r.key, exp: exp}
+		}
+	}
+}
+
+func (v *View) revoke(r *familyRec, at time.Time, cause string) {
+	if r.revoked {
+		return // the first revocation is the one that counts
+	}
+	r.revoked, r.revokedAt = true, secs(at)
+	i := slices.Index(v.causes, cause)
+	if i < 0 {
+		i = len(v.causes)
+		if i > 255 {
+			i = 0 // more than 255 cause kinds: keep the revocation, lose the name
+		} else {
+			v.causes = append(v.causes, cause)
+		}
+	}
+	r.cause = uint8(i)
+}
+
+func (v *View) intern(s string) uint32 {
+	if i, ok := v.strIdx[s]; ok {
+		return i
+	}
+	i := uint32(len(v.strs))
+	s = string([]byte(s)) // do not pin the decoded event's buffer
+	v.strs = append(v.strs, s)
+	v.strIdx[s] = i
+	return i
+}
+
+// Family returns the family, or false if the view does not know it.
+func (v *View) Family(id string) (FamilyView, bool) {
+	key, ok := parseKey(id)
+	if !ok {
+		return FamilyView{}, false
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	idx, ok := v.byKey[key]
+	if !ok {
+		return FamilyView{}, false
+	}
+	return v.familyView(&v.fams[idx]), true
+}
+
+func (v *View) familyView(r *familyRec) FamilyView {
+	f := FamilyView{
+		ID: ulid.ULID(r.key).String(), ClientID: v.strs[r.client], Subject: v.strs[r.subject],
+		Generation: r.generation, Version: int(r.version),
+		CreatedAt: unix(r.created), RotatedAt: unix(r.rotated), ExpiresAt: unix(r.expires),
+		AccessUntil: unix(r.accessUntil), Revoked: r.revoked, RevokedAt: unix(r.revokedAt),
+		RevokedCause: v.causes[r.cause],
+	}
+	if r.cutoff != 0 {
+		f.AccessCutoff = time.Unix(0, r.cutoff).UTC()
+	}
+	return f
+}
+
+// FamiliesBySubject returns the ids of the subject's families active at
+// now, oldest first.
+func (v *View) FamiliesBySubject(subject string, now time.Time) []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	i, ok := v.strIdx[subject]
+	if !ok {
+		return nil
+	}
+	return v.collect(v.subjectHead[i], now, func(r *familyRec) uint32 { return r.nextSubject })
+}
+
+// FamiliesByClient returns the ids of the client's families active at now,
+// oldest first.
+func (v *View) FamiliesByClient(clientID string, now time.Time) []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	i, ok := v.strIdx[clientID]
+	if !ok {
+		return nil
+	}
+	return v.collect(v.clientHead[i], now, func(r *familyRec) uint32 { return r.nextClient })
+}
+
+// FamilyViewsBySubject returns the subject's families active at now,
+// oldest first.
+func (v *View) FamilyViewsBySubject(subject string, now time.Time) []FamilyView {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	i, ok := v.strIdx[subject]
+	if !ok {
+		return nil
+	}
+	var out []FamilyView
+	n := now.Unix()
+	for p := v.subjectHead[i]; p != 0; p = v.fams[p-1].nextSubject {
+		if r := &v.fams[p-1]; r.activeAt(n) {
+			out = append(out, v.familyView(r))
+		}
+	}
+	slices.Reverse(out)
+	return out
+}
+
+func (v *View) collect(head uint32, now time.Time, next func(*familyRec) uint32) []string {
+	var out []string
+	n := now.Unix()
+	for p := head; p != 0; {
+		r := &v.fams[p-1]
+		if r.activeAt(n) {
+			out = append(out, ulid.ULID(r.key).String())
+		}
+		p = next(r)
+	}
+	slices.Reverse(out) // the lists run newest first
+	return out
+}
+
+func (r *familyRec) activeAt(now int64) bool { return !r.revoked && now < int64(r.expires) }
+
+// AccessRevoked reports whether an unexpired access token is denied: its
+// jti was revoked, its family (sid) was revoked, or the family's access was
+// cut off at or after issuedAt. It does not check expiry or signature, nor
+// that the family exists: an unknown family has revoked nothing.
+func (v *View) AccessRevoked(jti string, sid string, issuedAt time.Time, now time.Time) bool {
+	n := now.Unix()
+	jkey, jok := parseKey(jti)
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if jok {
+		if exp, ok := v.revokedJTI[jkey]; ok && n < int64(exp) {
+			return true
+		}
+	} else if exp, ok := v.revokedOther[jti]; ok && n < int64(exp) {
+		return true
+	}
+	fkey, ok := parseKey(sid)
+	if !ok {
+		return false
+	}
+	idx, ok := v.byKey[fkey]
+	if !ok {
+		return false
+	}
+	r := &v.fams[idx]
+	if r.revoked {
+		return true
+	}
+	if r.cutoff != 0 {
+		iat, cut := issuedAt.Unix(), r.cutoff/int64(time.Second)
+		if iat < cut {
+			return true
+		}
+		if iat == cut {
+			x, ok := v.exempt[jkey]
+			return !(jok && ok && x.family == fkey)
+		}
+	}
+	return false
+}
+
+// Len is the number of families the view holds (active or not, until
+// pruned).
+func (v *View) Len() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.fams)
+}
+
+// relevant reports whether anything valid at now can still depend on the
+// family: it is active, or an access token it handed out is unexpired.
+func (r *familyRec) relevant(now int64) bool {
+	return r.activeAt(now) || now < int64(r.accessUntil)
+}
+
+// Prune drops what can no longer matter at now: families that are neither
+// active nor have an unexpired access token, and revoked access tokens past
+// their expiry. Later events for a pruned family are ignored, which is safe
+// because no token of it can be valid again. It costs one pass over the
+// view under the write lock; the runner calls it rarely.
+func (v *View) Prune(now time.Time) {
+	n := now.Unix()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for k, exp := range v.revokedJTI {
+		if n >= int64(exp) {
+			delete(v.revokedJTI, k)
+		}
+	}
+	for k, exp := range v.revokedOther {
+		if n >= int64(exp) {
+			delete(v.revokedOther, k)
+		}
+	}
+	for k, x := range v.exempt {
+		if n >= int64(x.exp) {
+			delete(v.exempt, k)
+		}
+	}
+	keep := 0
+	for i := range v.fams {
+		if v.fams[i].relevant(n) {
+			keep++
+		}
+	}
+	if keep == len(v.fams) {
+		return
+	}
+	fams := make([]familyRec, 0, keep)
+	byKey := make(map[[16]byte]uint32, keep)
+	v.subjectHead = map[uint32]uint32{}
+	v.clientHead = map[uint32]uint32{}
+	for _, r := range v.fams {
+		if !r.relevant(n) {
+			continue
+		}
+		idx := uint32(len(fams))
+		r.nextSubject = v.subjectHead[r.subject]
+		v.subjectHead[r.subject] = idx + 1
+		r.nextClient = v.clientHead[r.client]
+		v.clientHead[r.client] = idx + 1
+		fams = append(fams, r)
+		byKey[r.key] = idx
+	}
+	v.fams, v.byKey = fams, byKey
+}
+
+// Digest is a stable SHA-256 over what is valid at now: every family that
+// still matters (active, or with an unexpired access token) with all its
+// fields, the unexpired revoked access tokens and the cutoff exemptions.
+// Two views folded from the same events give the same digest whenever and
+// however often they were pruned, so a live view can be checked against
+// one rebuilt from sequence 1.
+func (v *View) Digest(now time.Time) string {
+	n := now.Unix()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var fams []*familyRec
+	for i := range v.fams {
+		if r := &v.fams[i]; r.relevant(n) {
+			fams = append(fams, r)
+		}
+	}
+	slices.SortFunc(fams, func(a, b *familyRec) int { return compareKey(a.key, b.key) })
+	h := sha256.New()
+	for _, r := range fams {
+		fmt.Fprintf(h, "f %x %q %q %d %d %d %d %d %d %t %d %q %d\n",
+			r.key, v.strs[r.client], v.strs[r.subject], r.generation, r.version,
+			r.created, r.rotated, r.expires, r.accessUntil, r.revoked, r.revokedAt,
+			v.causes[r.cause], r.cutoff)
+	}
+	jtis := make([][16]byte, 0, len(v.revokedJTI))
+	for k, exp := range v.revokedJTI {
+		if n < int64(exp) {
+			jtis = append(jtis, k)
+		}
+	}
+	slices.SortFunc(jtis, compareKey)
+	for _, k := range jtis {
+		fmt.Fprintf(h, "j %x %d\n", k, v.revokedJTI[k])
+	}
+	others := make([]string, 0, len(v.revokedOther))
+	for k, exp := range v.revokedOther {
+		if n < int64(exp) {
+			others = append(others, k)
+		}
+	}
+	slices.Sort(others)
+	for _, k := range others {
+		fmt.Fprintf(h, "o %q %d\n", k, v.revokedOther[k])
+	}
+	ex := make([][16]byte, 0, len(v.exempt))
+	for k, x := range v.exempt {
+		if n < int64(x.exp) {
+			ex = append(ex, k)
+		}
+	}
+	slices.SortFunc(ex, compareKey)
+	for _, k := range ex {
+		fmt.Fprintf(h, "x %x %x %d\n", k, v.exempt[k].family, v.exempt[k].exp)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func compareKey(a, b [16]byte) int {
+	for i := range a {
+		if a[i] != b[i] {
+			if a[i] < b[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+// parseKey turns a ULID string into its 16 bytes.
+func parseKey(id string) ([16]byte, bool) {
+	if len(id) != ulid.EncodedSize {
+		return [16]byte{}, false
+	}
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return [16]byte{}, false
+	}
+	return u, true
+}
+
+// secs is t in unix seconds, clamped to what a uint32 holds (years 1970
+// to 2106); zero stays zero.
+func secs(t time.Time) uint32 {
+	if t.IsZero() {
+		return 0
+	}
+	s := t.Unix()
+	switch {
+	case s <= 0:
+		return 0
+	case s >= 1<<32-1:
+		return 1<<32 - 1
+	}
+	return uint32(s)
+}
+
+// ceilSecs is secs rounded up: expiries are kept until their last instant.
+func ceilSecs(t time.Time) uint32 {
+	if t.IsZero() {
+		return 0
+	}
+	if t.Truncate(time.Second).Equal(t) {
+		return secs(t)
+	}
+	return secs(t.Add(time.Second))
+}
+
+func unix(s uint32) time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(s), 0).UTC()
+}
