@@ -22,6 +22,7 @@ commands:
   client create   register a client; prints its secret once
   issue           ask the service for tokens
   refresh         refresh a token
+  bench           load-test the service against the bare pipeline (scripts/bench.sh)
 
 Every flag also reads TOKENLEDGER_<FLAG> (upper case, - as _).
 Run "tokenledger <command> -h" for its flags.
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return issue(ctx, args[1:], stdout)
 	case "refresh":
 		return refresh(ctx, args[1:], stdout)
+	case "bench":
+		return bench(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(os.Stderr, usage)
 		return nil

@@ -1,0 +1,511 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// standardSuite is the suite of issue 6, in the order it runs: each bare
+// pipeline is measured right before the first case that compares with it,
+// and the 10 000-rotation family right after a fresh one.
+const standardSuite = "refresh@1,refresh@64,issue@1,issue@64,introspect@64,refresh@1,refresh-aged@1"
+
+type benchConfig struct {
+	nats        natsFlags
+	config      string
+	cases       []caseSpec
+	duration    time.Duration
+	warmup      time.Duration
+	timeout     time.Duration
+	prior       int
+	bare        bool
+	bareWorkers int
+	jsonOut     bool
+	jsonFile    string
+	clientID    string
+	secret      string
+	prefix      string
+	servicePID  int
+	profileDir  string
+	conns       int
+	mix         []mixWeight
+	serveArgs   []string
+	keep        bool
+	quiet       bool
+}
+
+func parseBench(args []string) (benchConfig, error) {
+	var c benchConfig
+	var suite, casesS, workload, concurrency, mix, serveArgs string
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	c.nats.register(fs, "")
+	fs.StringVar(&c.config, "config", "", "JSON config file")
+	fs.StringVar(&suite, "suite", "", `"standard": the suite of issue 6 (`+standardSuite+`)`)
+	fs.StringVar(&casesS, "cases", "", "cases to run in order, workload@concurrency,... (overrides --workload and --concurrency)")
+	fs.StringVar(&workload, "workload", wlRefresh, "issue, refresh, refresh-aged, introspect, revoke or mix (comma list runs each)")
+	fs.StringVar(&concurrency, "concurrency", "64", "concurrent callers (comma list runs each)")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per case")
+	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured load before each case")
+	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "request timeout")
+	fs.IntVar(&c.prior, "prior-rotations", 10000, "refresh-aged: rotations of each caller's family before measuring")
+	fs.BoolVar(&c.bare, "bare", true, "also measure the bare pipelines and report ratios")
+	fs.IntVar(&c.bareWorkers, "bare-workers", 128, "bare pipeline handler pool size (the service's --workers default)")
+	fs.BoolVar(&c.jsonOut, "json", false, "print the report as JSON on stdout (the table goes to stderr)")
+	fs.StringVar(&c.jsonFile, "json-file", "", "also write the JSON report to this file")
+	fs.StringVar(&c.clientID, "client-id", "", "with --nats-url: an existing client (default: create one in the clients bucket)")
+	fs.StringVar(&c.secret, "client-secret", "", "its secret (prefer TOKENLEDGER_CLIENT_SECRET)")
+	fs.StringVar(&c.prefix, "prefix", "tokens", "subject prefix of the service")
+	fs.IntVar(&c.servicePID, "service-pid", 0, "with --nats-url: the service's pid, for its CPU time and peak RSS")
+	fs.StringVar(&c.profileDir, "cpuprofile", "", "directory for a CPU profile of the service (and bare pipeline) per case")
+	fs.IntVar(&c.conns, "conns", 1, "NATS connections the callers share")
+	fs.StringVar(&mix, "mix", "refresh=60,introspect=30,issue=8,revoke=2", "mix workload: operation=weight,...")
+	fs.StringVar(&serveArgs, "serve-args", "", "extra flags for the service the bench starts, space separated")
+	fs.BoolVar(&c.keep, "keep", false, "keep the temporary data and logs")
+	fs.BoolVar(&c.quiet, "quiet", false, "no progress on stderr")
+	if _, err := parseFlags(fs, args); err != nil {
+		return c, err
+	}
+	switch {
+	case suite == "standard":
+		casesS = standardSuite
+	case suite != "":
+		return c, fmt.Errorf("--suite %q: only \"standard\"", suite)
+	}
+	var err error
+	if casesS != "" {
+		c.cases, err = parseCases(casesS)
+	} else {
+		c.cases, err = crossCases(workload, concurrency)
+	}
+	if err != nil {
+		return c, err
+	}
+	if c.mix, err = parseMix(mix); err != nil {
+		return c, err
+	}
+	switch {
+	case c.duration <= 0:
+		return c, errors.New("--duration must be positive")
+	case c.warmup < 0:
+		return c, errors.New("--warmup must not be negative")
+	case c.conns < 1:
+		return c, errors.New("--conns must be at least 1")
+	case c.prior < 0:
+		return c, errors.New("--prior-rotations must not be negative")
+	case c.nats.url == "" && (c.clientID != "" || c.servicePID != 0):
+		return c, errors.New("--client-id and --service-pid are for --nats-url")
+	case (c.clientID == "") != (c.secret == ""):
+		return c, errors.New("--client-id and --client-secret go together")
+	}
+	c.serveArgs = strings.Fields(serveArgs)
+	return c, nil
+}
+
+func parseCases(s string) ([]caseSpec, error) {
+	var cs []caseSpec
+	for _, part := range splitList(s) {
+		wl, n, ok := strings.Cut(part, "@")
+		if !ok {
+			return nil, fmt.Errorf("case %q: want workload@concurrency", part)
+		}
+		spec, err := newCase(wl, n)
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, spec)
+	}
+	if len(cs) == 0 {
+		return nil, errors.New("no cases")
+	}
+	return cs, nil
+}
+
+func crossCases(wls, ns string) ([]caseSpec, error) {
+	var cs []caseSpec
+	for _, n := range splitList(ns) {
+		for _, wl := range splitList(wls) {
+			spec, err := newCase(wl, n)
+			if err != nil {
+				return nil, err
+			}
+			cs = append(cs, spec)
+		}
+	}
+	if len(cs) == 0 {
+		return nil, errors.New("no cases")
+	}
+	return cs, nil
+}
+
+func newCase(wl, n string) (caseSpec, error) {
+	known := false
+	for _, w := range workloads {
+		known = known || w == wl
+	}
+	if !known {
+		return caseSpec{}, fmt.Errorf("workload %q: want one of %s", wl, strings.Join(workloads, ", "))
+	}
+	c, err := strconv.Atoi(n)
+	if err != nil || c < 1 || c > 4096 {
+		return caseSpec{}, fmt.Errorf("concurrency %q: want 1 to 4096", n)
+	}
+	return caseSpec{workload: wl, concurrency: c}, nil
+}
+
+// benchReport is the --json output.
+type benchReport struct {
+	Version   int          `json:"version"`
+	StartedAt time.Time    `json:"started_at"`
+	Command   []string     `json:"command"`
+	Host      benchHost    `json:"host"`
+	Target    string       `json:"target"`
+	Settings  benchSetting `json:"settings"`
+	Results   []caseResult `json:"results"`
+	Targets   []targetEval `json:"targets"`
+}
+
+type benchHost struct {
+	CPUs      int    `json:"cpus"`
+	GOMAXPROC int    `json:"gomaxprocs"`
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	Hostname  string `json:"hostname,omitempty"`
+}
+
+type benchSetting struct {
+	DurationS      float64 `json:"duration_s"`
+	WarmupS        float64 `json:"warmup_s"`
+	Conns          int     `json:"conns"`
+	PriorRotations int     `json:"prior_rotations"`
+	BareWorkers    int     `json:"bare_workers"`
+}
+
+// bench is `tokenledger bench`: it starts the service (unless --nats-url)
+// and the bare pipeline as child processes, drives the cases against both
+// and reports. `bench bare-child` and `bench serve-child` are the children.
+func bench(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "bare-child":
+			return bareServe(ctx, args[1:])
+		case "serve-child":
+			// The service with the profiling control loop on stdin.
+			go controlLoop(os.Stdin, os.Stdout)
+			return serve(ctx, args[1:])
+		}
+	}
+	cfg, err := parseBench(args)
+	if err != nil {
+		return err
+	}
+	log := benchLogger(cfg.quiet)
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "tokenledger-bench-")
+	if err != nil {
+		return err
+	}
+	if cfg.keep {
+		log("bench: keeping %s", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	if cfg.profileDir != "" {
+		if err := os.MkdirAll(cfg.profileDir, 0o755); err != nil {
+			return err
+		}
+		if cfg.profileDir, err = filepath.Abs(cfg.profileDir); err != nil {
+			return err
+		}
+	}
+	report := benchReport{
+		Version: 1, StartedAt: time.Now().UTC(), Command: append([]string{"tokenledger", "bench"}, args...),
+		Host: benchHost{
+			CPUs: runtime.NumCPU(), GOMAXPROC: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(),
+			OS: runtime.GOOS, Arch: runtime.GOARCH,
+		},
+		Settings: benchSetting{
+			DurationS: cfg.duration.Seconds(), WarmupS: cfg.warmup.Seconds(), Conns: cfg.conns,
+			PriorRotations: cfg.prior, BareWorkers: cfg.bareWorkers,
+		},
+	}
+	report.Host.Hostname, _ = os.Hostname()
+	profiling := cfg.profileDir != ""
+
+	// The service under test.
+	svc := &loadTarget{kind: "service", prefix: cfg.prefix, timeout: cfg.timeout,
+		clientID: cfg.clientID, secret: cfg.secret, pid: cfg.servicePID}
+	var svcOpts []nats.Option
+	url := cfg.nats.url
+	if url == "" {
+		report.Target = "embedded (child process)"
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		sargs := append([]string{"serve", "--listen", addr, "--data", filepath.Join(tmp, "service"),
+			"--log-level", "warn", "--prefix", cfg.prefix}, cfg.serveArgs...)
+		if profiling {
+			sargs = append([]string{"bench", "serve-child"}, sargs[1:]...)
+		}
+		ch, err := startChild("service", exe, sargs, filepath.Join(tmp, "service.log"), profiling)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := ch.stop(); err != nil {
+				log("bench: %v", err)
+			}
+		}()
+		svc.pid, svc.child = ch.pid(), ch
+		url = "nats://" + addr
+		log("bench: service pid %d on %s (log %s)", ch.pid(), url, ch.logPath)
+	} else {
+		report.Target = "external " + url
+		if svcOpts, err = cfg.nats.options("tokenledger-bench"); err != nil {
+			return err
+		}
+	}
+	if svc.conns, err = dialAll(ctx, url, cfg.conns, svcOpts, svc.child); err != nil {
+		return err
+	}
+	defer closeAll(svc.conns)
+	if svc.clientID == "" {
+		if svc.clientID, svc.secret, err = benchClient(ctx, svc.conns[0]); err != nil {
+			return err
+		}
+		log("bench: created client %s", svc.clientID)
+	}
+	if err := waitServed(ctx, svc, 30*time.Second); err != nil {
+		return err
+	}
+
+	// The bare pipeline on this machine.
+	var bare *loadTarget
+	if cfg.bare {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		bargs := []string{"bench", "bare-child", "--listen", addr, "--data", filepath.Join(tmp, "bare"),
+			"--workers", strconv.Itoa(cfg.bareWorkers)}
+		if profiling {
+			bargs = append(bargs, "--control")
+		}
+		ch, err := startChild("bare pipeline", exe, bargs, filepath.Join(tmp, "bare.log"), profiling)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := ch.stop(); err != nil {
+				log("bench: %v", err)
+			}
+		}()
+		bare = &loadTarget{kind: "bare", prefix: barePrefix, timeout: cfg.timeout,
+			clientID: "bench", secret: "bench", pid: ch.pid(), child: ch}
+		if bare.conns, err = dialAll(ctx, "nats://"+addr, cfg.conns, nil, ch); err != nil {
+			return err
+		}
+		defer closeAll(bare.conns)
+		if err := waitServed(ctx, bare, 30*time.Second); err != nil {
+			return err
+		}
+		log("bench: bare pipeline pid %d on nats://%s", ch.pid(), addr)
+	}
+
+	rs := runSettings{duration: cfg.duration, warmup: cfg.warmup, prior: cfg.prior, mix: cfg.mix,
+		profileDir: cfg.profileDir, log: log}
+	bareDone := map[string]int{} // bare case name → index in Results
+	freshDone := map[int]int{}   // concurrency → index of the latest fresh refresh
+	for _, spec := range cfg.cases {
+		if ctx.Err() != nil {
+			break
+		}
+		baseline := -1
+		if bare != nil && bareName(spec.workload) != "" {
+			key := caseName("bare", spec)
+			i, ok := bareDone[key]
+			if !ok {
+				log("bench: %s ...", key)
+				r := runCase(ctx, bare, caseSpec{workload: bareWorkload(spec.workload), concurrency: spec.concurrency}, rs)
+				r.Name, r.Workload = key, bareName(spec.workload)
+				log("bench: %s", oneLine(r))
+				report.Results = append(report.Results, r)
+				i = len(report.Results) - 1
+				bareDone[key] = i
+			}
+			baseline = i
+		}
+		log("bench: %s ...", caseName("service", spec))
+		r := runCase(ctx, svc, spec, rs)
+		if baseline >= 0 && report.Results[baseline].Ops > 0 && r.Ops > 0 {
+			r.VsBare = compare(r, report.Results[baseline])
+		}
+		if i, ok := freshDone[spec.concurrency]; ok && spec.workload == wlAged && r.Ops > 0 {
+			r.VsFresh = compare(r, report.Results[i])
+		}
+		log("bench: %s", oneLine(r))
+		report.Results = append(report.Results, r)
+		if spec.workload == wlRefresh && r.Ops > 0 {
+			freshDone[spec.concurrency] = len(report.Results) - 1
+		}
+		if svc.child != nil {
+			if err := svc.child.exited(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	report.Targets = evaluate(report.Results)
+
+	table := &strings.Builder{}
+	printTable(table, report)
+	if cfg.jsonOut {
+		fmt.Fprint(os.Stderr, table.String())
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(report); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprint(stdout, table.String())
+	}
+	if cfg.jsonFile != "" {
+		b, err := json.MarshalIndent(report, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(cfg.jsonFile, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func compare(r, base caseResult) *ratios {
+	q := &ratios{
+		Against: base.Name,
+		Ops:     round3(r.OpsPerSec / base.OpsPerSec),
+	}
+	if base.Latency.P50 > 0 {
+		q.P50 = round3(r.Latency.P50 / base.Latency.P50)
+	}
+	if base.Latency.P99 > 0 {
+		q.P99 = round3(r.Latency.P99 / base.Latency.P99)
+	}
+	if r.CPUPerOpUS != nil && base.CPUPerOpUS != nil && *base.CPUPerOpUS > 0 {
+		c := round3(*r.CPUPerOpUS / *base.CPUPerOpUS)
+		q.CPUPerOp = &c
+	}
+	return q
+}
+
+// dialAll opens n connections to url, retrying while the server starts.
+func dialAll(ctx context.Context, url string, n int, opts []nats.Option, ch *child) ([]*nats.Conn, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	var conns []*nats.Conn
+	for len(conns) < n {
+		o := append([]nats.Option{nats.Name("tokenledger-bench"), nats.MaxReconnects(-1)}, opts...)
+		nc, err := nats.Connect(url, o...)
+		if err == nil {
+			conns = append(conns, nc)
+			continue
+		}
+		if ch != nil {
+			if cerr := ch.exited(); cerr != nil {
+				closeAll(conns)
+				return nil, cerr
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			closeAll(conns)
+			return nil, fmt.Errorf("connect to %s: %w", url, err)
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+	return conns, nil
+}
+
+func closeAll(conns []*nats.Conn) {
+	for _, nc := range conns {
+		nc.Close()
+	}
+}
+
+// benchClient registers a throwaway client in the clients bucket, as
+// `tokenledger client create` does, and returns its id and secret.
+func benchClient(ctx context.Context, nc *nats.Conn) (string, string, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return "", "", err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var reg *ledger.Registry
+	for {
+		// The service creates the bucket at start; create it if it has not.
+		if reg, err = ledger.NewRegistry(ctx, js, nil, 1, nil); err == nil || time.Now().After(deadline) {
+			break
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("bench client: %w", err)
+	}
+	var buf [32]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		return "", "", err
+	}
+	secret := ledger.ClientSecretPrefix + base64.RawURLEncoding.EncodeToString(buf[:])
+	id := "bench-" + base64.RawURLEncoding.EncodeToString(buf[:6])
+	c := ledger.Client{
+		ID: id, SecretSHA256: ledger.SecretSHA256(secret),
+		Scopes: []string{"read", "write"}, Audiences: []string{"api"}, CreatedAt: time.Now().UTC(),
+	}
+	if err := reg.Create(ctx, c); err != nil {
+		return "", "", fmt.Errorf("bench client: %w", err)
+	}
+	return id, secret, nil
+}
+
+// waitServed waits until the target's issue endpoint answers.
+func waitServed(ctx context.Context, t *loadTarget, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	w := newWorker(t, 0, wlIssue, nil)
+	for {
+		code := w.issue()
+		if code == "" {
+			return nil
+		}
+		if t.child != nil {
+			if err := t.child.exited(); err != nil {
+				return err
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s: %s.issue does not answer: %s", t.kind, t.prefix, code)
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+}

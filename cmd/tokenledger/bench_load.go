@@ -1,0 +1,661 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"golang.org/x/sync/errgroup"
+)
+
+// Workloads.
+const (
+	wlIssue      = "issue"
+	wlRefresh    = "refresh"
+	wlAged       = "refresh-aged"
+	wlIntrospect = "introspect"
+	wlRevoke     = "revoke"
+	wlMix        = "mix"
+)
+
+var workloads = []string{wlIssue, wlRefresh, wlAged, wlIntrospect, wlRevoke, wlMix}
+
+// Error codes the load generator adds to the service's OAuth codes.
+const (
+	codeNoResponders = "no_responders"
+	codeTimeout      = "timeout"
+	codeTransport    = "transport_error"
+	codeInactive     = "inactive" // introspection answered active: false
+	codeMalformed    = "malformed_reply"
+)
+
+// loadTarget is what a case drives: the service or the bare pipeline.
+type loadTarget struct {
+	kind     string // "service" or "bare"
+	conns    []*nats.Conn
+	prefix   string
+	clientID string
+	secret   string
+	timeout  time.Duration
+	pid      int    // for CPU and RSS; 0 when unknown
+	child    *child // for profiling; nil when not ours
+}
+
+// call sends one request and returns the reply and "" or an error code:
+// the OAuth code of a service error, or one of the codes above.
+func (t *loadTarget) call(nc *nats.Conn, subject string, body []byte) ([]byte, string) {
+	msg, err := nc.Request(subject, body, t.timeout)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return nil, codeNoResponders
+	case errors.Is(err, nats.ErrTimeout):
+		return nil, codeTimeout
+	case err != nil:
+		return nil, codeTransport
+	}
+	if status := msg.Header.Get(micro.ErrorCodeHeader); status != "" {
+		if code := jsonString(msg.Data, "error"); code != "" {
+			return msg.Data, code
+		}
+		return msg.Data, "status_" + status
+	}
+	return msg.Data, ""
+}
+
+// window is the measured interval in Unix nanoseconds: operations that
+// start inside it are recorded.
+type window struct{ start, end atomic.Int64 }
+
+type opStats struct {
+	lat  []int64 // nanoseconds, successful operations
+	errs map[string]int
+}
+
+// recorder is one worker's tally, merged after the case.
+type recorder struct {
+	w   *window
+	ops map[string]*opStats
+}
+
+func (r *recorder) add(kind string, start time.Time, code string) {
+	s := start.UnixNano()
+	if s < r.w.start.Load() || s >= r.w.end.Load() {
+		return
+	}
+	d := time.Since(start)
+	st := r.ops[kind]
+	if st == nil {
+		st = &opStats{lat: make([]int64, 0, 1<<14), errs: map[string]int{}}
+		r.ops[kind] = st
+	}
+	if code == "" {
+		st.lat = append(st.lat, int64(d))
+	} else {
+		st.errs[code]++
+	}
+}
+
+// worker is one simulated caller. It keeps its own family: the newest
+// refresh token and access token it was given.
+type worker struct {
+	t        *loadTarget
+	nc       *nats.Conn
+	id       int
+	workload string
+	rng      *rand.Rand
+	mix      []mixWeight
+	subj     map[string]string
+	issueReq []byte
+	buf      []byte
+	rt, at   string
+}
+
+func newWorker(t *loadTarget, id int, workload string, mix []mixWeight) *worker {
+	w := &worker{
+		t: t, nc: t.conns[id%len(t.conns)], id: id, workload: workload, mix: mix,
+		rng:  rand.New(rand.NewPCG(uint64(id), uint64(time.Now().UnixNano()))),
+		subj: map[string]string{},
+		buf:  make([]byte, 0, 512),
+	}
+	for _, ep := range []string{"issue", "refresh", "introspect", "revoke"} {
+		w.subj[ep] = t.prefix + "." + ep
+	}
+	w.issueReq = slices.Clone(w.body("subject", "bench-user-"+strconv.Itoa(id), "", ""))
+	return w
+}
+
+// body builds a request with the client's credentials and up to two more
+// string members; values need no escaping (tokens, ids).
+func (w *worker) body(k1, v1, k2, v2 string) []byte {
+	b := w.buf[:0]
+	b = append(b, `{"client_id":"`...)
+	b = append(b, w.t.clientID...)
+	b = append(b, `","client_secret":"`...)
+	b = append(b, w.t.secret...)
+	b = append(b, `","`...)
+	b = append(b, k1...)
+	b = append(b, `":"`...)
+	b = append(b, v1...)
+	if k2 != "" {
+		b = append(b, `","`...)
+		b = append(b, k2...)
+		b = append(b, `":"`...)
+		b = append(b, v2...)
+	}
+	b = append(b, `"}`...)
+	w.buf = b
+	return b // nc.Request copies it into the connection's buffer
+}
+
+func (w *worker) grant(data []byte) string {
+	rt, at := jsonString(data, "refresh_token"), jsonString(data, "access_token")
+	if rt == "" || at == "" {
+		return codeMalformed
+	}
+	w.rt, w.at = rt, at
+	return ""
+}
+
+func (w *worker) issue() string {
+	data, code := w.t.call(w.nc, w.subj["issue"], w.issueReq)
+	if code != "" {
+		return code
+	}
+	return w.grant(data)
+}
+
+func (w *worker) refresh() string {
+	data, code := w.t.call(w.nc, w.subj["refresh"], w.body("refresh_token", w.rt, "", ""))
+	if code != "" {
+		return code
+	}
+	return w.grant(data)
+}
+
+func (w *worker) introspect() string {
+	data, code := w.t.call(w.nc, w.subj["introspect"], w.body("token", w.at, "token_type_hint", "access_token"))
+	if code != "" {
+		return code
+	}
+	if !bytes.Contains(data, []byte(`"active":true`)) {
+		return codeInactive
+	}
+	return ""
+}
+
+func (w *worker) revoke() string {
+	_, code := w.t.call(w.nc, w.subj["revoke"], w.body("token", w.rt, "token_type_hint", "refresh_token"))
+	return code
+}
+
+// setupError is a case that could not start; code is the failing call's.
+type setupError struct {
+	subject, code string
+}
+
+func (e *setupError) Error() string {
+	if e.code == codeNoResponders {
+		return fmt.Sprintf("no responders on %s: the endpoint is not served (not implemented in this build, or the service is down)", e.subject)
+	}
+	return fmt.Sprintf("%s failed during setup: %s", e.subject, e.code)
+}
+
+func (w *worker) check(ep, code string) error {
+	if code != "" {
+		return &setupError{subject: w.subj[ep], code: code}
+	}
+	return nil
+}
+
+// setup gives the worker its family and checks that the endpoints its
+// workload needs answer. For refresh-aged it rotates the family prior
+// times first.
+func (w *worker) setup(ctx context.Context, prior int, progress func()) error {
+	if err := w.check("issue", w.issue()); err != nil {
+		return err
+	}
+	switch w.workload {
+	case wlAged:
+		for i := range prior {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := w.check("refresh", w.refresh()); err != nil {
+				return fmt.Errorf("prior rotation %d: %w", i+1, err)
+			}
+			progress()
+		}
+	case wlIntrospect:
+		return w.check("introspect", w.introspect())
+	case wlRevoke:
+		if err := w.check("revoke", w.revoke()); err != nil {
+			return err
+		}
+		return w.check("issue", w.issue())
+	}
+	return nil
+}
+
+// step runs one operation of the workload and records it.
+func (w *worker) step(r *recorder) {
+	switch w.workload {
+	case wlIssue:
+		start := time.Now()
+		r.add(wlIssue, start, w.issue())
+	case wlRefresh, wlAged:
+		w.timedRefresh(r)
+	case wlIntrospect:
+		start := time.Now()
+		r.add(wlIntrospect, start, w.introspect())
+	case wlRevoke:
+		// Each revoke needs a live token: issue one, untimed.
+		if code := w.issue(); code != "" {
+			r.add("setup-issue", time.Now(), code)
+			return
+		}
+		start := time.Now()
+		r.add(wlRevoke, start, w.revoke())
+	case wlMix:
+		w.mixStep(r)
+	}
+}
+
+func (w *worker) timedRefresh(r *recorder) {
+	start := time.Now()
+	code := w.refresh()
+	r.add(wlRefresh, start, code)
+	if code == "invalid_grant" || code == codeMalformed {
+		// The chain broke (revoked, expired): start a new family, untimed.
+		w.issue()
+	}
+}
+
+// mixWeight is one operation of the mix and its share.
+type mixWeight struct {
+	op     string
+	weight int
+}
+
+func parseMix(s string) ([]mixWeight, error) {
+	var m []mixWeight
+	total := 0
+	for _, part := range splitList(s) {
+		op, n, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("--mix %q: want op=weight,...", s)
+		}
+		wgt, err := strconv.Atoi(n)
+		if err != nil || wgt < 0 {
+			return nil, fmt.Errorf("--mix %q: weight of %s", s, op)
+		}
+		switch op {
+		case wlIssue, wlRefresh, wlIntrospect, wlRevoke:
+		default:
+			return nil, fmt.Errorf("--mix: unknown operation %q (issue, refresh, introspect, revoke)", op)
+		}
+		m = append(m, mixWeight{op, wgt})
+		total += wgt
+	}
+	if total == 0 {
+		return nil, fmt.Errorf("--mix %q: weights sum to zero", s)
+	}
+	return m, nil
+}
+
+// mixStep picks an operation by weight. A revoke ends the worker's family,
+// so a timed issue (recorded as issue) follows it.
+func (w *worker) mixStep(r *recorder) {
+	total := 0
+	for _, m := range w.mix {
+		total += m.weight
+	}
+	n := w.rng.IntN(total)
+	op := w.mix[len(w.mix)-1].op
+	for _, m := range w.mix {
+		if n < m.weight {
+			op = m.op
+			break
+		}
+		n -= m.weight
+	}
+	start := time.Now()
+	switch op {
+	case wlIssue:
+		r.add(wlIssue, start, w.issue())
+	case wlRefresh:
+		w.timedRefresh(r)
+	case wlIntrospect:
+		r.add(wlIntrospect, start, w.introspect())
+	case wlRevoke:
+		r.add(wlRevoke, start, w.revoke())
+		start = time.Now()
+		r.add(wlIssue, start, w.issue())
+	}
+}
+
+// caseSpec is one measurement: a workload at a concurrency on a target.
+type caseSpec struct {
+	workload    string
+	concurrency int
+}
+
+// opResult is the outcome of one kind of operation.
+type opResult struct {
+	Ops          int            `json:"ops"`
+	Errors       int            `json:"errors"`
+	OpsPerSec    float64        `json:"ops_per_sec"`
+	Latency      latencyMS      `json:"latency_ms"`
+	ErrorsByCode map[string]int `json:"errors_by_code,omitempty"`
+}
+
+// latencyMS are latency percentiles in milliseconds (nearest rank over
+// every successful operation of the window).
+type latencyMS struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+// ratios compare a result with its baseline: result / baseline.
+type ratios struct {
+	Against  string   `json:"against"`
+	Ops      float64  `json:"ops_per_sec"`
+	P50      float64  `json:"p50"`
+	P99      float64  `json:"p99"`
+	CPUPerOp *float64 `json:"cpu_per_op,omitempty"`
+}
+
+// caseResult is one case's report.
+type caseResult struct {
+	Name           string  `json:"name"`
+	Target         string  `json:"target"`
+	Workload       string  `json:"workload"`
+	Concurrency    int     `json:"concurrency"`
+	PriorRotations int     `json:"prior_rotations,omitempty"`
+	DurationS      float64 `json:"duration_s"`
+	opResult
+	PerOp map[string]opResult `json:"per_op,omitempty"`
+	// The process under load (service or bare pipeline), over the window.
+	CPUPerOpUS   *float64 `json:"cpu_per_op_us,omitempty"`
+	CPUCores     *float64 `json:"cpu_cores,omitempty"`
+	PeakRSSBytes int64    `json:"peak_rss_bytes,omitempty"`
+	PeakRSSScope string   `json:"peak_rss_scope,omitempty"`
+	// The load generator (this process), over the window.
+	LoadgenCPUPerOpUS float64 `json:"loadgen_cpu_per_op_us"`
+	VsBare            *ratios `json:"vs_bare,omitempty"`
+	VsFresh           *ratios `json:"vs_fresh,omitempty"`
+	Profile           string  `json:"cpu_profile,omitempty"`
+	Error             string  `json:"error,omitempty"`
+}
+
+func caseName(kind string, spec caseSpec) string {
+	wl := spec.workload
+	if kind == "bare" {
+		wl = bareName(spec.workload)
+	}
+	return fmt.Sprintf("%s/c=%d", wl, spec.concurrency)
+}
+
+// bareName is the bare pipeline a workload compares with ("" for none).
+func bareName(workload string) string {
+	switch workload {
+	case wlIssue:
+		return "bare-issue"
+	case wlRefresh, wlAged, wlRevoke:
+		return "bare-rotate"
+	case wlIntrospect:
+		return "bare-echo"
+	}
+	return ""
+}
+
+// bareWorkload is the workload that drives a bare pipeline.
+func bareWorkload(workload string) string {
+	switch workload {
+	case wlIssue:
+		return wlIssue
+	case wlRefresh, wlAged, wlRevoke:
+		return wlRefresh
+	case wlIntrospect:
+		return wlIntrospect
+	}
+	return ""
+}
+
+type runSettings struct {
+	duration, warmup time.Duration
+	prior            int
+	mix              []mixWeight
+	profileDir       string
+	log              func(format string, args ...any)
+}
+
+// runCase measures one case: set the workers up, warm up, measure a window
+// of the configured duration, stop.
+func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) caseResult {
+	res := caseResult{
+		Name: caseName(t.kind, spec), Target: t.kind, Workload: spec.workload,
+		Concurrency: spec.concurrency,
+	}
+	if spec.workload == wlAged {
+		res.PriorRotations = rs.prior
+	}
+	workers := make([]*worker, spec.concurrency)
+	for i := range workers {
+		workers[i] = newWorker(t, i, spec.workload, rs.mix)
+	}
+	var done atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	stopProgress := make(chan struct{})
+	if spec.workload == wlAged && rs.prior > 0 {
+		total := int64(rs.prior * spec.concurrency)
+		go func() {
+			tick := time.NewTicker(2 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-tick.C:
+					rs.log("  %s: prior rotations %d/%d", res.Name, done.Load(), total)
+				}
+			}
+		}()
+	}
+	for _, w := range workers {
+		g.Go(func() error { return w.setup(gctx, rs.prior, func() { done.Add(1) }) })
+	}
+	err := g.Wait()
+	close(stopProgress)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+
+	var win window
+	win.start.Store(math.MaxInt64)
+	win.end.Store(math.MaxInt64)
+	var stop atomic.Bool
+	recs := make([]*recorder, len(workers))
+	var wg sync.WaitGroup
+	for i, w := range workers {
+		recs[i] = &recorder{w: &win, ops: map[string]*opStats{}}
+		wg.Go(func() {
+			for !stop.Load() && ctx.Err() == nil {
+				w.step(recs[i])
+			}
+		})
+	}
+	sleepCtx(ctx, rs.warmup)
+
+	var cpu0, cpu1 time.Duration
+	var cpuErr error
+	scope := ""
+	if t.pid > 0 {
+		scope = "case"
+		if resetPeakRSS(t.pid) != nil {
+			scope = "process"
+		}
+	}
+	if rs.profileDir != "" && t.child != nil {
+		path := rs.profileDir + "/" + profileFile(res.Name, t.kind)
+		if err := t.child.control("start " + path); err != nil {
+			rs.log("  profile: %v", err)
+		} else {
+			res.Profile = path
+		}
+	}
+	if t.pid > 0 {
+		cpu0, cpuErr = procCPU(t.pid)
+	}
+	self0 := selfCPU()
+	t0 := time.Now()
+	win.start.Store(t0.UnixNano())
+	sleepCtx(ctx, rs.duration)
+	t1 := time.Now()
+	win.end.Store(t1.UnixNano())
+	self1 := selfCPU()
+	if t.pid > 0 && cpuErr == nil {
+		cpu1, cpuErr = procCPU(t.pid)
+	}
+	if res.Profile != "" {
+		if err := t.child.control("stop"); err != nil {
+			rs.log("  profile: %v", err)
+			res.Profile = ""
+		}
+	}
+	var peak int64
+	if t.pid > 0 {
+		peak, _, _ = procMem(t.pid)
+	}
+	stop.Store(true)
+	wg.Wait()
+
+	elapsed := t1.Sub(t0)
+	res.DurationS = elapsed.Seconds()
+	merged := map[string]*opStats{}
+	for _, r := range recs {
+		for kind, st := range r.ops {
+			m := merged[kind]
+			if m == nil {
+				m = &opStats{errs: map[string]int{}}
+				merged[kind] = m
+			}
+			m.lat = append(m.lat, st.lat...)
+			for c, n := range st.errs {
+				m.errs[c] += n
+			}
+		}
+	}
+	all := &opStats{errs: map[string]int{}}
+	for _, m := range merged {
+		all.lat = append(all.lat, m.lat...)
+		for c, n := range m.errs {
+			all.errs[c] += n
+		}
+	}
+	res.opResult = summarize(all, elapsed)
+	if len(merged) > 1 || spec.workload == wlMix {
+		res.PerOp = map[string]opResult{}
+		for kind, m := range merged {
+			res.PerOp[kind] = summarize(m, elapsed)
+		}
+	}
+	if res.Ops > 0 {
+		res.LoadgenCPUPerOpUS = round2(float64(self1-self0) / float64(time.Microsecond) / float64(res.Ops))
+		if t.pid > 0 && cpuErr == nil {
+			perOp := round2(float64(cpu1-cpu0) / float64(time.Microsecond) / float64(res.Ops))
+			cores := round2(float64(cpu1-cpu0) / float64(elapsed))
+			res.CPUPerOpUS, res.CPUCores = &perOp, &cores
+		}
+	}
+	if peak > 0 {
+		res.PeakRSSBytes, res.PeakRSSScope = peak, scope
+	}
+	if res.Ops == 0 && res.Errors > 0 {
+		res.Error = "every operation failed"
+		if res.ErrorsByCode[codeNoResponders] > 0 {
+			res.Error += ": no responders (endpoint not served)"
+		}
+	}
+	return res
+}
+
+func summarize(st *opStats, elapsed time.Duration) opResult {
+	r := opResult{Ops: len(st.lat)}
+	for c, n := range st.errs {
+		r.Errors += n
+		if r.ErrorsByCode == nil {
+			r.ErrorsByCode = map[string]int{}
+		}
+		r.ErrorsByCode[c] = n
+	}
+	if r.Ops == 0 {
+		return r
+	}
+	r.OpsPerSec = round2(float64(r.Ops) / elapsed.Seconds())
+	lat := st.lat
+	slices.Sort(lat)
+	var sum float64
+	for _, v := range lat {
+		sum += float64(v)
+	}
+	ms := func(ns int64) float64 { return round3(float64(ns) / 1e6) }
+	r.Latency = latencyMS{
+		P50: ms(rank(lat, 0.50)), P90: ms(rank(lat, 0.90)), P99: ms(rank(lat, 0.99)),
+		Max: ms(lat[len(lat)-1]), Mean: round3(sum / float64(len(lat)) / 1e6),
+	}
+	return r
+}
+
+// rank is the nearest-rank percentile of sorted values.
+func rank(sorted []int64, q float64) int64 {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+func profileFile(name, kind string) string {
+	b := []byte(kind + "-" + name + ".pprof")
+	for i, c := range b {
+		if c == '/' || c == '=' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// benchLogger writes progress to stderr.
+func benchLogger(quiet bool) func(string, ...any) {
+	return func(format string, args ...any) {
+		if !quiet {
+			fmt.Fprintf(os.Stderr, format+"\n", args...)
+		}
+	}
+}

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// child is a process the bench starts: the service under test or the bare
+// pipeline. Its stderr goes to a log file; with control on, its stdin and
+// stdout carry the profiling protocol of controlLoop.
+type child struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	ctlIn   io.WriteCloser
+	ctlOut  *bufio.Reader
+	done    chan struct{}
+	waitErr error
+}
+
+// childEnv is a child's environment: ours without TOKENLEDGER_* settings
+// (a TOKENLEDGER_NATS_URL meant for the bench would point serve elsewhere).
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, envPrefix) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func startChild(name, exe string, args []string, logPath string, control bool) (*child, error) {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = childEnv()
+	cmd.Stderr = logFile
+	c := &child{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	if control {
+		if c.ctlIn, err = cmd.StdinPipe(); err != nil {
+			logFile.Close()
+			return nil, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			logFile.Close()
+			return nil, err
+		}
+		c.ctlOut = bufio.NewReader(out)
+	}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() {
+		c.waitErr = cmd.Wait()
+		logFile.Close()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// exited reports whether the child is gone, with its log's tail.
+func (c *child) exited() error {
+	select {
+	case <-c.done:
+		return fmt.Errorf("%s exited (%v); log %s:\n%s", c.name, c.waitErr, c.logPath, tail(c.logPath, 2000))
+	default:
+		return nil
+	}
+}
+
+// stop asks the child to shut down and waits, killing it after a while.
+func (c *child) stop() error {
+	if c.ctlIn != nil {
+		c.ctlIn.Close()
+	}
+	select {
+	case <-c.done:
+		return nil
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		return nil
+	case <-time.After(20 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		return fmt.Errorf("%s did not stop within 20s; killed", c.name)
+	}
+}
+
+// control sends one line of the profiling protocol and waits for "ok".
+func (c *child) control(line string) error {
+	if c.ctlIn == nil {
+		return errors.New("no control channel")
+	}
+	if _, err := io.WriteString(c.ctlIn, line+"\n"); err != nil {
+		return err
+	}
+	reply, err := c.ctlOut.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("%s control: %w", c.name, err)
+	}
+	if reply = strings.TrimSpace(reply); reply != "ok" {
+		return fmt.Errorf("%s control %q: %s", c.name, line, reply)
+	}
+	return nil
+}
+
+// controlLoop runs in a child: "start PATH" starts a CPU profile written to
+// PATH, "stop" ends it; each line is answered "ok" or an error on stdout.
+// It returns when stdin closes.
+func controlLoop(in io.Reader, out io.Writer) {
+	var (
+		mu sync.Mutex
+		f  *os.File
+	)
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		mu.Lock()
+		cmd, arg, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
+		var err error
+		switch cmd {
+		case "start":
+			if f != nil {
+				err = errors.New("profile already running")
+				break
+			}
+			if f, err = os.Create(arg); err == nil {
+				if err = pprof.StartCPUProfile(f); err != nil {
+					f.Close()
+					f = nil
+				}
+			}
+		case "stop":
+			if f == nil {
+				err = errors.New("no profile running")
+				break
+			}
+			pprof.StopCPUProfile()
+			err = f.Close()
+			f = nil
+		default:
+			err = fmt.Errorf("unknown control command %q", cmd)
+		}
+		if err != nil {
+			fmt.Fprintln(out, "error:", err)
+		} else {
+			fmt.Fprintln(out, "ok")
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	if f != nil {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+	mu.Unlock()
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// clockTicks is USER_HZ, 100 on every Linux the project runs on.
+const clockTicks = 100
+
+// procCPU is the CPU time (user + system) a process has used so far,
+// from /proc/<pid>/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// Fields after ")" start at field 3 (state); utime is 14, stime 15.
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// procMem returns VmHWM (peak resident set) and VmRSS in bytes.
+func procMem(pid int) (peak, rss int64, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		n, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "VmHWM":
+			peak = n << 10
+		case "VmRSS":
+			rss = n << 10
+		}
+	}
+	if peak == 0 {
+		return 0, 0, errors.New("no VmHWM in /proc status")
+	}
+	return peak, rss, nil
+}
+
+// resetPeakRSS resets VmHWM to the current RSS (Linux clear_refs value 5),
+// so the peak read after a case is that case's.
+func resetPeakRSS(pid int) error {
+	return os.WriteFile("/proc/"+strconv.Itoa(pid)+"/clear_refs", []byte("5"), 0)
+}
+
+// selfCPU is this process's CPU time so far (the load generator's).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
