@@ -1,0 +1,110 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// callers runs b.N operations spread over n goroutines, each with its own
+// state from setup.
+func callers[S any](b *testing.B, n int, setup func() S, op func(*S) error) {
+	b.Helper()
+	states := make([]S, n)
+	for i := range states {
+		states[i] = setup()
+	}
+	var next atomic.Int64
+	var failed atomic.Value
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				if err := op(&states[i]); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+func benchEnv(b *testing.B) *env {
+	e := newEnv(b, "")
+	e.startService(envOptions{grace: 10 * time.Second, useWall: true})
+	return e
+}
+
+func BenchmarkIssue(b *testing.B) {
+	for _, n := range []int{1, 64} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			e := benchEnv(b)
+			callers(b, n, func() struct{} { return struct{}{} }, func(*struct{}) error {
+				if r := e.issue("alice"); r.Error != "" {
+					return fmt.Errorf("issue: %s", r.Raw)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func BenchmarkRefresh(b *testing.B) {
+	for _, n := range []int{1, 64} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			e := benchEnv(b)
+			callers(b, n, func() string { return e.issue("alice").RefreshToken }, func(tok *string) error {
+				r := e.refresh(*tok)
+				if r.Error != "" {
+					return fmt.Errorf("refresh: %s", r.Raw)
+				}
+				*tok = r.RefreshToken
+				return nil
+			})
+		})
+	}
+}
+
+// BenchmarkRefreshHistory refreshes a family with 10 000 prior rotations
+// against a fresh one: loading a family is one direct get, so the cost must
+// not grow with its history.
+func BenchmarkRefreshHistory(b *testing.B) {
+	for _, prior := range []int{0, 10000} {
+		b.Run(fmt.Sprintf("rotations=%d", prior), func(b *testing.B) {
+			e := benchEnv(b)
+			tok := e.issue("alice").RefreshToken
+			l := e.ledger()
+			client := testClient(envOptions{})
+			policy := client.Policy(ledger.Policy{Rotation: ledger.RotateAlways, Grace: 10 * time.Second,
+				AccessTTL: 15 * time.Minute, RefreshTTL: 336 * time.Hour, FamilyTTL: 2160 * time.Hour})
+			for range prior {
+				g, err := l.Refresh(context.Background(), ledger.RefreshRequest{Client: client, Policy: policy, RefreshToken: tok, RequestID: "warm"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				tok = g.RefreshToken
+			}
+			callers(b, 1, func() string { return tok }, func(tok *string) error {
+				r := e.refresh(*tok)
+				if r.Error != "" {
+					return fmt.Errorf("refresh: %s", r.Raw)
+				}
+				*tok = r.RefreshToken
+				return nil
+			})
+		})
+	}
+}
