@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/projections"
 )
 
 // testClock is a settable clock shared by a test and the service.
@@ -70,6 +71,9 @@ type envOptions struct {
 	client  func(*ledger.Client)
 	useWall bool      // real clock instead of the test clock
 	logTo   io.Writer // service logs (default: discarded)
+	// view, when set, is fed by a projection runner on the service's
+	// connection and served (revoke, introspect, sessions, admin.revoke).
+	view *projections.View
 }
 
 func newEnv(t testing.TB, dir string) *env {
@@ -133,9 +137,13 @@ func (e *env) startService(opts envOptions) *ledger.Ledger {
 		},
 		Workers: 32,
 		Log:     logger(opts.logTo),
+		View:    opts.view,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.view != nil {
+		startRunner(ctx, t, js, opts.view)
 	}
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx, nc) }()

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/projections"
 )
 
 // ServiceName is the micro service name every instance registers.
@@ -45,6 +46,9 @@ type Config struct {
 	Timeout time.Duration
 	Version string
 	Log     *slog.Logger
+	// View is the valid-token view; with it the service also serves
+	// revoke, introspect, sessions and admin.revoke (see revoke.go).
+	View *projections.View
 }
 
 func (c *Config) validate() error {
@@ -150,6 +154,9 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 		if err := group.AddEndpoint(ep.name, h); err != nil {
 			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
 		}
+	}
+	if err := s.addViewEndpoints(ctx, jobs, group); err != nil {
+		return err
 	}
 	s.cfg.Log.Info("service ready", "service", ServiceName, "prefix", s.cfg.Prefix, "kid", s.signer.KID())
 	<-ctx.Done()

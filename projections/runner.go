@@ -35,6 +35,9 @@ type RunnerConfig struct {
 	// PruneEvery is how often a projection that can prune (View) drops
 	// what has expired (default 10 minutes; negative disables).
 	PruneEvery time.Duration
+	// Decode decodes a stored event (default ledger.DecodeEvent, or
+	// DecodeForView when the projection is a *View).
+	Decode func([]byte) (ledger.Event, error)
 	// Now is the clock used for pruning (default time.Now).
 	Now func() time.Time
 	Log *slog.Logger
@@ -71,6 +74,12 @@ func NewRunner(js jetstream.JetStream, p Projection, cfg RunnerConfig) (*Runner,
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Decode == nil {
+		cfg.Decode = ledger.DecodeEvent
+		if _, ok := p.(*View); ok {
+			cfg.Decode = DecodeForView
+		}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -177,7 +186,7 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 	}
 	defer it.Stop()
 
-	dec := newDecoder(ctx)
+	dec := newDecoder(r.cfg.Decode)
 	defer dec.stop()
 	// One goroutine reads and decodes ahead while this one applies in
 	// stream order: decoding is most of the cost of a rebuild.
@@ -245,14 +254,14 @@ type decoded struct {
 // decoder hands decoded messages from the reading goroutine to the
 // applying one, in stream order.
 type decoder struct {
-	ctx  context.Context
-	ch   chan decoded
-	done chan struct{}
-	err  error // read error, set before ch is closed
+	ch     chan decoded
+	decode func([]byte) (ledger.Event, error)
+	done   chan struct{}
+	err    error // read error, set before ch is closed
 }
 
-func newDecoder(ctx context.Context) *decoder {
-	return &decoder{ctx: ctx, ch: make(chan decoded, 1024), done: make(chan struct{})}
+func newDecoder(decode func([]byte) (ledger.Event, error)) *decoder {
+	return &decoder{decode: decode, ch: make(chan decoded, 1024), done: make(chan struct{})}
 }
 
 // push decodes msg and queues it; false when the consumer went away.
@@ -263,7 +272,7 @@ func (d *decoder) push(msg jetstream.Msg) bool {
 		return false
 	}
 	x := decoded{seq: meta.Sequence.Stream, pending: meta.NumPending, subject: msg.Subject()}
-	x.event, x.err = ledger.DecodeEvent(msg.Data())
+	x.event, x.err = d.decode(msg.Data())
 	select {
 	case d.ch <- x:
 		return true

@@ -1,0 +1,132 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go/micro"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// AdminRevokeRequest is the body of tokens.admin.revoke: exactly one of
+// FamilyID, Subject and ClientID, and the reason recorded in the ledger.
+type AdminRevokeRequest struct {
+	FamilyID string `json:"family_id,omitempty"`
+	Subject  string `json:"subject,omitempty"`
+	ClientID string `json:"client_id,omitempty"`
+	Reason   string `json:"reason"`
+}
+
+// AdminRevokeResponse is the reply of tokens.admin.revoke: how many active
+// families this request revoked.
+type AdminRevokeResponse struct {
+	RevokedFamilies int `json:"revoked_families"`
+}
+
+// adminRevokeParallel bounds the revocations one admin request runs at once.
+const adminRevokeParallel = 16
+
+// DecodeAdminRevokeRequest decodes and checks an admin revoke request.
+func DecodeAdminRevokeRequest(body []byte, limit int) (AdminRevokeRequest, error) {
+	var r AdminRevokeRequest
+	if err := decodeStrict(body, limit, &r); err != nil {
+		return r, err
+	}
+	n := 0
+	for _, f := range []string{r.FamilyID, r.Subject, r.ClientID} {
+		if f != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return r, badRequest("exactly one of family_id, subject and client_id is required")
+	}
+	if r.FamilyID != "" && !ledger.ValidFamilyID(r.FamilyID) {
+		return r, badRequest("family_id is not a family id")
+	}
+	if r.Subject != "" {
+		if err := validText("subject", r.Subject, 256); err != nil {
+			return r, err
+		}
+	}
+	if r.ClientID != "" {
+		if err := validText("client_id", r.ClientID, 128); err != nil {
+			return r, err
+		}
+	}
+	return r, validText("reason", r.Reason, 1024)
+}
+
+// adminRevoke revokes the selected active families with cause admin and the
+// reason. It replies once the view has applied every revocation, so
+// sessions and introspection that follow see them.
+func (s *Service) adminRevoke(ctx context.Context, req micro.Request) (any, error) {
+	if s.cfg.View == nil {
+		return nil, errNoView
+	}
+	r, err := DecodeAdminRevokeRequest(req.Data(), s.cfg.MaxRequestBytes)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Ledger.Now()
+	var ids []string
+	switch {
+	case r.FamilyID != "":
+		st, err := s.cfg.Ledger.Store().Load(ctx, r.FamilyID)
+		if err != nil {
+			return nil, err
+		}
+		if st.Exists() && st.StatusAt(now) == ledger.StatusActive {
+			ids = []string{r.FamilyID}
+		}
+	default:
+		if err := s.catchUp(ctx); err != nil {
+			return nil, err
+		}
+		if r.Subject != "" {
+			ids = s.cfg.View.FamiliesBySubject(r.Subject, now)
+		} else {
+			ids = s.cfg.View.FamiliesByClient(r.ClientID, now)
+		}
+	}
+
+	cause := ledger.Cause{Kind: ledger.CauseAdmin, ID: s.requestID(req), Reason: r.Reason}
+	var (
+		mu      sync.Mutex
+		revoked int
+		maxSeq  uint64
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(adminRevokeParallel)
+	for _, id := range ids {
+		g.Go(func() error {
+			st, err := s.cfg.Ledger.Revoke(gctx, id, cause)
+			if errors.Is(err, ledger.ErrUnknownFamily) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			maxSeq = max(maxSeq, st.Seq)
+			// Count only the families this request revoked, not those
+			// another cause got to first.
+			if st.Revoked != nil && st.Revoked.Cause == cause {
+				revoked++
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("admin revoke (%d of %d done): %w", revoked, len(ids), err)
+	}
+	if err := s.cfg.View.WaitFor(ctx, maxSeq); err != nil {
+		return nil, fmt.Errorf("admin revoke: %w: %w", ledger.ErrUnavailable, err)
+	}
+	return AdminRevokeResponse{RevokedFamilies: revoked}, nil
+}

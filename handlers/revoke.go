@@ -1,0 +1,225 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// Token type hints (RFC 7009 §2.1, RFC 7662 §2.1).
+const (
+	HintRefreshToken = "refresh_token"
+	HintAccessToken  = "access_token"
+)
+
+// errNoView: the service runs without the valid-token view, so the
+// endpoints that read it cannot answer.
+var errNoView = errors.New("handlers: the valid-token view is not configured")
+
+// addViewEndpoints registers the endpoints that read the valid-token view:
+// revoke, introspect, sessions and admin.revoke. Run calls it. Without a
+// view they are not registered, so requests go to instances that have one.
+func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), group micro.Group) error {
+	if s.cfg.View == nil {
+		return nil
+	}
+	for _, ep := range []struct {
+		endpoint
+		subject string
+	}{
+		{endpoint{"revoke", s.revoke}, "revoke"},
+		{endpoint{"introspect", s.introspect}, "introspect"},
+		{endpoint{"sessions", s.sessions}, "sessions"},
+		{endpoint{"admin_revoke", s.adminRevoke}, "admin.revoke"},
+	} {
+		h := s.dispatch(ctx, jobs, ep.endpoint)
+		if err := group.AddEndpoint(ep.name, h, micro.WithEndpointSubject(ep.subject)); err != nil {
+			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
+		}
+	}
+	return nil
+}
+
+// TokenRequest is the body of tokens.revoke and tokens.introspect.
+type TokenRequest struct {
+	ClientID      string `json:"client_id"`
+	ClientSecret  string `json:"client_secret"`
+	Token         string `json:"token"`
+	TokenTypeHint string `json:"token_type_hint,omitempty"`
+}
+
+// RevokeResponse is the reply of tokens.revoke: always revoked, also for
+// unknown tokens and other clients' tokens (RFC 7009 §2.2).
+type RevokeResponse struct {
+	Revoked bool `json:"revoked"`
+}
+
+// DecodeTokenRequest decodes and checks the shape of a revoke or
+// introspect request.
+func DecodeTokenRequest(body []byte, limit int) (TokenRequest, error) {
+	var r TokenRequest
+	if err := decodeStrict(body, limit, &r); err != nil {
+		return r, err
+	}
+	if err := clientCredentials(r.ClientID, r.ClientSecret); err != nil {
+		return r, err
+	}
+	if r.Token == "" {
+		return r, badRequest("token is required")
+	}
+	switch r.TokenTypeHint {
+	case "", HintRefreshToken, HintAccessToken:
+	default:
+		return r, badRequest("token_type_hint must be refresh_token or access_token")
+	}
+	return r, nil
+}
+
+// isRefreshToken tells the two token formats apart: refresh tokens carry
+// their prefix and access tokens are JWTs, so the hint only names what the
+// format already says and is not needed to find the token.
+func isRefreshToken(raw string) bool { return strings.HasPrefix(raw, ledger.RefreshPrefix) }
+
+// revoke implements RFC 7009. A refresh token revokes its family (and so
+// every access token of it); an access token is denied until it expires.
+// A token that is unknown, forged, expired or another client's answers
+// revoked and changes nothing. The reply is sent only once the view has
+// applied the revocation, so an introspection that follows sees it.
+func (s *Service) revoke(ctx context.Context, req micro.Request) (any, error) {
+	if s.cfg.View == nil {
+		return nil, errNoView
+	}
+	r, err := DecodeTokenRequest(req.Data(), s.cfg.MaxRequestBytes)
+	if err != nil {
+		return nil, err
+	}
+	client, err := s.cfg.Registry.Authenticate(ctx, r.ClientID, r.ClientSecret)
+	if err != nil {
+		return nil, err
+	}
+	cause := ledger.Cause{Kind: ledger.CauseRevoke, ID: s.requestID(req)}
+	var seq uint64
+	if isRefreshToken(r.Token) {
+		seq, err = s.revokeRefresh(ctx, client, r.Token, cause)
+	} else {
+		seq, err = s.revokeAccess(ctx, client, r.Token, cause)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cfg.View.WaitFor(ctx, seq); err != nil {
+		return nil, fmt.Errorf("revoke: %w: %w", ledger.ErrUnavailable, err)
+	}
+	return RevokeResponse{Revoked: true}, nil
+}
+
+// revokeRefresh revokes the family of a genuine refresh token of the
+// client and returns the sequence to wait for (0 when nothing changed).
+func (s *Service) revokeRefresh(ctx context.Context, client ledger.Client, raw string, cause ledger.Cause) (uint64, error) {
+	st, ok, err := s.refreshFamily(ctx, client, raw)
+	if err != nil || !ok {
+		return 0, err
+	}
+	if st.StatusAt(s.cfg.Ledger.Now()) != ledger.StatusActive {
+		return 0, nil // revoked or expired already: nothing to record
+	}
+	after, err := s.cfg.Ledger.Revoke(ctx, st.FamilyID, cause)
+	if errors.Is(err, ledger.ErrUnknownFamily) {
+		return 0, nil
+	}
+	return after.Seq, err
+}
+
+// refreshFamily loads the family of a refresh token and reports whether the
+// token is a genuine one (current, previous or older generation) of a
+// family of the client. A string that is not a genuine token must not be
+// able to revoke anything.
+func (s *Service) refreshFamily(ctx context.Context, client ledger.Client, raw string) (ledger.State, bool, error) {
+	tok, err := ledger.ParseRefreshToken(raw)
+	if err != nil {
+		return ledger.State{}, false, nil
+	}
+	store := s.cfg.Ledger.Store()
+	fid := tok.FamilyID.String()
+	st, err := store.Load(ctx, fid)
+	if errors.Is(err, ledger.ErrUnknownFamily) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, err
+	}
+	if !st.Exists() || st.ClientID != client.ID {
+		return st, false, nil
+	}
+	hash := ledger.HashToken(raw)
+	if ledger.HashEqual(hash, st.TokenHash) || (st.Previous != nil && ledger.HashEqual(hash, st.Previous.Hash)) {
+		return st, true, nil
+	}
+	if tok.AfterSeq >= st.Seq {
+		return st, false, nil
+	}
+	// An older generation: the event that minted it is the family's
+	// first event after the sequence the token names.
+	minted, _, err := store.EventAfter(ctx, fid, tok.AfterSeq)
+	if errors.Is(err, ledger.ErrUnknownFamily) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, err
+	}
+	switch d := minted.Data.(type) {
+	case ledger.FamilyIssued:
+		return st, ledger.HashEqual(d.TokenHash, hash), nil
+	case ledger.RefreshRotated:
+		return st, ledger.HashEqual(d.TokenHash, hash), nil
+	}
+	return st, false, nil
+}
+
+// revokeAccess denies a valid access token of the client until it expires.
+func (s *Service) revokeAccess(ctx context.Context, client ledger.Client, raw string, cause ledger.Cause) (uint64, error) {
+	c, ok := s.verifyAccess(raw)
+	if !ok || c.ClientID != client.ID {
+		return 0, nil
+	}
+	// Already denied (this jti, its family, or a cutoff): record nothing.
+	st, err := s.cfg.Ledger.Store().Load(ctx, c.SID)
+	if errors.Is(err, ledger.ErrUnknownFamily) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if !st.Exists() {
+		return 0, nil
+	}
+	if err := s.cfg.View.WaitFor(ctx, st.Seq); err != nil {
+		return 0, fmt.Errorf("revoke: %w: %w", ledger.ErrUnavailable, err)
+	}
+	if s.cfg.View.AccessRevoked(c.JTI, c.SID, time.Unix(c.IssuedAt, 0), s.cfg.Ledger.Now()) {
+		return 0, nil
+	}
+	after, err := s.cfg.Ledger.RevokeAccess(ctx, c.SID, c.JTI, time.Unix(c.ExpiresAt, 0), cause)
+	if errors.Is(err, ledger.ErrUnknownFamily) {
+		return 0, nil
+	}
+	return after.Seq, err
+}
+
+// verifyAccess checks an access token's signature, type, issuer and expiry
+// against the service's own published keys.
+func (s *Service) verifyAccess(raw string) (ledger.AccessClaims, bool) {
+	now := s.cfg.Ledger.Now()
+	v, err := ledger.NewVerifier(s.cfg.Keys.JWKS(now, s.cfg.Defaults.AccessTTL+time.Minute), s.cfg.Algs, s.cfg.Issuer, s.cfg.Ledger.Now)
+	if err != nil {
+		return ledger.AccessClaims{}, false
+	}
+	c, err := v.Verify(raw)
+	return c, err == nil
+}
