@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -669,7 +670,7 @@ func tamper(token string) string {
 		ev.(map[string]any)["subject"] = map[string]any{"format": "opaque", "id": "carol"}
 	}
 	b, _ := json.Marshal(claims)
-	parts[1] = jwt.NewParser().EncodeSegment(b)
+	parts[1] = base64.RawURLEncoding.EncodeToString(b)
 	return strings.Join(parts, ".")
 }
 
