@@ -1,0 +1,106 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// benchEvents is the ledger size of BenchmarkAudit: 1 000 000 unless
+// TOKENLEDGER_BENCH_EVENTS says otherwise.
+func benchEvents() int {
+	if n, err := strconv.Atoi(os.Getenv("TOKENLEDGER_BENCH_EVENTS")); err == nil && n > 0 {
+		return n
+	}
+	return 1_000_000
+}
+
+// BenchmarkAudit measures verify and replay over one generated ledger:
+// events per second and the peak Go heap during the operation (sampled;
+// the embedded server shares the process, so its heap is included).
+//
+//	go test -run '^$' -bench BenchmarkAudit -benchtime 1x -count 3 ./audit/
+func BenchmarkAudit(b *testing.B) {
+	n := benchEvents()
+	msgs := newGenerator(42).mixed(n)
+	_, src := newLedger(b, "BENCH", "ledger", msgs)
+	msgs = nil
+	ctx := context.Background()
+
+	b.Run(fmt.Sprintf("N=%d/op=verify", n), func(b *testing.B) {
+		b.ReportAllocs()
+		var events uint64
+		peak := measurePeak(b, func() {
+			for b.Loop() {
+				rep, err := Verify(ctx, src, VerifyOptions{})
+				if err != nil || !rep.OK {
+					b.Fatalf("verify: %v, %d violations", err, len(rep.Violations))
+				}
+				events += rep.Events
+			}
+		})
+		b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+		b.ReportMetric(peak, "peak-heap-MB")
+	})
+	b.Run(fmt.Sprintf("N=%d/op=replay", n), func(b *testing.B) {
+		b.ReportAllocs()
+		var events uint64
+		peak := measurePeak(b, func() {
+			for b.Loop() {
+				sum, err := Replay(ctx, src, ReplayOptions{}, discard{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				events += sum.Matched
+			}
+		})
+		b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+		b.ReportMetric(peak, "peak-heap-MB")
+	})
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// measurePeak runs f while sampling the live heap every 10 ms and returns
+// the peak in MiB above the heap before f began.
+func measurePeak(b *testing.B, f func()) float64 {
+	runtime.GC()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	read := func() uint64 { metrics.Read(sample); return sample[0].Value.Uint64() }
+	base := read()
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := read(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	b.ResetTimer()
+	f()
+	b.StopTimer()
+	close(done)
+	wg.Wait()
+	if peak.Load() < base {
+		return 0
+	}
+	return float64(peak.Load()-base) / (1 << 20)
+}

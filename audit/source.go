@@ -1,0 +1,165 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// Source reads a ledger stream with read-only permissions: ordered
+// consumers (ephemeral, flow-controlled, recreated by the client on a gap)
+// and stream info. It never creates a durable consumer and never writes.
+type Source struct {
+	js     jetstream.JetStream
+	stream string
+	prefix string
+}
+
+// NewSource returns a source over the named stream (ledger.DefaultStream
+// when empty) whose subjects start with prefix (ledger.DefaultSubjectPrefix
+// when empty). Tests point it at tampered copies of a ledger.
+func NewSource(js jetstream.JetStream, stream, prefix string) *Source {
+	if stream == "" {
+		stream = ledger.DefaultStream
+	}
+	if prefix == "" {
+		prefix = ledger.DefaultSubjectPrefix
+	}
+	return &Source{js: js, stream: stream, prefix: prefix}
+}
+
+// Stream is the name of the stream the source reads.
+func (s *Source) Stream() string { return s.stream }
+
+// FamilySubject is the subject a family's events are stored on.
+func (s *Source) FamilySubject(familyID string) string {
+	return s.prefix + ".family." + familyID
+}
+
+// familyOf returns the family id a subject names, or "" for a subject that
+// belongs to no family (security.handled events).
+func (s *Source) familyOf(subject string) string {
+	if rest, ok := strings.CutPrefix(subject, s.prefix+".family."); ok {
+		return rest
+	}
+	return ""
+}
+
+// Msg is one stored event as read from the stream, not yet decoded.
+type Msg struct {
+	Seq      uint64
+	Subject  string
+	StoredAt time.Time // the stream's timestamp
+	Type     ledger.EventType
+	Data     []byte
+	// Pending is how many messages matching the scan's filter were still
+	// in the stream after this one when it was delivered.
+	Pending uint64
+}
+
+// ScanOptions selects what a scan reads.
+type ScanOptions struct {
+	// StartSeq is the first sequence to read (0 or 1: from the start).
+	StartSeq uint64
+	// Subjects filters on the server; empty reads the whole stream.
+	Subjects []string
+	// Follow keeps reading new messages until ctx ends; otherwise the scan
+	// stops at the last message that matched when it was delivered.
+	Follow bool
+	// Batch is how many messages the client buffers (default 4096); the
+	// byte limit scales with it.
+	Batch int
+}
+
+// StreamState is the part of the stream's state an audit needs.
+type StreamState struct {
+	FirstSeq, LastSeq, Msgs uint64
+}
+
+// State returns the stream's current state.
+func (s *Source) State(ctx context.Context) (StreamState, error) {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("stream %s: %w", s.stream, err)
+	}
+	info := st.CachedInfo()
+	return StreamState{FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq, Msgs: info.State.Msgs}, nil
+}
+
+// errStop ends a scan early without an error.
+var errStop = errors.New("stop scan")
+
+// Scan delivers the stream's messages in sequence order to fn, one at a
+// time, until the end (or ctx ends when following). fn may return errStop
+// to end the scan early; any other error ends it and is returned. The
+// message's Data is only valid during the call... it is not reused by the
+// client, so fn may keep it.
+func (s *Source) Scan(ctx context.Context, opts ScanOptions, fn func(Msg) error) error {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", s.stream, err)
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:    opts.Subjects,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: time.Minute,
+	}
+	if opts.StartSeq > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = opts.StartSeq
+	}
+	cons, err := st.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("ordered consumer on %s: %w", s.stream, err)
+	}
+	batch := opts.Batch
+	if batch <= 0 {
+		batch = 4096
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(batch, batch*4096))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", s.stream, err)
+	}
+	defer it.Stop()
+	if info := cons.CachedInfo(); !opts.Follow && info != nil && info.NumPending == 0 {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				if opts.Follow && errors.Is(ctx.Err(), context.Canceled) {
+					return nil
+				}
+				return ctx.Err()
+			}
+			return fmt.Errorf("read %s: %w", s.stream, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", s.stream, err)
+		}
+		msg := Msg{
+			Seq: md.Sequence.Stream, Subject: m.Subject(), StoredAt: md.Timestamp,
+			Type: ledger.EventType(m.Headers().Get(ledger.HeaderEventType)), Data: m.Data(),
+			Pending: md.NumPending,
+		}
+		if err := fn(msg); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+		if !opts.Follow && md.NumPending == 0 {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,464 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash/maphash"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// Violation kinds: stable strings an auditor's tooling can match on.
+const (
+	KindGap        = "gap"        // stream sequences are missing
+	KindTruncated  = "truncated"  // the stream ends before it should
+	KindCheckpoint = "checkpoint" // the digest at a checkpoint differs
+	KindDecode     = "decode"     // the stored bytes are not a ledger event
+	KindSubject    = "subject"    // the event is on another family's subject
+	KindAltered    = "altered"    // stored bytes differ from what the family's next event chained
+	KindMissing    = "missing"    // events of the family are missing before this one
+	KindInserted   = "inserted"   // the event is not in its family's chain
+	KindReordered  = "reordered"  // the event is stored out of its family's order
+	KindChain      = "chain"      // the hash chain is broken otherwise
+	KindTransition = "transition" // the event is not a legal transition
+	KindState      = "state"      // the state snapshot differs from the fold
+)
+
+// Violation is one thing wrong with the ledger, at the stream sequence
+// where it is (for a removed event: where it was).
+type Violation struct {
+	Seq      uint64 `json:"seq"`
+	Kind     string `json:"kind"`
+	FamilyID string `json:"family_id,omitempty"`
+	EventID  string `json:"event_id,omitempty"`
+	Detail   string `json:"detail"`
+}
+
+// Checkpoint is a stream sequence and the ledger digest through it, as a
+// previous verify reported them. Verifying against a checkpoint proves the
+// ledger up to it is unchanged, and catches a truncated tail, which no
+// per-family chain can.
+type Checkpoint struct {
+	Seq    uint64
+	Digest string
+}
+
+// ParseCheckpoint parses "SEQ:DIGEST".
+func ParseCheckpoint(s string) (Checkpoint, error) {
+	seqS, digest, ok := strings.Cut(s, ":")
+	seq, err := strconv.ParseUint(seqS, 10, 64)
+	if !ok || err != nil || seq == 0 || len(digest) != 2*sha256.Size {
+		return Checkpoint{}, fmt.Errorf("checkpoint %q: want SEQ:DIGEST (hex SHA-256)", s)
+	}
+	return Checkpoint{Seq: seq, Digest: strings.ToLower(digest)}, nil
+}
+
+// VerifyOptions selects what Verify checks.
+type VerifyOptions struct {
+	// FamilyID restricts verification to one family (read with a subject
+	// filter); sequence gaps and the digest are then not checked.
+	FamilyID string
+	// Checkpoints are digests from earlier runs to check against.
+	Checkpoints []Checkpoint
+	// Workers is how many goroutines check families (default GOMAXPROCS).
+	Workers int
+	// Progress, when set, is told how far the scan got.
+	Progress Progress
+}
+
+// Report is the outcome of Verify.
+type Report struct {
+	Stream   string `json:"stream"`
+	FamilyID string `json:"family_id,omitempty"`
+	// StreamLastSeq is the stream's last sequence when the scan began.
+	StreamLastSeq uint64 `json:"stream_last_seq"`
+	// LastSeq is the last sequence read and Digest the ledger digest
+	// through it: record both as a checkpoint for the next run.
+	LastSeq    uint64        `json:"last_seq"`
+	Digest     string        `json:"digest,omitempty"`
+	Events     uint64        `json:"events"`
+	Families   int           `json:"families"`
+	Elapsed    time.Duration `json:"elapsed_ns"`
+	PerSecond  float64       `json:"events_per_second"`
+	OK         bool          `json:"ok"`
+	Violations []Violation   `json:"violations"`
+}
+
+// Digest chains every stored event in sequence order:
+// d(n) = SHA-256(d(n-1) || big-endian seq(n) || SHA-256(event n)), d(0) all
+// zeros. Two ledgers with the same digest at a sequence hold the same
+// events up to it.
+func nextDigest(d [sha256.Size]byte, seq uint64, eventHash [sha256.Size]byte) [sha256.Size]byte {
+	var buf [2*sha256.Size + 8]byte
+	copy(buf[:], d[:])
+	binary.BigEndian.PutUint64(buf[sha256.Size:], seq)
+	copy(buf[sha256.Size+8:], eventHash[:])
+	return sha256.Sum256(buf[:])
+}
+
+// item is one message handed to a family worker.
+type item struct {
+	seq    uint64
+	family string // from the subject; "" for events of no family
+	data   []byte
+	hash   [sha256.Size]byte
+}
+
+// Verify reads the ledger (or one family) and checks that no stream
+// sequence is missing, every family's hash chain holds, every event is a
+// legal transition from the state before it, and every event's state
+// snapshot equals the fold. It returns the violations it found; the error
+// is for failures to read.
+func Verify(ctx context.Context, src *Source, opts VerifyOptions) (Report, error) {
+	start := time.Now()
+	rep := Report{Stream: src.Stream(), FamilyID: opts.FamilyID, Violations: []Violation{}}
+	state, err := src.State(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.StreamLastSeq = state.LastSeq
+	scan := ScanOptions{}
+	whole := opts.FamilyID == ""
+	if !whole {
+		if !ledger.ValidFamilyID(opts.FamilyID) {
+			return rep, fmt.Errorf("verify: %q is not a family id", opts.FamilyID)
+		}
+		scan.Subjects = []string{src.FamilySubject(opts.FamilyID)}
+	}
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Progress != nil {
+		opts.Progress.Start(state.LastSeq)
+	}
+
+	ws := make([]*worker, workers)
+	var wg sync.WaitGroup
+	for i := range ws {
+		ws[i] = &worker{in: make(chan []item, 8), families: map[string]*famState{}}
+		wg.Go(ws[i].run)
+	}
+	seed := maphash.MakeSeed()
+	batches := make([][]item, workers)
+	for i := range batches {
+		batches[i] = make([]item, 0, 256)
+	}
+	flush := func(i int) {
+		if len(batches[i]) > 0 {
+			ws[i].in <- batches[i]
+			batches[i] = make([]item, 0, 256)
+		}
+	}
+	var reader []Violation
+	checkpoints := slices.Clone(opts.Checkpoints)
+	slices.SortFunc(checkpoints, func(a, b Checkpoint) int { return compareSeq(a.Seq, b.Seq) })
+	var digest [sha256.Size]byte
+	var last uint64
+	err = src.Scan(ctx, scan, func(m Msg) error {
+		h := sha256.Sum256(m.Data)
+		if whole {
+			if m.Seq != last+1 {
+				reader = append(reader, Violation{Seq: last + 1, Kind: KindGap,
+					Detail: fmt.Sprintf("stream sequences %d to %d are missing", last+1, m.Seq-1)})
+			}
+			digest = nextDigest(digest, m.Seq, h)
+			for len(checkpoints) > 0 && checkpoints[0].Seq <= m.Seq {
+				c := checkpoints[0]
+				checkpoints = checkpoints[1:]
+				if got := hex.EncodeToString(digest[:]); c.Seq != m.Seq || got != c.Digest {
+					reader = append(reader, Violation{Seq: c.Seq, Kind: KindCheckpoint,
+						Detail: fmt.Sprintf("digest through seq %d is %s, the checkpoint recorded %s: the ledger up to it changed", m.Seq, got, c.Digest)})
+				}
+			}
+		}
+		last = m.Seq
+		rep.Events++
+		i := 0
+		fam := src.familyOf(m.Subject)
+		if fam != "" {
+			i = int(maphash.String(seed, fam) % uint64(workers))
+		}
+		batches[i] = append(batches[i], item{seq: m.Seq, family: fam, data: m.Data, hash: h})
+		if len(batches[i]) == cap(batches[i]) {
+			flush(i)
+		}
+		if opts.Progress != nil && m.Seq%4096 == 0 {
+			opts.Progress.Set(m.Seq)
+		}
+		return nil
+	})
+	for i := range ws {
+		flush(i)
+		close(ws[i].in)
+	}
+	wg.Wait()
+	if err != nil {
+		return rep, err
+	}
+	if opts.Progress != nil {
+		opts.Progress.Finish(last)
+	}
+	rep.LastSeq = last
+	if whole {
+		rep.Digest = hex.EncodeToString(digest[:])
+		if state.LastSeq > last {
+			reader = append(reader, Violation{Seq: last + 1, Kind: KindTruncated,
+				Detail: fmt.Sprintf("the stream's last sequence is %d but its events end at %d", state.LastSeq, last)})
+		}
+		for _, c := range checkpoints {
+			reader = append(reader, Violation{Seq: last + 1, Kind: KindTruncated,
+				Detail: fmt.Sprintf("checkpoint at seq %d, but the ledger ends at seq %d: its tail was removed", c.Seq, last)})
+		}
+	}
+	rep.Violations = append(rep.Violations, reader...)
+	for _, w := range ws {
+		rep.Families += len(w.families)
+		rep.Violations = append(rep.Violations, w.violations...)
+	}
+	slices.SortStableFunc(rep.Violations, func(a, b Violation) int { return compareSeq(a.Seq, b.Seq) })
+	rep.OK = len(rep.Violations) == 0
+	rep.Elapsed = time.Since(start)
+	if s := rep.Elapsed.Seconds(); s > 0 {
+		rep.PerSecond = float64(rep.Events) / s
+	}
+	return rep, nil
+}
+
+func compareSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// famState is what a worker remembers of one family: the last two links
+// of its chain and the folds after them, so an inserted event can be
+// stepped over, and the hashes that later events said were missing, so a
+// reordering can be recognised.
+type famState struct {
+	head, before       string // hex hashes; "" before the first event
+	headSeq, beforeSeq uint64
+	fold, beforeFold   ledger.State
+	headEvent          string
+	awaiting           map[string]int // missing hash -> index of its violation
+}
+
+type worker struct {
+	in         chan []item
+	families   map[string]*famState
+	violations []Violation
+	buf        bytes.Buffer
+}
+
+func (w *worker) run() {
+	for batch := range w.in {
+		for _, it := range batch {
+			w.check(it)
+		}
+	}
+}
+
+func (w *worker) report(v Violation) int {
+	w.violations = append(w.violations, v)
+	return len(w.violations) - 1
+}
+
+func (w *worker) check(it item) {
+	e, stateRaw, err := decodeStored(it.data)
+	if err != nil {
+		w.report(Violation{Seq: it.seq, Kind: KindDecode, FamilyID: it.family, Detail: err.Error()})
+		return
+	}
+	hash := hex.EncodeToString(it.hash[:])
+	if it.family == "" {
+		w.checkUnfamilied(it, e, stateRaw)
+		return
+	}
+	if e.FamilyID != it.family {
+		w.report(Violation{Seq: it.seq, Kind: KindSubject, FamilyID: it.family, EventID: e.ID,
+			Detail: fmt.Sprintf("event of family %q stored on the subject of family %s", e.FamilyID, it.family)})
+		return
+	}
+	f := w.families[it.family]
+	if f == nil {
+		f = &famState{}
+		w.families[it.family] = f
+	}
+	v := Violation{Seq: it.seq, FamilyID: it.family, EventID: e.ID}
+
+	if e.Prev != f.head {
+		if i, ok := f.awaiting[hash]; ok {
+			// An earlier event said this one was missing: it is stored
+			// after its successor.
+			delete(f.awaiting, hash)
+			w.violations[i].Kind = KindReordered
+			w.violations[i].Detail = fmt.Sprintf("the family's event %s at seq %d belongs before seq %d: events stored out of order", e.ID, it.seq, w.violations[i].Seq)
+			return
+		}
+		snap, serr := decodeState(stateRaw)
+		switch {
+		case f.before != "" && e.Prev == f.before:
+			v.Seq, v.Kind, v.EventID = f.headSeq, KindInserted, f.headEvent
+			v.Detail = fmt.Sprintf("event at seq %d is not in the family's chain: the next event (seq %d) chains to seq %d", f.headSeq, it.seq, f.beforeSeq)
+			w.report(v)
+			f.head, f.headSeq, f.fold = f.before, f.beforeSeq, f.beforeFold
+			v = Violation{Seq: it.seq, FamilyID: it.family, EventID: e.ID}
+		case f.head != "" && serr == nil && snap.Events == f.fold.Events+1:
+			v.Seq, v.Kind, v.EventID = f.headSeq, KindAltered, f.headEvent
+			v.Detail = fmt.Sprintf("stored event at seq %d hashes to %s, but the family's next event (seq %d) chained %s", f.headSeq, f.head, it.seq, e.Prev)
+			w.report(v)
+			v = Violation{Seq: it.seq, FamilyID: it.family, EventID: e.ID}
+		case serr == nil && snap.Events > f.fold.Events+1:
+			n := snap.Events - f.fold.Events - 1
+			v.Kind = KindMissing
+			v.Detail = fmt.Sprintf("%d event(s) of the family are missing before seq %d (it chains %s)", n, it.seq, e.Prev)
+			if f.awaiting == nil {
+				f.awaiting = map[string]int{}
+			}
+			f.awaiting[e.Prev] = w.report(v)
+			f.resync(it.seq, hash, e.ID, snap)
+			return
+		default:
+			v.Kind = KindChain
+			v.Detail = fmt.Sprintf("prev is %q, the family's previous event (seq %d) hashes to %q", e.Prev, f.headSeq, f.head)
+			w.report(v)
+			if serr == nil {
+				f.resync(it.seq, hash, e.ID, snap)
+				return
+			}
+		}
+	}
+
+	if msg := transition(f.fold, e); msg != "" {
+		v.Kind, v.Detail = KindTransition, msg
+		w.report(v)
+	}
+	next := ledger.Apply(f.fold, e)
+	if !w.sameState(next, stateRaw) {
+		v.Kind = KindState
+		v.Detail = "the state snapshot differs from the fold of the family's events"
+		w.report(v)
+		if snap, err := decodeState(stateRaw); err == nil {
+			next = snap
+		}
+	}
+	f.before, f.beforeSeq, f.beforeFold = f.head, f.headSeq, f.fold
+	f.head, f.headSeq, f.headEvent, f.fold = hash, it.seq, e.ID, next
+}
+
+// resync trusts the stored snapshot after a break, so one tampered event
+// is reported once, not again at every later event of the family.
+func (f *famState) resync(seq uint64, hash, eventID string, snap ledger.State) {
+	f.before, f.beforeSeq, f.beforeFold = f.head, f.headSeq, f.fold
+	f.head, f.headSeq, f.headEvent, f.fold = hash, seq, eventID, snap
+}
+
+// sameState reports whether the fold encodes to the stored snapshot.
+// Seq and Head are not encoded.
+func (w *worker) sameState(fold ledger.State, raw json.RawMessage) bool {
+	if raw == nil {
+		return false
+	}
+	w.buf.Reset()
+	enc := json.NewEncoder(&w.buf)
+	if err := enc.Encode(fold); err != nil {
+		return false
+	}
+	return bytes.Equal(bytes.TrimSuffix(w.buf.Bytes(), []byte("\n")), raw)
+}
+
+func (w *worker) checkUnfamilied(it item, e ledger.Event, stateRaw json.RawMessage) {
+	v := Violation{Seq: it.seq, EventID: e.ID, FamilyID: e.FamilyID}
+	switch {
+	case e.Type != ledger.TypeSecurityHandled:
+		v.Kind = KindSubject
+		v.Detail = fmt.Sprintf("%s stored outside the family subjects", e.Type)
+	case e.Cause.Kind == "":
+		v.Kind = KindTransition
+		v.Detail = "security.handled without a cause"
+	case stateRaw != nil:
+		v.Kind = KindState
+		v.Detail = "security.handled carries a family state"
+	default:
+		return
+	}
+	w.report(v)
+}
+
+// transition returns why e is not a legal event after state s, or "".
+func transition(s ledger.State, e ledger.Event) string {
+	if !s.Exists() {
+		if e.Type != ledger.TypeFamilyIssued {
+			return fmt.Sprintf("the family's first event is %s, not %s", e.Type, ledger.TypeFamilyIssued)
+		}
+		return ""
+	}
+	revoked := ""
+	if s.Revoked != nil {
+		revoked = fmt.Sprintf(" after the family was revoked (event %s, cause %s)", s.Revoked.EventID, s.Revoked.Cause.Kind)
+	}
+	switch d := e.Data.(type) {
+	case ledger.FamilyIssued:
+		return "family issued twice"
+	case ledger.RefreshRotated:
+		switch {
+		case revoked != "":
+			return "rotation" + revoked
+		case d.FromGeneration != s.Generation:
+			return fmt.Sprintf("rotation of generation %d, but the current generation is %d (a generation rotated twice?)", d.FromGeneration, s.Generation)
+		case d.ToGeneration != d.FromGeneration+1:
+			return fmt.Sprintf("rotation from generation %d to %d skips generations", d.FromGeneration, d.ToGeneration)
+		}
+	case ledger.RefreshUsed:
+		switch {
+		case revoked != "":
+			return "refresh" + revoked
+		case d.Generation != s.Generation:
+			return fmt.Sprintf("refresh with generation %d, but the current generation is %d", d.Generation, s.Generation)
+		}
+	case ledger.GraceRetried:
+		switch {
+		case revoked != "":
+			return "grace retry" + revoked
+		case s.Previous == nil || d.PresentedGeneration != s.Previous.Generation || d.SuccessorGeneration != s.Generation:
+			return fmt.Sprintf("grace retry of generation %d to %d, but the family is at generation %d", d.PresentedGeneration, d.SuccessorGeneration, s.Generation)
+		}
+	case ledger.ReuseDetected:
+		switch {
+		case revoked != "":
+			return "reuse detected" + revoked
+		case d.CurrentGeneration != s.Generation || d.PresentedGeneration >= s.Generation:
+			return fmt.Sprintf("reuse of generation %d recorded at generation %d, but the family is at generation %d", d.PresentedGeneration, d.CurrentGeneration, s.Generation)
+		}
+	case ledger.FamilyRevoked:
+		if e.Cause.Kind == "" {
+			return "family revoked without a cause"
+		}
+	case ledger.AccessRevoked:
+		if e.Cause.Kind == "" || d.JTI == "" {
+			return "access token revoked without a cause or a jti"
+		}
+	case ledger.AccessCutoff:
+		if e.Cause.Kind == "" {
+			return "access cut off without a cause"
+		}
+	case ledger.SecurityHandled:
+		return "security.handled stored on a family subject"
+	}
+	return ""
+}
