@@ -188,21 +188,35 @@ type wireEvent struct {
 	State      *State          `json:"state,omitempty"`
 }
 
+// outEvent is wireEvent for encoding: the payload is marshalled in place,
+// not through a json.RawMessage that would be validated and compacted again.
+type outEvent struct {
+	ID         string    `json:"id"`
+	Type       EventType `json:"type"`
+	Schema     int       `json:"schema"`
+	FamilyID   string    `json:"family_id"`
+	OccurredAt time.Time `json:"occurred_at"`
+	Cause      Cause     `json:"cause"`
+	Prev       string    `json:"prev"`
+	Data       any       `json:"data"`
+	State      *State    `json:"state,omitempty"`
+}
+
 // EncodeEvent returns the event's stored JSON.
 func EncodeEvent(e Event) ([]byte, error) {
 	t := typeOf(e.Data)
 	if t == "" {
 		return nil, fmt.Errorf("encode event %s: unknown payload %T", e.ID, e.Data)
 	}
-	data, err := json.Marshal(e.Data)
+	b, err := json.Marshal(outEvent{
+		ID: e.ID, Type: t, Schema: SchemaVersion, FamilyID: e.FamilyID,
+		OccurredAt: e.OccurredAt.UTC(), Cause: e.Cause, Prev: e.Prev,
+		Data: e.Data, State: e.State,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
-	return json.Marshal(wireEvent{
-		ID: e.ID, Type: t, Schema: SchemaVersion, FamilyID: e.FamilyID,
-		OccurredAt: e.OccurredAt.UTC(), Cause: e.Cause, Prev: e.Prev,
-		Data: data, State: e.State,
-	})
+	return b, nil
 }
 
 // DecodeEvent parses a stored event. An unknown type or schema is an error:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -108,14 +109,15 @@ func (s *Store) Load(ctx context.Context, familyID string) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("load family %s: %w", familyID, unavailable(err))
 	}
-	e, err := DecodeEvent(msg.Data)
-	if err != nil {
-		return State{}, fmt.Errorf("load family %s at seq %d: %w", familyID, msg.Sequence, err)
+	// Only the snapshot is needed: skip decoding the payload.
+	var snap struct {
+		Schema int    `json:"schema"`
+		State  *State `json:"state"`
 	}
-	if e.State == nil {
-		return State{}, fmt.Errorf("load family %s at seq %d: event has no state", familyID, msg.Sequence)
+	if err := json.Unmarshal(msg.Data, &snap); err != nil || snap.Schema != SchemaVersion || snap.State == nil {
+		return State{}, fmt.Errorf("load family %s at seq %d: no readable state (%v): %w", familyID, msg.Sequence, err, ErrUnknownEvent)
 	}
-	st := *e.State
+	st := *snap.State
 	st.Seq, st.Head = msg.Sequence, EventHash(msg.Data)
 	return st, nil
 }
