@@ -269,3 +269,9 @@ func require[T comparable](tb testing.TB, what string, got, want T) {
 		tb.Fatalf("%s: got %v, want %v", what, got, want)
 	}
 }
+
+// issue0 generates one family.issued message.
+func (g *generator) issue0() stored {
+	g.issue()
+	return g.out[len(g.out)-1]
+}
