@@ -1,0 +1,265 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// Revocation feed defaults. The wire format is documented in
+// docs/revocation-feed.md.
+const (
+	DefaultFeedStream     = "TOKENLEDGER_REVOCATIONS"
+	DefaultFeedPrefix     = "tokens"
+	CheckpointBucket      = "tokenledger_checkpoints"
+	defaultFeedCheckpoint = "revocation-feed"
+)
+
+// Announcement kinds.
+const (
+	KindFamily = "family" // a family was revoked: all its tokens are dead
+	KindAccess = "access" // one access token (JTI) is denied
+	KindCutoff = "cutoff" // access tokens of the family issued at or before At are denied
+)
+
+// Announcement is one message of the revocation feed.
+type Announcement struct {
+	Kind     string `json:"kind"`
+	FamilyID string `json:"family_id"`
+	JTI      string `json:"jti,omitempty"`
+	// At is when the revocation happened; for a cutoff, tokens issued at
+	// or before it are denied.
+	At time.Time `json:"at"`
+	// ExpiresAt is when the announcement stops mattering: no access token
+	// it denies can be valid after it, so a subscriber may forget it then.
+	ExpiresAt time.Time `json:"expires_at"`
+	// Cause is the cause kind (reuse, revoke, admin, security_event).
+	Cause     string `json:"cause"`
+	EventID   string `json:"event_id"`
+	LedgerSeq uint64 `json:"ledger_seq"`
+}
+
+// FeedSubject is the subject announcements of a kind are published on.
+func FeedSubject(prefix, kind string) string { return prefix + ".revocations." + kind }
+
+// FeedConfig configures a Feed.
+type FeedConfig struct {
+	Prefix       string // subject prefix (default "tokens"): <prefix>.revocations.<kind>
+	Stream       string // the feed's stream (default DefaultFeedStream)
+	LedgerStream string // default ledger.DefaultStream
+	// MaxAge is how long announcements are kept (default 24 h). It must
+	// exceed the longest access-token lifetime: a subscriber that starts
+	// reads the whole stream and must find every revocation still relevant.
+	MaxAge   time.Duration
+	Replicas int
+	// Checkpoint is the key of the feed's position in the
+	// tokenledger_checkpoints bucket (default "revocation-feed").
+	Checkpoint string
+	Log        *slog.Logger
+}
+
+// Feed announces every revocation in the ledger on the revocation feed. It
+// reads the ledger stream after its checkpoint, skips (by header, without
+// decoding) everything that is not a revocation, and publishes each one
+// de-duplicated by the ledger event id.
+type Feed struct {
+	js   jetstream.JetStream
+	view *View
+	kv   jetstream.KeyValue
+	cfg  FeedConfig
+}
+
+// NewFeed creates or updates the feed stream and the checkpoint bucket.
+// The view supplies each announcement's expiry (the family's latest access
+// token expiry) and must be fed by a runner.
+func NewFeed(ctx context.Context, js jetstream.JetStream, view *View, cfg FeedConfig) (*Feed, error) {
+	if js == nil || view == nil {
+		return nil, errors.New("projections: feed needs a JetStream context and a view")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultFeedPrefix
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultFeedStream
+	}
+	if cfg.LedgerStream == "" {
+		cfg.LedgerStream = ledger.DefaultStream
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = 24 * time.Hour
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Checkpoint == "" {
+		cfg.Checkpoint = defaultFeedCheckpoint
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "tokenledger revocation feed: every revocation, kept while it matters",
+		Subjects:    []string{FeedSubject(cfg.Prefix, "*")},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      cfg.MaxAge,
+		Replicas:    cfg.Replicas,
+		Duplicates:  2 * time.Minute,
+	}); err != nil {
+		return nil, fmt.Errorf("feed stream %s: %w", cfg.Stream, err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: CheckpointBucket, Description: "tokenledger projection checkpoints",
+		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint bucket: %w", err)
+	}
+	return &Feed{js: js, view: view, kv: kv, cfg: cfg}, nil
+}
+
+// Checkpoint is the last ledger sequence the feed has fully handled.
+func (f *Feed) Checkpoint(ctx context.Context) (uint64, error) {
+	e, err := f.kv.Get(ctx, f.cfg.Checkpoint)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("feed checkpoint: %w", err)
+	}
+	return strconv.ParseUint(string(e.Value()), 10, 64)
+}
+
+func (f *Feed) save(ctx context.Context, seq uint64) error {
+	if _, err := f.kv.Put(ctx, f.cfg.Checkpoint, []byte(strconv.FormatUint(seq, 10))); err != nil {
+		return fmt.Errorf("feed checkpoint: %w", err)
+	}
+	return nil
+}
+
+// revocationTypes are the ledger events the feed announces.
+var revocationTypes = map[string]bool{
+	string(ledger.TypeReuseDetected): true, string(ledger.TypeFamilyRevoked): true,
+	string(ledger.TypeAccessRevoked): true, string(ledger.TypeAccessCutoff): true,
+}
+
+// Run announces revocations until ctx ends, resuming after the checkpoint.
+func (f *Feed) Run(ctx context.Context) error {
+	from, err := f.Checkpoint(ctx)
+	if err != nil {
+		return err
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+	}
+	cons, err := f.js.OrderedConsumer(ctx, f.cfg.LedgerStream, cfg)
+	if err != nil {
+		return fmt.Errorf("feed: consumer on %s: %w", f.cfg.LedgerStream, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("feed: consume %s: %w", f.cfg.LedgerStream, err)
+	}
+	defer it.Stop()
+	saved, handled := from, from
+	lastSave := time.Now()
+	defer func() {
+		if handled > saved {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := f.save(sctx, handled); err != nil {
+				f.cfg.Log.Warn("feed checkpoint on stop", "error", err)
+			}
+		}
+	}()
+	for {
+		// Wait at most a second so the checkpoint moves on while idle.
+		msg, err := it.Next(jetstream.NextMaxWait(time.Second))
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			meta, merr := msg.Metadata()
+			if merr != nil {
+				return fmt.Errorf("feed: message metadata: %w", merr)
+			}
+			if revocationTypes[msg.Headers().Get(ledger.HeaderEventType)] {
+				if err := f.announce(ctx, meta.Sequence.Stream, msg.Data()); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+			}
+			handled = meta.Sequence.Stream
+		} else if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("feed: read %s: %w", f.cfg.LedgerStream, err)
+		}
+		if handled > saved && time.Since(lastSave) >= time.Second {
+			if err := f.save(ctx, handled); err != nil {
+				f.cfg.Log.Warn("feed checkpoint", "error", err)
+			} else {
+				saved, lastSave = handled, time.Now()
+			}
+		}
+	}
+}
+
+// announce publishes the announcement for the revocation at seq, retrying
+// until it is stored or ctx ends: a revocation must never be skipped.
+func (f *Feed) announce(ctx context.Context, seq uint64, data []byte) error {
+	e, err := DecodeForView(data)
+	if err != nil {
+		return fmt.Errorf("feed: seq %d: %w", seq, err)
+	}
+	if err := f.view.WaitFor(ctx, seq); err != nil {
+		return err
+	}
+	a := Announcement{FamilyID: e.FamilyID, At: e.OccurredAt.UTC(), Cause: e.Cause.Kind, EventID: e.ID, LedgerSeq: seq}
+	until := e.OccurredAt.Add(f.cfg.MaxAge) // when the view no longer knows the family
+	if fv, ok := f.view.Family(e.FamilyID); ok {
+		until = fv.AccessUntil
+	}
+	switch d := e.Data.(type) {
+	case ledger.ReuseDetected:
+		a.Kind, a.Cause, a.ExpiresAt = KindFamily, ledger.CauseReuse, until
+	case ledger.FamilyRevoked:
+		a.Kind, a.ExpiresAt = KindFamily, until
+	case ledger.AccessRevoked:
+		a.Kind, a.JTI, a.ExpiresAt = KindAccess, d.JTI, d.ExpiresAt.UTC()
+	case ledger.AccessCutoff:
+		a.Kind, a.ExpiresAt = KindCutoff, until
+	default:
+		return nil
+	}
+	if a.ExpiresAt.Before(a.At) {
+		a.ExpiresAt = a.At
+	}
+	body, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		_, err := f.js.Publish(ctx, FeedSubject(f.cfg.Prefix, a.Kind), body, jetstream.WithMsgID(a.EventID))
+		if err == nil {
+			return nil
+		}
+		f.cfg.Log.Warn("feed publish failed; retrying", "seq", seq, "error", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+}

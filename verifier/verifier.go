@@ -1,0 +1,353 @@
+package verifier
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/projections"
+)
+
+// Errors Verify returns besides ledger.ErrTokenInvalid and
+// ledger.ErrUnknownKey.
+var (
+	// ErrRevoked: the token, its family, or the family's access tokens
+	// were revoked.
+	ErrRevoked = errors.New("verifier: access token revoked")
+	// ErrNotReady: the verifier has not yet read the revocation feed.
+	ErrNotReady = errors.New("verifier: revocations not loaded yet")
+	// ErrStale: the revocation feed has been out of reach for longer than
+	// MaxStale.
+	ErrStale = errors.New("verifier: revocation feed out of reach")
+	// ErrAudience: the token is not meant for this resource server.
+	ErrAudience = errors.New("verifier: access token not for this audience")
+)
+
+// Config configures a Verifier. Issuer is required.
+type Config struct {
+	// Issuer is the iss claim the tokens must carry.
+	Issuer string
+	// Audience, when set, must be one of the token's aud values.
+	Audience string
+	// Algs are the accepted algorithms (default EdDSA).
+	Algs []string
+	// Prefix is the service's subject prefix (default "tokens").
+	Prefix string
+	// FeedStream is the revocation feed's stream (default
+	// projections.DefaultFeedStream).
+	FeedStream string
+	// RefetchInterval bounds how often an unknown kid refetches the JWKS
+	// (default 1 s), so forged kids cannot flood the service.
+	RefetchInterval time.Duration
+	// MaxStale is how long Verify keeps answering from what it has while
+	// the feed is out of reach (default 30 s); after it, ErrStale.
+	MaxStale time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Verifier verifies access tokens offline and rejects revoked ones.
+type Verifier struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg Config
+
+	keys      atomic.Pointer[ledger.Verifier]
+	fetchMu   sync.Mutex
+	lastFetch time.Time
+
+	mu       sync.RWMutex
+	families map[string]*familyRevocation
+	jtis     map[string]time.Time // revoked jti -> expiry
+
+	applied    atomic.Uint64 // last feed sequence applied
+	ready      chan struct{}
+	readyOnce  sync.Once
+	staleSince atomic.Int64 // unix ns since the feed has been out of reach, 0 when fine
+}
+
+type familyRevocation struct {
+	revoked bool
+	cutoff  int64     // unix seconds of the latest cutoff, 0 for none
+	expires time.Time // after it nothing here matters
+}
+
+// New returns a verifier on the connection; Run must be running for Verify
+// to answer.
+func New(nc *nats.Conn, cfg Config) (*Verifier, error) {
+	if nc == nil {
+		return nil, errors.New("verifier: a NATS connection is required")
+	}
+	if cfg.Issuer == "" {
+		return nil, errors.New("verifier: Issuer is required")
+	}
+	if len(cfg.Algs) == 0 {
+		cfg.Algs = []string{ledger.AlgEdDSA}
+	}
+	for _, a := range cfg.Algs {
+		if !ledger.ValidAlg(a) {
+			return nil, fmt.Errorf("verifier: algorithm %q not allowed", a)
+		}
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = projections.DefaultFeedPrefix
+	}
+	if cfg.FeedStream == "" {
+		cfg.FeedStream = projections.DefaultFeedStream
+	}
+	if cfg.RefetchInterval <= 0 {
+		cfg.RefetchInterval = time.Second
+	}
+	if cfg.MaxStale == 0 {
+		cfg.MaxStale = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: %w", err)
+	}
+	return &Verifier{
+		nc: nc, js: js, cfg: cfg,
+		families: map[string]*familyRevocation{}, jtis: map[string]time.Time{},
+		ready: make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once the verifier has the keys and has read the
+// revocation feed up to where it stood when Run started.
+func (v *Verifier) Ready() <-chan struct{} { return v.ready }
+
+// Run fetches the keys and follows the revocation feed until ctx ends.
+func (v *Verifier) Run(ctx context.Context) error {
+	if err := v.fetchKeys(ctx); err != nil {
+		return err
+	}
+	stream, err := v.js.Stream(ctx, v.cfg.FeedStream)
+	if err != nil {
+		return fmt.Errorf("verifier: feed stream %s: %w", v.cfg.FeedStream, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("verifier: feed stream %s: %w", v.cfg.FeedStream, err)
+	}
+	target := info.State.LastSeq
+	// The whole stream: it keeps only what can still matter. The ordered
+	// consumer resumes after the last delivered sequence on a reconnect.
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		FilterSubjects: []string{projections.FeedSubject(v.cfg.Prefix, "*")},
+	})
+	if err != nil {
+		return fmt.Errorf("verifier: consumer on %s: %w", v.cfg.FeedStream, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("verifier: consume %s: %w", v.cfg.FeedStream, err)
+	}
+	defer it.Stop()
+	if info.State.Msgs == 0 {
+		v.markReady()
+	}
+
+	go v.watch(ctx, stream)
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("verifier: read feed: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("verifier: feed metadata: %w", err)
+		}
+		var a projections.Announcement
+		if err := json.Unmarshal(msg.Data(), &a); err != nil {
+			v.cfg.Log.Warn("skipping a malformed announcement", "seq", meta.Sequence.Stream, "error", err)
+		} else {
+			v.apply(a)
+		}
+		v.applied.Store(meta.Sequence.Stream)
+		if meta.Sequence.Stream >= target || meta.NumPending == 0 {
+			v.markReady()
+		}
+		select {
+		case <-prune.C:
+			v.prune(v.cfg.Now())
+		default:
+		}
+	}
+}
+
+func (v *Verifier) markReady() { v.readyOnce.Do(func() { close(v.ready) }) }
+
+// watch marks the feed stale while the connection is down, and fresh again
+// once the verifier has caught up with the stream after reconnecting.
+func (v *Verifier) watch(ctx context.Context, stream jetstream.Stream) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !v.nc.IsConnected() {
+			v.staleSince.CompareAndSwap(0, v.cfg.Now().UnixNano())
+			continue
+		}
+		if v.staleSince.Load() == 0 {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, time.Second)
+		info, err := stream.Info(ictx)
+		cancel()
+		if err == nil && v.applied.Load() >= info.State.LastSeq {
+			v.staleSince.Store(0)
+		}
+	}
+}
+
+func (v *Verifier) apply(a projections.Announcement) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch a.Kind {
+	case projections.KindAccess:
+		if a.ExpiresAt.After(v.jtis[a.JTI]) {
+			v.jtis[a.JTI] = a.ExpiresAt
+		}
+	case projections.KindFamily, projections.KindCutoff:
+		f := v.families[a.FamilyID]
+		if f == nil {
+			f = &familyRevocation{}
+			v.families[a.FamilyID] = f
+		}
+		if a.Kind == projections.KindFamily {
+			f.revoked = true
+		} else {
+			f.cutoff = max(f.cutoff, a.At.Unix())
+		}
+		if a.ExpiresAt.After(f.expires) {
+			f.expires = a.ExpiresAt
+		}
+	}
+}
+
+func (v *Verifier) prune(now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for k, exp := range v.jtis {
+		if !now.Before(exp) {
+			delete(v.jtis, k)
+		}
+	}
+	for k, f := range v.families {
+		if !now.Before(f.expires) {
+			delete(v.families, k)
+		}
+	}
+}
+
+// Verify checks the token's signature, type, issuer, expiry and audience
+// offline, then that it is not revoked, and returns its claims.
+func (v *Verifier) Verify(ctx context.Context, token string) (ledger.AccessClaims, error) {
+	select {
+	case <-v.ready:
+	default:
+		return ledger.AccessClaims{}, ErrNotReady
+	}
+	if since := v.staleSince.Load(); since != 0 && v.cfg.MaxStale > 0 &&
+		v.cfg.Now().Sub(time.Unix(0, since)) > v.cfg.MaxStale {
+		return ledger.AccessClaims{}, ErrStale
+	}
+	c, err := v.keys.Load().Verify(token)
+	if errors.Is(err, ledger.ErrUnknownKey) {
+		if ferr := v.refetch(ctx); ferr != nil {
+			return c, err
+		}
+		c, err = v.keys.Load().Verify(token)
+	}
+	if err != nil {
+		return c, err
+	}
+	if v.cfg.Audience != "" && !slices.Contains(c.Audience, v.cfg.Audience) {
+		return c, ErrAudience
+	}
+	if v.revoked(c) {
+		return c, ErrRevoked
+	}
+	return c, nil
+}
+
+func (v *Verifier) revoked(c ledger.AccessClaims) bool {
+	now := v.cfg.Now()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if exp, ok := v.jtis[c.JTI]; ok && now.Before(exp) {
+		return true
+	}
+	f, ok := v.families[c.SID]
+	if !ok || !now.Before(f.expires) {
+		return false
+	}
+	return f.revoked || (f.cutoff != 0 && c.IssuedAt <= f.cutoff)
+}
+
+// refetch reloads the keys unless that was done less than RefetchInterval
+// ago.
+func (v *Verifier) refetch(ctx context.Context) error {
+	v.fetchMu.Lock()
+	recent := v.cfg.Now().Sub(v.lastFetch) < v.cfg.RefetchInterval
+	v.fetchMu.Unlock()
+	if recent {
+		return errors.New("verifier: keys fetched recently")
+	}
+	return v.fetchKeys(ctx)
+}
+
+func (v *Verifier) fetchKeys(ctx context.Context) error {
+	v.fetchMu.Lock()
+	defer v.fetchMu.Unlock()
+	v.lastFetch = v.cfg.Now()
+	msg, err := v.nc.RequestWithContext(ctx, v.cfg.Prefix+".jwks", nil)
+	if err != nil {
+		return fmt.Errorf("verifier: fetch JWKS: %w", err)
+	}
+	var set struct {
+		Keys []ledger.JWK `json:"keys"`
+	}
+	if err := json.Unmarshal(msg.Data, &set); err != nil {
+		return fmt.Errorf("verifier: JWKS: %w", err)
+	}
+	var usable []ledger.JWK
+	for _, k := range set.Keys {
+		if slices.Contains(v.cfg.Algs, k.Alg) {
+			usable = append(usable, k)
+		}
+	}
+	kv, err := ledger.NewVerifier(usable, v.cfg.Algs, v.cfg.Issuer, v.cfg.Now)
+	if err != nil {
+		return fmt.Errorf("verifier: JWKS: %w", err)
+	}
+	v.keys.Store(kv)
+	return nil
+}
