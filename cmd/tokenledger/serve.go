@@ -20,6 +20,7 @@ import (
 
 	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/projections"
 )
 
 type serveConfig struct {
@@ -162,7 +163,22 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The valid-token view, fed from the ledger stream, and the revocation
+	// feed that announces every revocation to resource servers.
+	view := projections.NewView()
+	runner, err := projections.NewRunner(js, view, projections.RunnerConfig{Stream: cfg.stream, Log: log})
+	if err != nil {
+		return err
+	}
+	feed, err := projections.NewFeed(ctx, js, view, projections.FeedConfig{
+		Prefix: cfg.prefix, LedgerStream: cfg.stream, Replicas: cfg.replicas,
+		MaxAge: max(24*time.Hour, 2*cfg.accessTTL), Log: log,
+	})
+	if err != nil {
+		return err
+	}
 	svc, err := handlers.NewService(handlers.Config{
+		View:   view,
 		Ledger: ledger.New(store), Registry: registry, Keys: keySet,
 		Issuer: cfg.issuer, Prefix: cfg.prefix,
 		Defaults: ledger.Policy{
@@ -178,6 +194,8 @@ func serve(ctx context.Context, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return registry.Run(gctx) })
 	g.Go(func() error { return svc.Run(gctx, nc) })
+	g.Go(func() error { return runner.Run(gctx) })
+	g.Go(func() error { return feed.Run(gctx) })
 	err = g.Wait()
 	log.Info("stopping")
 	return err
