@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+// buildBinary compiles tokenledger once per test binary run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tokenledger")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build: %v", err)
+	}
+	return bin
+}
+
+// daemon is a running `tokenledger serve` process.
+type daemon struct {
+	cmd *exec.Cmd
+	url string
+}
+
+// startServe runs `tokenledger serve` with args and waits for its log line
+// saying where the embedded server listens (or that the service is ready).
+func startServe(t *testing.T, bin string, env []string, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd}
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		var other []string
+		for sc.Scan() {
+			var line struct {
+				Msg string `json:"msg"`
+				URL string `json:"url"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				if !strings.HasPrefix(sc.Text(), "  ") { // skip flag usage
+					other = append(other, sc.Text())
+				}
+				continue
+			}
+			if line.URL != "" && d.url == "" {
+				d.url = line.URL
+			}
+			if line.Msg == "service ready" && !sent {
+				ready <- nil
+				sent = true
+			}
+		}
+		if !sent {
+			ready <- fmt.Errorf("serve exited before it was ready: %s", strings.Join(other, "\n"))
+		}
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not become ready within 30s")
+	}
+	t.Cleanup(func() { d.stop(t) })
+	return d
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	if d.cmd.ProcessState != nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve exited with %v after SIGTERM", err)
+		}
+	case <-time.After(15 * time.Second):
+		_ = d.cmd.Process.Kill()
+		t.Error("serve did not stop within 15s of SIGTERM")
+	}
+}
+
+// runCLI runs a client subcommand and returns its stdout.
+func runCLI(t *testing.T, bin string, env []string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.Bytes(), stderr.Bytes())
+	}
+	return stdout.Bytes()
+}
+
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	FamilyID     string `json:"family_id"`
+	Error        string `json:"error"`
+}
+
+// The README's quick start, as processes: serve with the embedded default,
+// then client create, issue and refresh from "another shell"; a restart
+// keeps the family and key.
+func TestQuickStart(t *testing.T) {
+	bin := buildBinary(t)
+	data := t.TempDir()
+	d := startServe(t, bin, nil, "--listen", "127.0.0.1:0", "--data", data)
+	urlEnv := []string{"TOKENLEDGER_NATS_URL=" + d.url}
+
+	var created struct {
+		ClientID     string `json:"client_id"`
+		ClientSecret string `json:"client_secret"`
+	}
+	if err := json.Unmarshal(runCLI(t, bin, urlEnv, "client", "create", "--id", "web", "--scope", "read write", "--audience", "api"), &created); err != nil {
+		t.Fatal(err)
+	}
+	if created.ClientID != "web" || !strings.HasPrefix(created.ClientSecret, "tlcs_") {
+		t.Fatalf("client create printed %+v", created)
+	}
+	env := append(urlEnv, "TOKENLEDGER_CLIENT_SECRET="+created.ClientSecret)
+	var issued, refreshed tokenResponse
+	if err := json.Unmarshal(runCLI(t, bin, env, "issue", "--client-id", "web", "--subject", "alice"), &issued); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(runCLI(t, bin, append(env, "TOKENLEDGER_REFRESH_TOKEN="+issued.RefreshToken), "refresh", "--client-id", "web"), &refreshed); err != nil {
+		t.Fatal(err)
+	}
+	if refreshed.RefreshToken == "" || refreshed.RefreshToken == issued.RefreshToken || refreshed.FamilyID != issued.FamilyID {
+		t.Fatalf("refresh: %+v after %+v", refreshed, issued)
+	}
+
+	// A wrong secret fails with a non-zero exit and the OAuth error on stdout.
+	bad := exec.Command(bin, "issue", "--client-id", "web", "--subject", "alice", "--client-secret", "nope")
+	bad.Env = append(os.Environ(), urlEnv...)
+	out, err := bad.Output()
+	if err == nil || !strings.Contains(string(out), `"invalid_client"`) {
+		t.Fatalf("wrong secret: err %v, stdout %s", err, out)
+	}
+
+	// Restart on the same data directory: the client, the family and the
+	// signing key survive.
+	d.stop(t)
+	d2 := startServe(t, bin, nil, "--listen", "127.0.0.1:0", "--data", data)
+	env2 := []string{"TOKENLEDGER_NATS_URL=" + d2.url, "TOKENLEDGER_CLIENT_SECRET=" + created.ClientSecret,
+		"TOKENLEDGER_REFRESH_TOKEN=" + refreshed.RefreshToken}
+	var again tokenResponse
+	if err := json.Unmarshal(runCLI(t, bin, env2, "refresh", "--client-id", "web"), &again); err != nil {
+		t.Fatal(err)
+	}
+	if again.FamilyID != issued.FamilyID || again.RefreshToken == "" {
+		t.Fatalf("after restart: %+v", again)
+	}
+	if fi, err := os.Stat(filepath.Join(data, "kek")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("generated kek: %v %v", fi, err)
+	}
+}
+
+// The shipped NATS server config: the service runs against it as an
+// external server, and each role can do only what SPEC §3 allows.
+func TestShippedServerConfigPermissions(t *testing.T) {
+	pw := map[string]string{}
+	for _, role := range []string{"TOKENLEDGER", "SERVICE", "ADMIN", "AUDITOR", "SECURITY", "RESOURCE"} {
+		pw[role] = "pw-" + strings.ToLower(role)
+		t.Setenv(role+"_NATS_PASSWORD", pw[role])
+	}
+	opts, err := server.ProcessConfigFile("../../config/nats-server.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.StoreDir = "127.0.0.1", server.RANDOM_PORT, t.TempDir()
+	opts.NoLog, opts.NoSigs = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+
+	bin := buildBinary(t)
+	startServe(t, bin, []string{"TOKENLEDGER_PASSWORD=" + pw["TOKENLEDGER"], "TOKENLEDGER_KEK=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="},
+		"--nats-url", srv.ClientURL(), "--user", "tokenledger")
+
+	connect := func(user string) *nats.Conn {
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(strings.ToLower(user), pw[user]),
+			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // permission errors are expected
+		if err != nil {
+			t.Fatalf("%s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Denied calls get no answer: give each a short deadline of its own.
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+
+	// An admin registers a client.
+	admin := connect("ADMIN")
+	ajs, _ := jetstream.New(admin)
+	kv, err := ajs.KeyValue(ctx, "tokenledger_clients")
+	if err != nil {
+		t.Fatalf("admin opens the clients bucket: %v", err)
+	}
+	secret := "tlcs_permission-test-secret"
+	sum := ledger.SecretSHA256(secret)
+	if _, err := kv.Create(ctx, "svc", []byte(`{"client_id":"svc","secret_sha256":"`+sum+`","scopes":["read"]}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A service may issue and refresh ...
+	svc := connect("SERVICE")
+	req := func(nc *nats.Conn, subject string, body string) (*nats.Msg, error) {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return nc.RequestWithContext(c, subject, []byte(body))
+	}
+	msg, err := req(svc, "tokens.issue", `{"client_id":"svc","client_secret":"`+secret+`","subject":"alice"}`)
+	if err != nil {
+		t.Fatalf("service issue: %v", err)
+	}
+	var tr tokenResponse
+	if err := json.Unmarshal(msg.Data, &tr); err != nil || tr.RefreshToken == "" {
+		t.Fatalf("service issue reply %s", msg.Data)
+	}
+	// ... but not reach admin subjects or write the ledger.
+	if _, err := req(svc, "tokens.admin.revoke", `{"subject":"alice","reason":"x"}`); err == nil {
+		t.Fatal("service reached tokens.admin.revoke")
+	}
+	sjs, _ := jetstream.New(svc)
+	if _, err := sjs.Publish(short(), "ledger.family.forged", []byte(`{}`)); err == nil {
+		t.Fatal("service wrote to the ledger")
+	}
+
+	// The auditor reads the ledger but cannot write it.
+	aud := connect("AUDITOR")
+	audjs, _ := jetstream.New(aud)
+	stream, err := audjs.Stream(ctx, "TOKENLEDGER")
+	if err != nil {
+		t.Fatalf("auditor stream info: %v", err)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("auditor ordered consumer: %v", err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil || !bytes.Contains(m.Data(), []byte(tr.FamilyID)) {
+		t.Fatalf("auditor read: %v", err)
+	}
+	if _, err := audjs.Publish(short(), "ledger.family.forged", []byte(`{}`)); err == nil {
+		t.Fatal("auditor wrote to the ledger")
+	}
+	if err := audjs.DeleteStream(short(), "TOKENLEDGER"); err == nil {
+		t.Fatal("auditor deleted the ledger")
+	}
+
+	// Security tooling publishes events but cannot call the service.
+	sec := connect("SECURITY")
+	if err := sec.Publish("security.events.credential_compromised", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := req(sec, "tokens.issue", `{}`); err == nil {
+		t.Fatal("security tooling called tokens.issue")
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("ledger holds %d messages, want only the issue", info.State.Msgs)
+	}
+}
+
+// Flags beat the environment, which beats the config file.
+func TestFlagPrecedence(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.json")
+	if err := os.WriteFile(cfg, []byte(`{"grace":"3s","issuer":"from-file","access-ttl":"1m","replicas":3}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TOKENLEDGER_ISSUER", "from-env")
+	t.Setenv("TOKENLEDGER_ACCESS_TTL", "2m")
+	c, err := parseServe([]string{"--config", cfg, "--access-ttl", "5m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.grace != 3*time.Second || c.issuer != "from-env" || c.accessTTL != 5*time.Minute || c.replicas != 3 {
+		t.Fatalf("got grace %s issuer %s access-ttl %s replicas %d", c.grace, c.issuer, c.accessTTL, c.replicas)
+	}
+	if err := os.WriteFile(cfg, []byte(`{"gracee":"3s"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseServe([]string{"--config", cfg}); err == nil || !strings.Contains(err.Error(), "gracee") {
+		t.Fatalf("unknown config key: %v", err)
+	}
+	if _, err := parseServe([]string{"--grace", "61s"}); err == nil {
+		t.Fatal("grace above 60s accepted")
+	}
+	if _, err := parseServe([]string{"--alg", "HS256"}); err == nil {
+		t.Fatal("HMAC accepted")
+	}
+	if _, err := parseServe([]string{"--nope"}); err == nil {
+		t.Fatal("unknown flag accepted")
+	}
+}
