@@ -22,6 +22,7 @@ commands:
   client create   register a client; prints its secret once
   issue           ask the service for tokens
   refresh         refresh a token
+  audit           replay, verify, at, diff: the auditor's tools (read-only)
   bench           load-test the service against the bare pipeline (scripts/bench.sh)
 
 Every flag also reads TOKENLEDGER_<FLAG> (upper case, - as _).
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return clientCreate(ctx, args[2:], stdout)
 	case "issue":
 		return issue(ctx, args[1:], stdout)
+	case "audit":
+		return auditCmd(ctx, args[1:], stdout)
 	case "refresh":
 		return refresh(ctx, args[1:], stdout)
 	case "bench":

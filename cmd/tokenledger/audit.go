@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenledger/tokenledger/audit"
+	"github.com/tokenledger/tokenledger/ledger"
+)
+
+const auditUsage = `usage: tokenledger audit <replay|verify|at|diff> [flags]
+
+  replay   print events (JSON Lines, or --format table), filtered
+  verify   check sequences, hash chains, transitions and state snapshots
+  at       the valid-token view at --time, for a family, refresh-token hash or jti
+  diff     compare the view rebuilt from the log with the ledger's own state
+
+All read the ledger stream with read-only permissions.`
+
+// errViolations makes verify and diff exit non-zero after printing their
+// report.
+var errViolations = errors.New("the ledger did not verify")
+
+// auditFlags are the flags every audit subcommand takes.
+type auditFlags struct {
+	nats   natsFlags
+	config string
+	stream string
+	prefix string
+}
+
+func (a *auditFlags) register(fs *flag.FlagSet) {
+	a.nats.register(fs, "nats://127.0.0.1:4222")
+	fs.StringVar(&a.config, "config", "", "JSON config file")
+	fs.StringVar(&a.stream, "stream", ledger.DefaultStream, "ledger stream name")
+	fs.StringVar(&a.prefix, "subject-prefix", ledger.DefaultSubjectPrefix, "ledger subject prefix")
+}
+
+func (a *auditFlags) source() (*audit.Source, func(), error) {
+	nc, err := a.nats.connect("tokenledger-audit")
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return audit.NewSource(js, a.stream, a.prefix), nc.Close, nil
+}
+
+// listFlag is a repeatable flag that also splits on commas.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for s := range strings.SplitSeq(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// timeFlag parses RFC 3339 instants.
+type timeFlag struct{ t time.Time }
+
+func (f *timeFlag) String() string {
+	if f.t.IsZero() {
+		return ""
+	}
+	return f.t.Format(time.RFC3339Nano)
+}
+
+func (f *timeFlag) Set(v string) error {
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return fmt.Errorf("want an RFC 3339 time such as 2026-11-27T10:00:00Z: %w", err)
+	}
+	f.t = t
+	return nil
+}
+
+func auditCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(auditUsage)
+	}
+	switch args[0] {
+	case "replay":
+		return auditReplay(ctx, args[1:], stdout)
+	case "verify":
+		return auditVerify(ctx, args[1:], stdout)
+	case "at":
+		return auditAt(ctx, args[1:], stdout)
+	case "diff":
+		return auditDiff(ctx, args[1:], stdout)
+	}
+	return fmt.Errorf("unknown audit command %q\n%s", args[0], auditUsage)
+}
+
+func auditReplay(ctx context.Context, args []string, stdout io.Writer) error {
+	var (
+		a                                 auditFlags
+		families, subjects, clients, typs listFlag
+		since, until                      timeFlag
+		seq                               uint64
+		format                            string
+		follow                            bool
+	)
+	fs := flag.NewFlagSet("audit replay", flag.ContinueOnError)
+	a.register(fs)
+	fs.Uint64Var(&seq, "seq", 0, "first stream sequence to read (default: the start)")
+	fs.Var(&since, "since", "only events that occurred at or after this RFC 3339 time")
+	fs.Var(&until, "until", "only events that occurred before this RFC 3339 time")
+	fs.Var(&families, "family", "family id (repeatable or comma separated)")
+	fs.Var(&subjects, "subject", "token subject, e.g. a user id (repeatable or comma separated)")
+	fs.Var(&clients, "client", "client id (repeatable or comma separated)")
+	fs.Var(&typs, "type", "event type such as refresh.rotated.v1 (repeatable or comma separated)")
+	fs.StringVar(&format, "format", audit.FormatJSON, "json (JSON Lines) or table")
+	fs.BoolVar(&follow, "follow", false, "keep printing new events until interrupted")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	opts := audit.ReplayOptions{
+		Filter: audit.Filter{FamilyIDs: families, Subjects: subjects, Clients: clients,
+			Since: since.t, Until: until.t},
+		StartSeq: seq, Follow: follow, Format: format,
+	}
+	for _, t := range typs {
+		opts.Types = append(opts.Types, ledger.EventType(t))
+	}
+	if !follow {
+		opts.Progress = audit.NewProgress(os.Stderr, "replay")
+	}
+	src, closeFn, err := a.source()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	sum, err := audit.Replay(ctx, src, opts, stdout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "replay: read %d events, printed %d, last sequence %d\n", sum.Read, sum.Matched, sum.LastSeq)
+	return nil
+}
+
+func auditVerify(ctx context.Context, args []string, stdout io.Writer) error {
+	var (
+		a           auditFlags
+		family      string
+		checkpoints listFlag
+		workers     int
+	)
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	a.register(fs)
+	fs.StringVar(&family, "family", "", "verify only this family (default: the whole ledger)")
+	fs.Var(&checkpoints, "checkpoint", "SEQ:DIGEST from an earlier verify's last_seq and digest (repeatable)")
+	fs.IntVar(&workers, "workers", 0, "goroutines checking families (default: GOMAXPROCS)")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	opts := audit.VerifyOptions{FamilyID: family, Workers: workers, Progress: audit.NewProgress(os.Stderr, "verify")}
+	for _, c := range checkpoints {
+		cp, err := audit.ParseCheckpoint(c)
+		if err != nil {
+			return err
+		}
+		opts.Checkpoints = append(opts.Checkpoints, cp)
+	}
+	src, closeFn, err := a.source()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	rep, err := audit.Verify(ctx, src, opts)
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(stdout, rep); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "verify: %d events, %d families in %v (%.0f events/s): %d violations\n",
+		rep.Events, rep.Families, rep.Elapsed.Round(time.Millisecond), rep.PerSecond, len(rep.Violations))
+	if !rep.OK {
+		return fmt.Errorf("%w: %d violations, the first at sequence %d (%s)", errViolations,
+			len(rep.Violations), rep.Violations[0].Seq, rep.Violations[0].Kind)
+	}
+	return nil
+}
+
+func auditAt(ctx context.Context, args []string, stdout io.Writer) error {
+	var (
+		a                 auditFlags
+		at                timeFlag
+		family, hash, jti string
+		grace             time.Duration
+	)
+	fs := flag.NewFlagSet("audit at", flag.ContinueOnError)
+	a.register(fs)
+	fs.Var(&at, "time", "the instant, RFC 3339 (required)")
+	fs.StringVar(&family, "family", "", "answer for this family")
+	fs.StringVar(&hash, "refresh-hash", "", "answer for the refresh token with this hash (as stored in the ledger)")
+	fs.StringVar(&jti, "jti", "", "answer for the access token with this id")
+	fs.DurationVar(&grace, "grace", 10*time.Second, "the grace window the service ran with")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if at.t.IsZero() {
+		return errors.New("audit at: --time is required")
+	}
+	n := 0
+	for _, s := range []string{family, hash, jti} {
+		if s != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return errors.New("audit at: give at most one of --family, --refresh-hash, --jti")
+	}
+	src, closeFn, err := a.source()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	ans, err := audit.At(ctx, src, audit.AtOptions{Time: at.t, FamilyID: family, RefreshHash: hash, JTI: jti,
+		Grace: grace, Progress: audit.NewProgress(os.Stderr, "at")})
+	if err != nil {
+		return err
+	}
+	return writeJSON(stdout, ans)
+}
+
+func auditDiff(ctx context.Context, args []string, stdout io.Writer) error {
+	var (
+		a             auditFlags
+		now, liveTime timeFlag
+		liveDigest    string
+		liveSeq       uint64
+	)
+	fs := flag.NewFlagSet("audit diff", flag.ContinueOnError)
+	a.register(fs)
+	fs.Var(&now, "now", "compare the views as of this RFC 3339 time (default: now)")
+	fs.StringVar(&liveDigest, "live-digest", "", "the digest a live valid-token view reported")
+	fs.Uint64Var(&liveSeq, "live-seq", 0, "the sequence the live view had applied when it reported --live-digest")
+	fs.Var(&liveTime, "live-time", "the time the live digest was computed for, RFC 3339")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	src, closeFn, err := a.source()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	rep, err := audit.Diff(ctx, src, audit.DiffOptions{Now: now.t, LiveDigest: liveDigest, LiveSeq: liveSeq,
+		LiveTime: liveTime.t, Progress: audit.NewProgress(os.Stderr, "diff")})
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(stdout, rep); err != nil {
+		return err
+	}
+	if !rep.OK {
+		return fmt.Errorf("%w: %d differences between the rebuilt view and the ledger's", errViolations, len(rep.Differences))
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
