@@ -271,8 +271,9 @@ type Worker struct {
 	consumer jetstream.Consumer
 	claims   jetstream.KeyValue
 	sets     *setVerifier
-	// records is the ledger subject prefix of handled-event records.
-	records string
+	// records is the ledger subject prefix of handled-event records and
+	// ledgerAll the wildcard of every ledger subject.
+	records, ledgerAll string
 
 	handled, duplicates, deadLettered, retried atomic.Uint64
 }
@@ -324,9 +325,10 @@ func NewWorker(ctx context.Context, js jetstream.JetStream, cfg WorkerConfig) (*
 		return nil, fmt.Errorf("security claims bucket %s: %w", cfg.ClaimBucket, err)
 	}
 	store := cfg.Ledger.Store()
+	prefix := strings.TrimSuffix(store.FamilySubject(""), ".family.")
 	return &Worker{
 		cfg: cfg, js: js, store: store, consumer: consumer, claims: claims, sets: sets,
-		records: strings.TrimSuffix(store.FamilySubject(""), ".family.") + ".security.",
+		records: prefix + ".security.", ledgerAll: prefix + ".>",
 	}, nil
 }
 
@@ -426,18 +428,12 @@ func (w *Worker) decode(body []byte) (SecurityEvent, error) {
 // process handles a valid event exactly once. The ledger is the record of
 // what was handled: the event's handling is stored on ledger.security.<key>,
 // one subject per event id, so "was it handled?" is one direct get however
-// old the event is. A claim in a KV bucket makes the check-act-record
-// sequence exclusive across workers and fixes the instant the handling
-// began, which makes a takeover after a crash repeat nothing.
+// old the event is. A claim in a KV bucket, taken before that check, makes
+// the check-act-record sequence exclusive across workers and fixes the
+// instant the handling began, which makes a takeover after a crash repeat
+// nothing.
 func (w *Worker) process(ctx context.Context, msg jetstream.Msg, ev SecurityEvent, log *slog.Logger) error {
 	key := EventKey(ev.ID)
-	if done, err := w.recorded(ctx, key); err != nil || done {
-		if done {
-			w.duplicates.Add(1)
-			log.Debug("security event already handled")
-		}
-		return err
-	}
 	c, err := w.claim(ctx, msg, key)
 	if errors.Is(err, errAlreadyHandled) {
 		w.duplicates.Add(1)
@@ -451,11 +447,12 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, ev SecurityEven
 	rev := w.keepClaim(hctx, cancel, msg, key, c)
 	defer func() { w.release(key, rev()) }()
 
-	// The previous holder may have recorded the event just before we
-	// claimed it.
+	// Checked under the claim: a previous holder may have recorded the
+	// event just before we took it.
 	if done, err := w.recorded(hctx, key); err != nil || done {
 		if done {
 			w.duplicates.Add(1)
+			log.Debug("security event already handled")
 		}
 		return err
 	}
@@ -624,9 +621,15 @@ func (w *Worker) release(key string, rev uint64) {
 // families of that client; a family_id must also match the others given.
 func (w *Worker) selectFamilies(ctx context.Context, ev SecurityEvent) ([]string, error) {
 	if w.cfg.Waiter != nil {
-		seq, err := w.store.LastSeq(ctx)
-		if err != nil {
-			return nil, err
+		// The last message of the whole ledger is one direct get, cheaper
+		// than asking for the stream's info.
+		last, err := w.store.Stream().GetLastMsgForSubject(ctx, w.ledgerAll)
+		var seq uint64
+		switch {
+		case err == nil:
+			seq = last.Sequence
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return nil, fmt.Errorf("%w: ledger last sequence: %w", ledger.ErrUnavailable, err)
 		}
 		if err := w.cfg.Waiter.WaitFor(ctx, seq); err != nil {
 			return nil, fmt.Errorf("wait for the families view: %w", err)
