@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -189,6 +191,33 @@ func TestVerifierDeniesRevokedTokensWithinASecond(t *testing.T) {
 	t.Logf("access token denied after %s, family after %s", took, tookFamily)
 	if _, err := v.Verify(context.Background(), c.access); err != nil {
 		t.Fatalf("unrelated token: %v", err)
+	}
+
+	// The HTTP middleware lets the good token through with its claims.
+	h := v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		claims, _ := verifier.ClaimsFrom(r.Context())
+		_, _ = io.WriteString(w, claims.SID)
+	}))
+	for _, tc := range []struct {
+		auth string
+		code int
+		body string
+	}{
+		{"Bearer " + c.access, http.StatusOK, c.family},
+		{"Bearer " + a.access, http.StatusUnauthorized, ""},
+		{"Bearer " + b.access, http.StatusUnauthorized, ""},
+		{"", http.StatusUnauthorized, ""},
+		{"Basic " + c.access, http.StatusUnauthorized, ""},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/me", nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.code || (tc.body != "" && rec.Body.String() != tc.body) || (tc.code == 401 && rec.Header().Get("WWW-Authenticate") == "") {
+			t.Errorf("auth %.20q: %d %q", tc.auth, rec.Code, rec.Body.String())
+		}
 	}
 }
 
