@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -168,10 +169,18 @@ func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	reqID := s.requestID(req)
 	g, err := s.cfg.Ledger.Refresh(ctx, ledger.RefreshRequest{
 		Client: client, Policy: client.Policy(s.cfg.Defaults), RefreshToken: r.RefreshToken,
-		Scope: strings.Join(strings.Fields(r.Scope), " "), RequestID: s.requestID(req),
+		Scope: strings.Join(strings.Fields(r.Scope), " "), RequestID: reqID,
 	})
+	if errors.Is(err, ledger.ErrRefreshReused) {
+		// A security signal operators want to see; the token itself is
+		// never logged, its family id is not secret.
+		tok, _ := ledger.ParseRefreshToken(r.RefreshToken)
+		s.cfg.Log.Warn("refresh token reuse detected: family revoked",
+			"client_id", client.ID, "family_id", tok.FamilyID.String(), "request_id", reqID)
+	}
 	if err != nil {
 		return nil, err
 	}

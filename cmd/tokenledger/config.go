@@ -144,11 +144,12 @@ func (n *natsFlags) options(name string) ([]nats.Option, error) {
 	return opts, nil
 }
 
-func (n *natsFlags) connect(name string) (*nats.Conn, error) {
+func (n *natsFlags) connect(name string, extra ...nats.Option) (*nats.Conn, error) {
 	opts, err := n.options(name)
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(n.url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", n.url, err)

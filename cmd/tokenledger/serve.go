@@ -106,6 +106,8 @@ func serve(ctx context.Context, args []string) error {
 
 	var nc *nats.Conn
 	var kek ledger.KEK
+	closed := make(chan struct{})
+	onClose := nats.ClosedHandler(func(*nats.Conn) { close(closed) })
 	if cfg.nats.url == "" {
 		ns, err := startEmbedded(cfg.listen, cfg.data)
 		if err != nil {
@@ -117,7 +119,7 @@ func serve(ctx context.Context, args []string) error {
 			log.Info("embedded NATS server stopped")
 		}()
 		log.Info("embedded NATS server listening", "url", ns.ClientURL(), "data", cfg.data)
-		if nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tokenledger-serve")); err != nil {
+		if nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tokenledger-serve"), onClose); err != nil {
 			return fmt.Errorf("connect to embedded server: %w", err)
 		}
 		if cfg.kek == "" && cfg.kekFile == "" {
@@ -127,14 +129,21 @@ func serve(ctx context.Context, args []string) error {
 			}
 		}
 	} else {
-		if nc, err = cfg.nats.connect("tokenledger-serve"); err != nil {
+		if nc, err = cfg.nats.connect("tokenledger-serve", onClose); err != nil {
 			return err
 		}
 		log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
 	}
 	defer func() {
+		// Drain lets in-flight replies and acks go out; wait for it before
+		// the embedded server (deferred earlier) shuts down.
 		if err := nc.Drain(); err != nil {
 			log.Warn("drain NATS connection", "error", err)
+		}
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			log.Warn("NATS connection did not drain within 10s")
 		}
 	}()
 	if kek == (ledger.KEK{}) {
