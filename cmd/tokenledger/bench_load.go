@@ -396,10 +396,15 @@ type caseResult struct {
 	PeakRSSScope string   `json:"peak_rss_scope,omitempty"`
 	// The load generator (this process), over the window.
 	LoadgenCPUPerOpUS float64 `json:"loadgen_cpu_per_op_us"`
-	VsBare            *ratios `json:"vs_bare,omitempty"`
-	VsFresh           *ratios `json:"vs_fresh,omitempty"`
-	Profile           string  `json:"cpu_profile,omitempty"`
-	Error             string  `json:"error,omitempty"`
+	LoadgenCPUCores   float64 `json:"loadgen_cpu_cores"`
+	// OtherCPUCores is the machine's busy CPU over the window that neither
+	// the process under load nor the load generator used: other programs
+	// (and the idle other child). Above a few tenths the case is noisy.
+	OtherCPUCores *float64 `json:"other_cpu_cores,omitempty"`
+	VsBare        *ratios  `json:"vs_bare,omitempty"`
+	VsFresh       *ratios  `json:"vs_fresh,omitempty"`
+	Profile       string   `json:"cpu_profile,omitempty"`
+	Error         string   `json:"error,omitempty"`
 }
 
 func caseName(kind string, spec caseSpec) string {
@@ -524,12 +529,14 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 		cpu0, cpuErr = procCPU(t.pid)
 	}
 	self0 := selfCPU()
+	host0, hostErr := hostBusy()
 	t0 := time.Now()
 	win.start.Store(t0.UnixNano())
 	sleepCtx(ctx, rs.duration)
 	t1 := time.Now()
 	win.end.Store(t1.UnixNano())
 	self1 := selfCPU()
+	host1, hostErr1 := hostBusy()
 	if t.pid > 0 && cpuErr == nil {
 		cpu1, cpuErr = procCPU(t.pid)
 	}
@@ -575,6 +582,11 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 		for kind, m := range merged {
 			res.PerOp[kind] = summarize(m, elapsed)
 		}
+	}
+	res.LoadgenCPUCores = round2(float64(self1-self0) / float64(elapsed))
+	if t.pid > 0 && cpuErr == nil && hostErr == nil && hostErr1 == nil {
+		other := round2(max(0, float64(host1-host0-(cpu1-cpu0)-(self1-self0))/float64(elapsed)))
+		res.OtherCPUCores = &other
 	}
 	if res.Ops > 0 {
 		res.LoadgenCPUPerOpUS = round2(float64(self1-self0) / float64(time.Microsecond) / float64(res.Ops))

@@ -72,10 +72,10 @@ func printTable(w io.Writer, rep benchReport) {
 	fmt.Fprintf(w, "tokenledger bench: %s, %d CPUs, %s; %gs per case after %gs warm-up\n\n",
 		rep.Target, rep.Host.CPUs, rep.Host.GoVersion, rep.Settings.DurationS, rep.Settings.WarmupS)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "case\ttarget\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tCPU µs/op\tcores\tpeak RSS MiB\tvs bare ops/s\tvs bare p99\tvs bare CPU/op\t")
+	fmt.Fprintln(tw, "case\ttarget\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tCPU µs/op\tcores\tpeak RSS MiB\tvs bare ops/s\tvs bare p99\tvs bare CPU/op\tload cores\tother cores\t")
 	for _, r := range rep.Results {
 		if r.Error != "" && r.Ops == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t%d\t-\t-\t-\t-\t-\t-\t\n", r.Name, r.Target, r.Errors)
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t%d\t-\t-\t-\t-\t-\t-\t-\t-\t\n", r.Name, r.Target, r.Errors)
 			continue
 		}
 		cpu, cores, rss := "-", "-", "-"
@@ -92,14 +92,22 @@ func printTable(w io.Writer, rep benchReport) {
 				vc = fmt.Sprintf("%.2f", *q.CPUPerOp)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		other := "-"
+		if r.OtherCPUCores != nil {
+			other = fmt.Sprintf("%.2f", *r.OtherCPUCores)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t\n",
 			r.Name, r.Target, r.OpsPerSec, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max,
-			r.Errors, cpu, cores, rss, vo, vp, vc)
+			r.Errors, cpu, cores, rss, vo, vp, vc, r.LoadgenCPUCores, other)
 	}
 	tw.Flush()
 
+	fmt.Fprintln(w, "\ncores: CPU of the process under load; load cores: the load generator's; other cores: the rest of the machine (noise)")
 	var notes []string
 	for _, r := range rep.Results {
+		if r.OtherCPUCores != nil && *r.OtherCPUCores > 0.25 {
+			notes = append(notes, fmt.Sprintf("%s [%s]: other programs used %.2f cores during the window: numbers are skewed", r.Name, r.Target, *r.OtherCPUCores))
+		}
 		if r.Error != "" {
 			notes = append(notes, fmt.Sprintf("%s [%s]: %s", r.Name, r.Target, r.Error))
 		}
