@@ -62,7 +62,7 @@ func oauthError(err error) (status, code, desc string, known bool) {
 	case errors.Is(err, errOverloaded):
 		return "429", CodeTemporarilyUnavailable, "the service is overloaded; retry later", true
 	case errors.Is(err, ledger.ErrUnavailable), errors.Is(err, ledger.ErrConflict),
-		errors.Is(err, context.DeadlineExceeded):
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return "503", CodeTemporarilyUnavailable, "the ledger is temporarily unavailable; retry later", true
 	}
 	return "500", CodeServerError, "internal error", false

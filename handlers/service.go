@@ -166,8 +166,11 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 // dispatch hands each request to the worker pool. It blocks when the pool
 // is saturated, so NATS buffers the excess rather than dropping it.
 func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint) micro.HandlerFunc {
+	// Requests already accepted finish on shutdown (each within Timeout):
+	// their context is not cancelled with ctx.
+	work := context.WithoutCancel(ctx)
 	return func(req micro.Request) {
-		job := func() { s.serve(ctx, ep, req) }
+		job := func() { s.serve(work, ep, req) }
 		select {
 		case jobs <- job:
 		case <-ctx.Done():
