@@ -22,6 +22,7 @@ commands:
   client create   register a client; prints its secret once
   issue           ask the service for tokens
   refresh         refresh a token
+  worker          the security-event worker alone, for separate scaling
   audit           replay, verify, at, diff: the auditor's tools (read-only)
   bench           load-test the service against the bare pipeline (scripts/bench.sh)
 
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return flag.ErrHelp
 	}
 	switch args[0] {
+	case "worker":
+		return worker(ctx, args[1:])
 	case "serve":
 		return serve(ctx, args[1:])
 	case "client":

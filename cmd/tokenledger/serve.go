@@ -43,6 +43,8 @@ type serveConfig struct {
 	maxRequest int
 	logLevel   string
 	clients    []ledger.Client
+	worker     bool
+	security   securityFlags
 }
 
 func parseServe(args []string) (serveConfig, error) {
@@ -66,6 +68,8 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.IntVar(&c.workers, "workers", 128, "requests handled at once")
 	fs.IntVar(&c.maxRequest, "max-request-bytes", handlers.DefaultMaxRequestBytes, "request size limit")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.worker, "worker", true, "run the security-event worker (false: only create its streams)")
+	c.security.register(fs)
 	cf, err := parseFlags(fs, args)
 	if err != nil {
 		return c, err
@@ -200,7 +204,27 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 
+	// The security-event intake exists even without a worker here, so
+	// events published meanwhile wait for one (tokenledger worker).
+	secCfg, err := cfg.security.config(log, cfg.replicas)
+	if err != nil {
+		return err
+	}
+	if err := handlers.CreateSecurityStreams(ctx, js, secCfg); err != nil {
+		return err
+	}
+	var secWorker *handlers.Worker
+	if cfg.worker {
+		secCfg.Ledger, secCfg.Selector, secCfg.Waiter = ledger.New(store), view, view
+		if secWorker, err = handlers.NewWorker(ctx, js, secCfg); err != nil {
+			return err
+		}
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
+	if secWorker != nil {
+		g.Go(func() error { return secWorker.Run(gctx) })
+	}
 	g.Go(func() error { return registry.Run(gctx) })
 	g.Go(func() error { return svc.Run(gctx, nc) })
 	g.Go(func() error { return runner.Run(gctx) })

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/projections"
+)
+
+// securityFlags configure the security-event worker, in serve and alone.
+type securityFlags struct {
+	policy       string
+	transmitters string
+	maxDeliver   int
+	ackWait      time.Duration
+	retention    time.Duration
+	concurrency  int
+}
+
+func (s *securityFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.policy, "security-policy", "", "JSON policy file mapping security event type and severity to an action (default: SPEC §5)")
+	fs.StringVar(&s.transmitters, "security-transmitters", "", "JSON file of SET transmitters: issuer, audience and keys (JWKS or PEM)")
+	fs.IntVar(&s.maxDeliver, "security-max-deliver", handlers.DefaultSecurityMaxDeliver, "deliveries of one security event before it is dead-lettered")
+	fs.DurationVar(&s.ackWait, "security-ack-wait", handlers.DefaultSecurityAckWait, "redelivery timeout and claim lease of a security event")
+	fs.DurationVar(&s.retention, "security-retention", handlers.DefaultSecurityRetention, "how long the intake stream keeps security events")
+	fs.IntVar(&s.concurrency, "security-concurrency", handlers.DefaultSecurityConcurrency, "security events one worker handles at once")
+}
+
+// transmitterFile is one entry of the --security-transmitters file.
+type transmitterFile struct {
+	Issuer   string          `json:"issuer"`
+	Audience string          `json:"audience"`
+	KeysFile string          `json:"keys_file,omitempty"`
+	JWKS     json.RawMessage `json:"jwks,omitempty"`
+}
+
+// config reads the policy and transmitter files into a worker
+// configuration without the ledger and selector, which the caller adds.
+func (s *securityFlags) config(log *slog.Logger, replicas int) (handlers.WorkerConfig, error) {
+	cfg := handlers.WorkerConfig{
+		Policy: handlers.DefaultPolicy(), MaxDeliver: s.maxDeliver, AckWait: s.ackWait,
+		Retention: s.retention, Concurrency: s.concurrency, Replicas: replicas, Log: log,
+	}
+	if s.policy != "" {
+		b, err := os.ReadFile(s.policy)
+		if err != nil {
+			return cfg, fmt.Errorf("--security-policy: %w", err)
+		}
+		if cfg.Policy, err = handlers.ParsePolicy(b); err != nil {
+			return cfg, fmt.Errorf("--security-policy %s: %w", s.policy, err)
+		}
+	}
+	if s.transmitters == "" {
+		return cfg, nil
+	}
+	b, err := os.ReadFile(s.transmitters)
+	if err != nil {
+		return cfg, fmt.Errorf("--security-transmitters: %w", err)
+	}
+	var entries []transmitterFile
+	if err := json.Unmarshal(b, &entries); err != nil {
+		return cfg, fmt.Errorf("--security-transmitters %s: %w", s.transmitters, err)
+	}
+	for _, e := range entries {
+		keys := []byte(e.JWKS)
+		if e.KeysFile != "" {
+			path := e.KeysFile
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(filepath.Dir(s.transmitters), path)
+			}
+			if keys, err = os.ReadFile(path); err != nil {
+				return cfg, fmt.Errorf("transmitter %s: %w", e.Issuer, err)
+			}
+		}
+		parsed, err := handlers.ParseTransmitterKeys(keys)
+		if err != nil {
+			return cfg, fmt.Errorf("transmitter %s: %w", e.Issuer, err)
+		}
+		cfg.Transmitters = append(cfg.Transmitters, handlers.Transmitter{Issuer: e.Issuer, Audience: e.Audience, Keys: parsed})
+	}
+	return cfg, nil
+}
+
+// worker runs the security-event worker alone, for separate scaling: it
+// folds its own view of the ledger to select families and shares the
+// durable consumer with every other worker.
+func worker(ctx context.Context, args []string) error {
+	var (
+		nf       natsFlags
+		sec      securityFlags
+		config   string
+		stream   string
+		replicas int
+		logLevel string
+	)
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	nf.register(fs, "nats://127.0.0.1:4222")
+	sec.register(fs)
+	fs.StringVar(&config, "config", "", "JSON config file: any flag by name")
+	fs.StringVar(&stream, "stream", ledger.DefaultStream, "ledger stream name")
+	fs.IntVar(&replicas, "replicas", 1, "stream and bucket replicas (3 on a cluster)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(logLevel)
+	if err != nil {
+		return err
+	}
+	wcfg, err := sec.config(log, replicas)
+	if err != nil {
+		return err
+	}
+	opts, err := nf.options("tokenledger-worker")
+	if err != nil {
+		return err
+	}
+	closed := make(chan struct{})
+	nc, err := nats.Connect(nf.url, append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", nf.url, err)
+	}
+	defer func() {
+		if err := nc.Drain(); err != nil {
+			log.Warn("drain NATS connection", "error", err)
+		}
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			log.Warn("NATS connection did not drain within 10s")
+		}
+	}()
+	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{Stream: stream, Replicas: replicas})
+	if err != nil {
+		return err
+	}
+	view := projections.NewView()
+	runner, err := projections.NewRunner(js, view, projections.RunnerConfig{Stream: stream, Name: "worker-view", Log: log})
+	if err != nil {
+		return err
+	}
+	wcfg.Ledger, wcfg.Selector, wcfg.Waiter = ledger.New(store), view, view
+	w, err := handlers.NewWorker(ctx, js, wcfg)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return runner.Run(gctx) })
+	g.Go(func() error { return w.Run(gctx) })
+	err = g.Wait()
+	s := w.Stats()
+	log.Info("security worker stopped", "handled", s.Handled, "duplicates", s.Duplicates, "dead_lettered", s.DeadLettered, "retried", s.Retried)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
