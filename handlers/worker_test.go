@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -932,5 +933,25 @@ func BenchmarkWorker(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 		})
+	}
+}
+
+func TestExampleFilesParse(t *testing.T) {
+	b, err := os.ReadFile("../examples/policy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParsePolicy(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := p.Action("token_claims_change", SeverityHigh); a != ActionRevokeAccess {
+		t.Fatalf("example policy: token_claims_change/high is %s", a)
+	}
+	if b, err = os.ReadFile("../examples/idp-jwks.json"); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := ParseTransmitterKeys(b); err != nil || len(keys) != 1 || keys[0].KID != "idp-2026-11" {
+		t.Fatalf("example JWKS: %v %+v", err, keys)
 	}
 }
