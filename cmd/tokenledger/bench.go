@@ -492,7 +492,7 @@ func benchClient(ctx context.Context, nc *nats.Conn) (string, string, error) {
 // waitServed waits until the target's issue endpoint answers.
 func waitServed(ctx context.Context, t *loadTarget, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	w := newWorker(t, 0, wlIssue, nil)
+	w := newCaller(t, 0, wlIssue, nil)
 	for {
 		code := w.issue()
 		if code == "" {

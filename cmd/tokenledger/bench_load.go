@@ -83,7 +83,7 @@ type opStats struct {
 	errs map[string]int
 }
 
-// recorder is one worker's tally, merged after the case.
+// recorder is one caller's tally, merged after the case.
 type recorder struct {
 	w   *window
 	ops map[string]*opStats
@@ -107,9 +107,9 @@ func (r *recorder) add(kind string, start time.Time, code string) {
 	}
 }
 
-// worker is one simulated caller. It keeps its own family: the newest
+// caller is one simulated caller. It keeps its own family: the newest
 // refresh token and access token it was given.
-type worker struct {
+type caller struct {
 	t        *loadTarget
 	nc       *nats.Conn
 	id       int
@@ -122,8 +122,8 @@ type worker struct {
 	rt, at   string
 }
 
-func newWorker(t *loadTarget, id int, workload string, mix []mixWeight) *worker {
-	w := &worker{
+func newCaller(t *loadTarget, id int, workload string, mix []mixWeight) *caller {
+	w := &caller{
 		t: t, nc: t.conns[id%len(t.conns)], id: id, workload: workload, mix: mix,
 		rng:  rand.New(rand.NewPCG(uint64(id), uint64(time.Now().UnixNano()))),
 		subj: map[string]string{},
@@ -138,7 +138,7 @@ func newWorker(t *loadTarget, id int, workload string, mix []mixWeight) *worker 
 
 // body builds a request with the client's credentials and up to two more
 // string members; values need no escaping (tokens, ids).
-func (w *worker) body(k1, v1, k2, v2 string) []byte {
+func (w *caller) body(k1, v1, k2, v2 string) []byte {
 	b := w.buf[:0]
 	b = append(b, `{"client_id":"`...)
 	b = append(b, w.t.clientID...)
@@ -159,7 +159,7 @@ func (w *worker) body(k1, v1, k2, v2 string) []byte {
 	return b // nc.Request copies it into the connection's buffer
 }
 
-func (w *worker) grant(data []byte) string {
+func (w *caller) grant(data []byte) string {
 	rt, at := jsonString(data, "refresh_token"), jsonString(data, "access_token")
 	if rt == "" || at == "" {
 		return codeMalformed
@@ -168,7 +168,7 @@ func (w *worker) grant(data []byte) string {
 	return ""
 }
 
-func (w *worker) issue() string {
+func (w *caller) issue() string {
 	data, code := w.t.call(w.nc, w.subj["issue"], w.issueReq)
 	if code != "" {
 		return code
@@ -176,7 +176,7 @@ func (w *worker) issue() string {
 	return w.grant(data)
 }
 
-func (w *worker) refresh() string {
+func (w *caller) refresh() string {
 	data, code := w.t.call(w.nc, w.subj["refresh"], w.body("refresh_token", w.rt, "", ""))
 	if code != "" {
 		return code
@@ -184,7 +184,7 @@ func (w *worker) refresh() string {
 	return w.grant(data)
 }
 
-func (w *worker) introspect() string {
+func (w *caller) introspect() string {
 	data, code := w.t.call(w.nc, w.subj["introspect"], w.body("token", w.at, "token_type_hint", "access_token"))
 	if code != "" {
 		return code
@@ -195,7 +195,7 @@ func (w *worker) introspect() string {
 	return ""
 }
 
-func (w *worker) revoke() string {
+func (w *caller) revoke() string {
 	_, code := w.t.call(w.nc, w.subj["revoke"], w.body("token", w.rt, "token_type_hint", "refresh_token"))
 	return code
 }
@@ -212,17 +212,17 @@ func (e *setupError) Error() string {
 	return fmt.Sprintf("%s failed during setup: %s", e.subject, e.code)
 }
 
-func (w *worker) check(ep, code string) error {
+func (w *caller) check(ep, code string) error {
 	if code != "" {
 		return &setupError{subject: w.subj[ep], code: code}
 	}
 	return nil
 }
 
-// setup gives the worker its family and checks that the endpoints its
+// setup gives the caller its family and checks that the endpoints its
 // workload needs answer. For refresh-aged it rotates the family prior
 // times first.
-func (w *worker) setup(ctx context.Context, prior int, progress func()) error {
+func (w *caller) setup(ctx context.Context, prior int, progress func()) error {
 	if err := w.check("issue", w.issue()); err != nil {
 		return err
 	}
@@ -249,7 +249,7 @@ func (w *worker) setup(ctx context.Context, prior int, progress func()) error {
 }
 
 // step runs one operation of the workload and records it.
-func (w *worker) step(r *recorder) {
+func (w *caller) step(r *recorder) {
 	switch w.workload {
 	case wlIssue:
 		start := time.Now()
@@ -272,7 +272,7 @@ func (w *worker) step(r *recorder) {
 	}
 }
 
-func (w *worker) timedRefresh(r *recorder) {
+func (w *caller) timedRefresh(r *recorder) {
 	start := time.Now()
 	code := w.refresh()
 	r.add(wlRefresh, start, code)
@@ -314,9 +314,9 @@ func parseMix(s string) ([]mixWeight, error) {
 	return m, nil
 }
 
-// mixStep picks an operation by weight. A revoke ends the worker's family,
+// mixStep picks an operation by weight. A revoke ends the caller's family,
 // so a timed issue (recorded as issue) follows it.
-func (w *worker) mixStep(r *recorder) {
+func (w *caller) mixStep(r *recorder) {
 	total := 0
 	for _, m := range w.mix {
 		total += m.weight
@@ -459,9 +459,9 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 	if spec.workload == wlAged {
 		res.PriorRotations = rs.prior
 	}
-	workers := make([]*worker, spec.concurrency)
+	workers := make([]*caller, spec.concurrency)
 	for i := range workers {
-		workers[i] = newWorker(t, i, spec.workload, rs.mix)
+		workers[i] = newCaller(t, i, spec.workload, rs.mix)
 	}
 	var done atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
