@@ -364,8 +364,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 			break
 		}
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			close(jobs)
+			wg.Wait()
+			return fmt.Errorf("security consumer %s: %w", w.cfg.Durable, err)
+		}
 		if err != nil {
+			// Missed heartbeats and the like: the iterator recovers.
 			w.cfg.Log.Warn("security consumer", "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
 			continue
 		}
 		jobs <- msg
