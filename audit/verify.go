@@ -262,7 +262,7 @@ type worker struct {
 	in         chan []item
 	families   map[string]*famState
 	violations []Violation
-	buf        bytes.Buffer
+	buf        []byte
 }
 
 func (w *worker) run() {
@@ -279,10 +279,13 @@ func (w *worker) report(v Violation) int {
 }
 
 func (w *worker) check(it item) {
-	e, stateRaw, err := decodeStored(it.data)
-	if err != nil {
-		w.report(Violation{Seq: it.seq, Kind: KindDecode, FamilyID: it.family, Detail: err.Error()})
-		return
+	e, stateRaw, ok := decodeFast(it.data)
+	if !ok {
+		var err error
+		if e, stateRaw, err = decodeStored(it.data); err != nil {
+			w.report(Violation{Seq: it.seq, Kind: KindDecode, FamilyID: it.family, Detail: err.Error()})
+			return
+		}
 	}
 	hash := hex.EncodeToString(it.hash[:])
 	if it.family == "" {
@@ -368,18 +371,20 @@ func (f *famState) resync(seq uint64, hash, eventID string, snap ledger.State) {
 	f.head, f.headSeq, f.headEvent, f.fold = hash, seq, eventID, snap
 }
 
-// sameState reports whether the fold encodes to the stored snapshot.
-// Seq and Head are not encoded.
+// sameState reports whether the fold encodes to the stored snapshot
+// (Seq and Head are not encoded). The fast encoding decides equality; a
+// difference is confirmed with json.Marshal before it counts.
 func (w *worker) sameState(fold ledger.State, raw json.RawMessage) bool {
 	if raw == nil {
 		return false
 	}
-	w.buf.Reset()
-	enc := json.NewEncoder(&w.buf)
-	if err := enc.Encode(fold); err != nil {
-		return false
+	var ok bool
+	w.buf, ok = appendState(w.buf[:0], fold)
+	if ok && bytes.Equal(w.buf, raw) {
+		return true
 	}
-	return bytes.Equal(bytes.TrimSuffix(w.buf.Bytes(), []byte("\n")), raw)
+	b, err := json.Marshal(fold)
+	return err == nil && bytes.Equal(b, raw)
 }
 
 func (w *worker) checkUnfamilied(it item, e ledger.Event, stateRaw json.RawMessage) {
