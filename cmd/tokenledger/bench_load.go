@@ -22,9 +22,14 @@ import (
 
 // Workloads.
 const (
-	wlIssue      = "issue"
-	wlRefresh    = "refresh"
-	wlAged       = "refresh-aged"
+	wlIssue   = "issue"
+	wlRefresh = "refresh"
+	wlAged    = "refresh-aged"
+
+	// In refresh-aged, even callers refresh aged families and odd callers
+	// fresh ones, side by side, so both see the same machine.
+	opAged       = "refresh-aged"
+	opFresh      = "refresh-fresh"
 	wlIntrospect = "introspect"
 	wlRevoke     = "revoke"
 	wlMix        = "mix"
@@ -120,6 +125,8 @@ type caller struct {
 	issueReq []byte
 	buf      []byte
 	rt, at   string
+	// aged: in refresh-aged, this caller's family was rotated first.
+	aged bool
 }
 
 func newCaller(t *loadTarget, id int, workload string, mix []mixWeight) *caller {
@@ -128,6 +135,7 @@ func newCaller(t *loadTarget, id int, workload string, mix []mixWeight) *caller 
 		rng:  rand.New(rand.NewPCG(uint64(id), uint64(time.Now().UnixNano()))),
 		subj: map[string]string{},
 		buf:  make([]byte, 0, 512),
+		aged: workload == wlAged && id%2 == 0,
 	}
 	for _, ep := range []string{"issue", "refresh", "introspect", "revoke"} {
 		w.subj[ep] = t.prefix + "." + ep
@@ -220,14 +228,17 @@ func (w *caller) check(ep, code string) error {
 }
 
 // setup gives the caller its family and checks that the endpoints its
-// workload needs answer. For refresh-aged it rotates the family prior
-// times first.
+// workload needs answer. In refresh-aged, an aged caller rotates its
+// family prior times first.
 func (w *caller) setup(ctx context.Context, prior int, progress func()) error {
 	if err := w.check("issue", w.issue()); err != nil {
 		return err
 	}
 	switch w.workload {
 	case wlAged:
+		if !w.aged {
+			return nil
+		}
 		for i := range prior {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -273,9 +284,16 @@ func (w *caller) step(r *recorder) {
 }
 
 func (w *caller) timedRefresh(r *recorder) {
+	kind := wlRefresh
+	if w.workload == wlAged {
+		kind = opFresh
+		if w.aged {
+			kind = opAged
+		}
+	}
 	start := time.Now()
 	code := w.refresh()
-	r.add(wlRefresh, start, code)
+	r.add(kind, start, code)
 	if code == "invalid_grant" || code == codeMalformed {
 		// The chain broke (revoked, expired): start a new family, untimed.
 		w.issue()
@@ -468,7 +486,7 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 	g.SetLimit(64)
 	stopProgress := make(chan struct{})
 	if spec.workload == wlAged && rs.prior > 0 {
-		total := int64(rs.prior * spec.concurrency)
+		total := int64(rs.prior * ((spec.concurrency + 1) / 2))
 		go func() {
 			tick := time.NewTicker(2 * time.Second)
 			defer tick.Stop()
@@ -598,6 +616,16 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 	}
 	if peak > 0 {
 		res.PeakRSSBytes, res.PeakRSSScope = peak, scope
+	}
+	if a, f := res.PerOp[opAged], res.PerOp[opFresh]; a.Ops > 0 && f.Ops > 0 {
+		// Per caller: there are ceil(c/2) aged callers and floor(c/2) fresh.
+		nAged, nFresh := float64((spec.concurrency+1)/2), float64(spec.concurrency/2)
+		res.VsFresh = &ratios{
+			Against: "fresh families in the same window",
+			Ops:     round3((a.OpsPerSec / nAged) / (f.OpsPerSec / nFresh)),
+			P50:     round3(a.Latency.P50 / f.Latency.P50),
+			P99:     round3(a.Latency.P99 / f.Latency.P99),
+		}
 	}
 	if res.Ops == 0 && res.Errors > 0 {
 		res.Error = "every operation failed"

@@ -45,7 +45,7 @@ func TestBenchReport(t *testing.T) {
 	defer cancel()
 	var out bytes.Buffer
 	err := run(ctx, []string{"bench", "--quiet", "--json",
-		"--cases", "issue@2,refresh@1,refresh-aged@1,mix@2", "--prior-rotations", "5",
+		"--cases", "issue@2,refresh@1,refresh-aged@2,mix@2", "--prior-rotations", "5",
 		"--mix", "issue=1,refresh=3",
 		"--duration", "1s", "--warmup", "200ms"}, &out)
 	if err != nil {
@@ -55,7 +55,7 @@ func TestBenchReport(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
 	}
-	want := []string{"bare-issue/c=2", "issue/c=2", "bare-rotate/c=1", "refresh/c=1", "refresh-aged/c=1", "mix/c=2"}
+	want := []string{"bare-issue/c=2", "issue/c=2", "bare-rotate/c=1", "refresh/c=1", "bare-rotate/c=2", "refresh-aged/c=2", "mix/c=2"}
 	if len(rep.Results) != len(want) {
 		t.Fatalf("got %d results, want %d: %s", len(rep.Results), len(want), out.String())
 	}
@@ -76,11 +76,11 @@ func TestBenchReport(t *testing.T) {
 			t.Errorf("%s: no ratio to the bare pipeline", r.Name)
 		}
 	}
-	aged := rep.Results[4]
-	if aged.PriorRotations != 5 || aged.VsFresh == nil || aged.VsFresh.Against != "refresh/c=1" {
-		t.Errorf("refresh-aged: prior %d, vs fresh %+v", aged.PriorRotations, aged.VsFresh)
+	aged := rep.Results[5]
+	if aged.PriorRotations != 5 || aged.VsFresh == nil || aged.PerOp[opAged].Ops == 0 || aged.PerOp[opFresh].Ops == 0 {
+		t.Errorf("refresh-aged: prior %d, vs fresh %+v, per op %+v", aged.PriorRotations, aged.VsFresh, aged.PerOp)
 	}
-	mix := rep.Results[5]
+	mix := rep.Results[6]
 	if mix.PerOp[wlIssue].Ops == 0 || mix.PerOp[wlRefresh].Ops == 0 || mix.PerOp[wlIssue].Ops+mix.PerOp[wlRefresh].Ops != mix.Ops {
 		t.Errorf("mix per operation: %+v, total %d", mix.PerOp, mix.Ops)
 	}
@@ -128,7 +128,7 @@ func TestBenchCallCodes(t *testing.T) {
 
 func TestBenchParse(t *testing.T) {
 	cs, err := parseCases(standardSuite)
-	if err != nil || len(cs) != 7 || cs[6] != (caseSpec{wlAged, 1}) {
+	if err != nil || len(cs) != 6 || cs[5] != (caseSpec{wlAged, 2}) {
 		t.Fatalf("standard suite: %v %v", cs, err)
 	}
 	for _, bad := range []string{"refresh", "nope@1", "refresh@0", "refresh@x"} {
