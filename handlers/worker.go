@@ -325,10 +325,9 @@ func NewWorker(ctx context.Context, js jetstream.JetStream, cfg WorkerConfig) (*
 		return nil, fmt.Errorf("security claims bucket %s: %w", cfg.ClaimBucket, err)
 	}
 	store := cfg.Ledger.Store()
-	prefix := strings.TrimSuffix(store.FamilySubject(""), ".family.")
 	return &Worker{
 		cfg: cfg, js: js, store: store, consumer: consumer, claims: claims, sets: sets,
-		records: prefix + ".security.", ledgerAll: prefix + ".>",
+		records: store.SecuritySubject(""), ledgerAll: store.AllSubjects(),
 	}, nil
 }
 
@@ -732,31 +731,20 @@ func (w *Worker) record(ctx context.Context, key string, ev SecurityEvent, actio
 	if err != nil {
 		return err
 	}
-	reason := ev.Reason
-	var sel []string
-	if ev.Subject != "" {
-		sel = append(sel, "subject="+strconv.Quote(ev.Subject))
-	}
-	if ev.ClientID != "" {
-		sel = append(sel, "client_id="+strconv.Quote(ev.ClientID))
-	}
-	if ev.FamilyID != "" {
-		sel = append(sel, "family_id="+ev.FamilyID)
-	}
-	reason = strings.TrimSpace(reason + " [selected by " + strings.Join(sel, " ") + "]")
-	listed := families
+	listed, more := families, 0
 	if len(listed) > maxRecordFamilies {
-		listed = listed[:maxRecordFamilies]
-		reason += fmt.Sprintf(" [%d more families not listed]", len(families)-maxRecordFamilies)
+		listed, more = listed[:maxRecordFamilies], len(families)-maxRecordFamilies
 	}
 	if listed == nil {
 		listed = []string{}
 	}
 	_, err = w.store.AppendTo(ctx, "security", key, ledger.Event{
 		ID: id.String(), OccurredAt: w.cfg.Ledger.Now(),
-		Cause: ledger.Cause{Kind: ledger.CauseSecurity, ID: ev.ID, Reason: reason},
+		Cause: ledger.Cause{Kind: ledger.CauseSecurity, ID: ev.ID, Reason: ev.Reason},
 		Data: ledger.SecurityHandled{
-			EventType: ev.Type, Severity: string(ev.Severity), Action: string(action), Families: listed,
+			EventType: ev.Type, Severity: string(ev.Severity), Action: string(action),
+			Selector: &ledger.Selector{Subject: ev.Subject, ClientID: ev.ClientID, FamilyID: ev.FamilyID},
+			Families: listed, MoreFamilies: more,
 		},
 	})
 	return err

@@ -145,10 +145,21 @@ type AccessCutoff struct {
 
 // SecurityHandled records what the worker did with a security event.
 type SecurityHandled struct {
-	EventType string   `json:"event_type"`
-	Severity  string   `json:"severity"`
-	Action    string   `json:"action"`
-	Families  []string `json:"families"`
+	EventType string    `json:"event_type"`
+	Severity  string    `json:"severity"`
+	Action    string    `json:"action"`
+	Selector  *Selector `json:"selector,omitempty"`
+	Families  []string  `json:"families"`
+	// MoreFamilies counts selected families left out of Families to keep
+	// the event small.
+	MoreFamilies int `json:"more_families,omitempty"`
+}
+
+// Selector is what a security event selected families by.
+type Selector struct {
+	Subject  string `json:"subject,omitempty"`
+	ClientID string `json:"client_id,omitempty"`
+	FamilyID string `json:"family_id,omitempty"`
 }
 
 // Type returns the wire type of a payload, or "" for an unknown one.

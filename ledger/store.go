@@ -86,6 +86,15 @@ func (s *Store) FamilySubject(familyID string) string {
 	return s.prefix + ".family." + familyID
 }
 
+// SecuritySubject is the subject of the record of one handled security
+// event (keyed by a subject-safe form of its id).
+func (s *Store) SecuritySubject(key string) string {
+	return s.prefix + ".security." + key
+}
+
+// AllSubjects matches every subject of the ledger stream.
+func (s *Store) AllSubjects() string { return s.prefix + ".>" }
+
 // FamilyWildcard matches every family subject.
 func (s *Store) FamilyWildcard() string { return s.prefix + ".family.*" }
 
@@ -180,6 +189,9 @@ func (s *Store) AppendTo(ctx context.Context, kind, key string, e Event) (uint64
 		return 0, err
 	}
 	msg := nats.NewMsg(s.prefix + "." + kind + "." + key)
+	if kind == "security" {
+		msg.Subject = s.SecuritySubject(key)
+	}
 	msg.Data = data
 	msg.Header.Set(HeaderEventType, string(typeOf(e.Data)))
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.ID))
