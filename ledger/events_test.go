@@ -32,7 +32,8 @@ func sampleEvents() []Event {
 	issued.State = &st
 	revoked := base("01JDQ80000000000000000EV06", FamilyRevoked{Generation: 3})
 	revoked.Cause = Cause{Kind: CauseAdmin, ID: "ticket-7", Reason: "offboarding"}
-	handled := base("01JDQ80000000000000000EV09", SecurityHandled{EventType: "credential_compromised", Severity: "high", Action: "revoke_families", Families: []string{famID}})
+	handled := base("01JDQ80000000000000000EV09", SecurityHandled{EventType: "credential_compromised", Severity: "high", Action: "revoke_families",
+		Selector: &Selector{Subject: "alice", ClientID: "web"}, Families: []string{famID}, MoreFamilies: 2})
 	handled.FamilyID, handled.Prev = "", ""
 	handled.Cause = Cause{Kind: CauseSecurity, ID: "sec-42", Reason: "leaked"}
 	return []Event{
