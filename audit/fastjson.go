@@ -43,10 +43,12 @@ var fastTypesOK = func() bool {
 			"rotated_ago_ns", "access"},
 		reflect.TypeFor[ledger.ReuseDetected](): {"presented_generation", "current_generation",
 			"presented_hash", "rotated_ago_ns", "winner_event_id,omitempty", "winner_request,omitempty"},
-		reflect.TypeFor[ledger.FamilyRevoked]():   {"generation"},
-		reflect.TypeFor[ledger.AccessRevoked]():   {"jti", "expires_at"},
-		reflect.TypeFor[ledger.AccessCutoff]():    {"generation"},
-		reflect.TypeFor[ledger.SecurityHandled](): {"event_type", "severity", "action", "families"},
+		reflect.TypeFor[ledger.FamilyRevoked](): {"generation"},
+		reflect.TypeFor[ledger.AccessRevoked](): {"jti", "expires_at"},
+		reflect.TypeFor[ledger.AccessCutoff]():  {"generation"},
+		reflect.TypeFor[ledger.SecurityHandled](): {"event_type", "severity", "action", "selector,omitempty",
+			"families", "more_families,omitempty"},
+		reflect.TypeFor[ledger.Selector](): {"subject,omitempty", "client_id,omitempty", "family_id,omitempty"},
 	}
 	for t, tags := range want {
 		var got []string
@@ -256,8 +258,12 @@ func decodeFast(b []byte) (e ledger.Event, state json.RawMessage, ok bool) {
 				p.Severity = d.str()
 			case "action":
 				p.Action = d.str()
+			case "selector":
+				p.Selector = d.selector()
 			case "families":
 				p.Families = d.strs()
+			case "more_families":
+				p.MoreFamilies = int(d.int())
 			default:
 				d.bad = true
 			}
@@ -485,6 +491,26 @@ func (d *dec) cause() ledger.Cause {
 		}
 	})
 	return c
+}
+
+func (d *dec) selector() *ledger.Selector {
+	if d.null() {
+		return nil
+	}
+	var sel ledger.Selector
+	d.object(func(key []byte) {
+		switch string(key) {
+		case "subject":
+			sel.Subject = d.str()
+		case "client_id":
+			sel.ClientID = d.str()
+		case "family_id":
+			sel.FamilyID = d.str()
+		default:
+			d.bad = true
+		}
+	})
+	return &sel
 }
 
 func (d *dec) grant() ledger.AccessGrant {

@@ -145,7 +145,8 @@ func (g *generator) securityHandled(families []string) {
 	id := g.id()
 	data, err := ledger.EncodeEvent(ledger.Event{ID: id, OccurredAt: g.now,
 		Cause: ledger.Cause{Kind: ledger.CauseSecurity, ID: id},
-		Data:  ledger.SecurityHandled{EventType: "credential_compromised", Severity: "high", Action: "revoke", Families: families}})
+		Data: ledger.SecurityHandled{EventType: "credential_compromised", Severity: "high", Action: "revoke",
+			Selector: &ledger.Selector{FamilyID: families[0]}, Families: families}})
 	if err != nil {
 		panic(err)
 	}

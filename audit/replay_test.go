@@ -16,16 +16,11 @@ import (
 
 // expected computes, from the generated messages, the sequences a filter
 // must select: the reference the replay is checked against.
-func expected(t *testing.T, msgs []stored, start uint64, f Filter) []uint64 {
-	t.Helper()
+func expected(events []ledger.Event, start uint64, f Filter) []uint64 {
 	issued := map[string]ledger.FamilyIssued{}
 	var out []uint64
-	for i, m := range msgs {
+	for i, e := range events {
 		seq := uint64(i + 1)
-		e, err := ledger.DecodeEvent(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if d, ok := e.Data.(ledger.FamilyIssued); ok {
 			issued[e.FamilyID] = d
 		}
@@ -53,6 +48,14 @@ func TestReplayFilters(t *testing.T) {
 	msgs := newGenerator(5).mixed(4000)
 	_, src := newLedger(t, "REPLAY", "ledger", msgs)
 	fams := familyEvents(msgs)
+	events := make([]ledger.Event, len(msgs))
+	for i, m := range msgs {
+		e, err := ledger.DecodeEvent(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events[i] = e
+	}
 	var famIDs []string
 	for id := range fams {
 		famIDs = append(famIDs, id)
@@ -81,7 +84,7 @@ func TestReplayFilters(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			want := expected(t, msgs, tc.start, tc.f)
+			want := expected(events, tc.start, tc.f)
 			if len(want) == 0 && tc.name != "none" {
 				t.Fatal("the filter selects nothing: a useless case")
 			}

@@ -7,8 +7,8 @@ import (
 
 func TestVerifyCleanLedger(t *testing.T) {
 	n := 100_000
-	if testing.Short() {
-		n = 10_000
+	if testing.Short() || raceEnabled {
+		n = 25_000 // the race detector makes 100 000 take minutes
 	}
 	msgs := newGenerator(1).mixed(n)
 	_, src := newLedger(t, "CLEAN", "ledger", msgs)
