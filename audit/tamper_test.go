@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,10 +42,14 @@ func familyEvents(msgs []stored) map[string][]int {
 
 // pickFamily returns the positions of a family with at least n events whose
 // events are interleaved with others.
+// Its second event is a rotation. The choice is deterministic.
 func pickFamily(t *testing.T, msgs []stored, n int) []int {
 	t.Helper()
-	for _, pos := range familyEvents(msgs) {
-		if len(pos) >= n && pos[2]-pos[1] > 1 {
+	fams := familyEvents(msgs)
+	ids := slices.Sorted(maps.Keys(fams))
+	for _, id := range ids {
+		pos := fams[id]
+		if len(pos) >= n && pos[2]-pos[1] > 1 && msgs[pos[1]].Type == ledger.TypeRefreshRotated {
 			return pos
 		}
 	}
