@@ -219,6 +219,9 @@ func EncodeEvent(e Event) ([]byte, error) {
 	if t == "" {
 		return nil, fmt.Errorf("encode event %s: unknown payload %T", e.ID, e.Data)
 	}
+	if b, ok := appendEvent(make([]byte, 0, 1536), e, t); ok {
+		return b, nil
+	}
 	b, err := json.Marshal(outEvent{
 		ID: e.ID, Type: t, Schema: SchemaVersion, FamilyID: e.FamilyID,
 		OccurredAt: e.OccurredAt.UTC(), Cause: e.Cause, Prev: e.Prev,
@@ -234,6 +237,15 @@ func EncodeEvent(e Event) ([]byte, error) {
 // an event this code cannot read must not be folded. Unknown fields are
 // ignored, so writers may add optional fields.
 func DecodeEvent(b []byte) (Event, error) {
+	if e, ok := decodeFast(b); ok {
+		return e, nil
+	}
+	return decodeSlow(b)
+}
+
+// decodeSlow is DecodeEvent with encoding/json, for what the fast path
+// does not take.
+func decodeSlow(b []byte) (Event, error) {
 	var w wireEvent
 	if err := json.Unmarshal(b, &w); err != nil {
 		return Event{}, fmt.Errorf("decode event: %w", err)

@@ -121,6 +121,12 @@ func FuzzDecodeEvent(f *testing.F) {
 	}
 	f.Add([]byte(`{"type":"family.issued.v1","schema":1,"data":null}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if fast, ok := decodeFast(b); ok {
+			slow, err := decodeSlow(b)
+			if err != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast path read %q as %+v, encoding/json as %+v (%v)", b, fast, slow, err)
+			}
+		}
 		e, err := DecodeEvent(b)
 		if err != nil {
 			return

@@ -118,17 +118,31 @@ func (s *Store) Load(ctx context.Context, familyID string) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("load family %s: %w", familyID, unavailable(err))
 	}
-	// Only the snapshot is needed: skip decoding the payload.
-	var snap struct {
-		Schema int    `json:"schema"`
-		State  *State `json:"state"`
+	st, err := decodeState(msg.Data)
+	if err != nil {
+		return State{}, fmt.Errorf("load family %s at seq %d: %w", familyID, msg.Sequence, err)
 	}
-	if err := json.Unmarshal(msg.Data, &snap); err != nil || snap.Schema != SchemaVersion || snap.State == nil {
-		return State{}, fmt.Errorf("load family %s at seq %d: no readable state (%v): %w", familyID, msg.Sequence, err, ErrUnknownEvent)
-	}
-	st := *snap.State
 	st.Seq, st.Head = msg.Sequence, EventHash(msg.Data)
 	return st, nil
+}
+
+// decodeState reads only the state snapshot of a stored event.
+func decodeState(data []byte) (State, error) {
+	snap, schema, ok := decodeStateFast(data)
+	if !ok {
+		var w struct {
+			Schema int64  `json:"schema"`
+			State  *State `json:"state"`
+		}
+		if err := json.Unmarshal(data, &w); err != nil {
+			return State{}, fmt.Errorf("no readable state: %w", err)
+		}
+		snap, schema = w.State, w.Schema
+	}
+	if schema != SchemaVersion || snap == nil {
+		return State{}, fmt.Errorf("no state of schema %d: %w", SchemaVersion, ErrUnknownEvent)
+	}
+	return *snap, nil
 }
 
 // EventAfter returns the family's first event stored after sequence seq,
