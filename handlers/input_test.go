@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -149,4 +150,18 @@ func FuzzDecodeRefreshRequest(f *testing.F) {
 			t.Fatalf("accepted an incomplete request: %q", body)
 		}
 	})
+}
+
+func TestTokenResponseEncodingAgrees(t *testing.T) {
+	for _, r := range []TokenResponse{
+		{AccessToken: "a.b.c", TokenType: "Bearer", ExpiresIn: 900, RefreshToken: "tlr_x", RefreshTokenExpiresIn: 5, FamilyID: "F", Scope: "read write"},
+		{AccessToken: "a", TokenType: "Bearer", Scope: `we"ird<&>\`},
+		{TokenType: "Bearer", ExpiresIn: -1},
+	} {
+		want, _ := json.Marshal(r)
+		got, err := r.encode()
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("encode:\n got %s\nwant %s (%v)", got, want, err)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -187,10 +188,11 @@ func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
 	return s.tokenResponse(g)
 }
 
-func (s *Service) tokenResponse(g ledger.Grant) (TokenResponse, error) {
+// tokenResponse signs the access token and encodes the reply.
+func (s *Service) tokenResponse(g ledger.Grant) ([]byte, error) {
 	at, err := s.signer.Sign(ledger.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt))
 	if err != nil {
-		return TokenResponse{}, err
+		return nil, err
 	}
 	return TokenResponse{
 		AccessToken: at, TokenType: "Bearer",
@@ -199,7 +201,39 @@ func (s *Service) tokenResponse(g ledger.Grant) (TokenResponse, error) {
 		RefreshTokenExpiresIn: seconds(g.State.RefreshExpiresAt.Sub(g.IssuedAt)),
 		FamilyID:              g.State.FamilyID,
 		Scope:                 g.Access.Scope,
-	}, nil
+	}.encode()
+}
+
+// encode writes the response as json.Marshal would, without reflection
+// for the common case of strings that need no escaping.
+func (r TokenResponse) encode() ([]byte, error) {
+	plain := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				return false
+			}
+		}
+		return true
+	}
+	if !plain(r.AccessToken) || !plain(r.RefreshToken) || !plain(r.FamilyID) || !plain(r.Scope) || !plain(r.TokenType) {
+		return json.Marshal(r)
+	}
+	b := make([]byte, 0, 160+len(r.AccessToken)+len(r.RefreshToken)+len(r.Scope))
+	b = append(b, `{"access_token":"`...)
+	b = append(b, r.AccessToken...)
+	b = append(b, `","token_type":"`...)
+	b = append(b, r.TokenType...)
+	b = append(b, `","expires_in":`...)
+	b = strconv.AppendInt(b, r.ExpiresIn, 10)
+	b = append(b, `,"refresh_token":"`...)
+	b = append(b, r.RefreshToken...)
+	b = append(b, `","refresh_token_expires_in":`...)
+	b = strconv.AppendInt(b, r.RefreshTokenExpiresIn, 10)
+	b = append(b, `,"family_id":"`...)
+	b = append(b, r.FamilyID...)
+	b = append(b, `","scope":"`...)
+	b = append(b, r.Scope...)
+	return append(b, `"}`...), nil
 }
 
 func (s *Service) jwksHandler(_ context.Context, req micro.Request) (any, error) {

@@ -132,3 +132,22 @@ func BenchmarkDecodeState(b *testing.B) {
 		}
 	}
 }
+
+func TestAppendClaimsAgrees(t *testing.T) {
+	for _, c := range []AccessClaims{
+		{Issuer: "iss", Subject: "alice", Audience: []string{"api", "b"}, ExpiresAt: 2, IssuedAt: 1, NotBefore: 1, JTI: "j", ClientID: "web", Scope: "read", SID: famID, Version: 3},
+		{Issuer: "https://auth.example.com/", Subject: "ünï", ExpiresAt: -1, JTI: "j", ClientID: "c", SID: "s"},
+		{Issuer: "<&>", Subject: "q\"uote", JTI: "j", ClientID: "c", SID: "s"},
+	} {
+		want, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := appendClaims(nil, c); ok && !bytes.Equal(got, want) {
+			t.Fatalf("claims differ:\n got %s\nwant %s", got, want)
+		}
+	}
+	if _, ok := appendClaims(nil, AccessClaims{Issuer: "plain", Subject: "a", JTI: "j", ClientID: "c", SID: "s"}); !ok {
+		t.Fatal("fast path not taken for plain claims")
+	}
+}
