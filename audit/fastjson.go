@@ -63,9 +63,16 @@ var fastTypesOK = func() bool {
 }()
 
 // decodeFast is decodeStored for the plain JSON the ledger writes.
-func decodeFast(b []byte) (e ledger.Event, state json.RawMessage, ok bool) {
+//
+// The state snapshot, when it is the last key as the ledger writes it, is
+// not scanned: its bytes are taken up to the document's closing brace and
+// stateUnchecked is set. Such a decode may be trusted only once the state
+// bytes are found equal to a valid encoding (appendState of the fold):
+// then the document is exactly the envelope read plus that state, with
+// nothing after it. Otherwise the caller must decode with encoding/json.
+func decodeFast(b []byte) (e ledger.Event, state json.RawMessage, ok, stateUnchecked bool) {
 	if !fastTypesOK {
-		return e, nil, false
+		return e, nil, false, false
 	}
 	d := dec{b: b}
 	var data []byte
@@ -91,16 +98,31 @@ func decodeFast(b []byte) (e ledger.Event, state json.RawMessage, ok bool) {
 		case "state":
 			if d.null() {
 				state = nil
-			} else {
-				state = d.skip()
+				return
 			}
+			d.ws()
+			end := len(b)
+			for end > d.i && isSpace(b[end-1]) {
+				end--
+			}
+			if end <= d.i || b[end-1] != '}' {
+				d.bad = true
+				return
+			}
+			end-- // the document's closing brace
+			stop := end
+			for stop > d.i && isSpace(b[stop-1]) {
+				stop--
+			}
+			state, stateUnchecked = b[d.i:stop], true
+			d.i = end
 		default:
 			d.bad = true
 		}
 	})
 	d.ws()
 	if d.bad || d.i != len(b) || schema != ledger.SchemaVersion || data == nil {
-		return e, nil, false
+		return e, nil, false, false
 	}
 	d = dec{b: data}
 	switch e.Type {
@@ -270,14 +292,16 @@ func decodeFast(b []byte) (e ledger.Event, state json.RawMessage, ok bool) {
 		})
 		e.Data = p
 	default:
-		return e, nil, false
+		return e, nil, false, false
 	}
 	d.ws()
 	if d.bad || d.i != len(data) {
-		return ledger.Event{}, nil, false
+		return ledger.Event{}, nil, false, false
 	}
-	return e, state, true
+	return e, state, true, stateUnchecked
 }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // dec reads the subset of JSON the ledger writes. Any surprise sets bad,
 // after which results are meaningless and the caller falls back.

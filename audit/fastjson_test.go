@@ -38,7 +38,7 @@ func TestFastPathMatchesEncodingJSON(t *testing.T) {
 		if err != nil {
 			t.Fatalf("input %d: %v", i, err)
 		}
-		fastE, fastS, ok := decodeFast(b)
+		fastE, fastS, ok, _ := decodeFast(b)
 		if !ok {
 			continue
 		}
@@ -70,9 +70,15 @@ func TestFastPathMatchesEncodingJSON(t *testing.T) {
 		`{"id":"a","type":"family.revoked.v1","schema":1,"family_id":"f","occurred_at":"2026-01-01T00:00:00Z","cause":{"kind":"admin"},"prev":"","data":{"generation":1.0}}`,
 		`{"id":"a","type":"family.revoked.v1","schema":1,"family_id":"f","occurred_at":"2026-01-01T00:00:00Z","cause":{"kind":"admin"},"prev":"","data":{"generation":0}} x`,
 	} {
-		if _, _, ok := decodeFast([]byte(b)); ok {
+		if _, _, ok, _ := decodeFast([]byte(b)); ok {
 			t.Errorf("fast path accepted %s", b)
 		}
+	}
+	// A key after the state snapshot: the state bytes are not a value, so
+	// they can never equal an encoding and certify the fast decode.
+	b := []byte(`{"id":"a","type":"family.revoked.v1","schema":1,"family_id":"f","occurred_at":"2026-01-01T00:00:00Z","cause":{"kind":"admin"},"prev":"","data":{"generation":0},"state":{"events":1},"data":{"generation":7}}`)
+	if _, st, ok, unchecked := decodeFast(b); ok && (!unchecked || json.Valid(st)) {
+		t.Errorf("fast path certified a state followed by another key: %s", st)
 	}
 	if _, ok := appendState(nil, ledger.State{Subject: "<script>"}); ok {
 		t.Error("fast encoding accepted a string encoding/json escapes")

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -92,6 +93,35 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				return m
 			},
 			wantSeq: seqOf(k), wantKind: KindAltered,
+		},
+		{
+			name: "state snapshot altered",
+			edit: func(m []stored) []stored {
+				e, _ := ledger.DecodeEvent(m[k].Data)
+				e.State.Scope += " admin"
+				data, err := ledger.EncodeEvent(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m[k].Data = data
+				return m
+			},
+			wantSeq: seqOf(k), wantKind: KindState,
+		},
+		{
+			// encoding/json takes the last of duplicate keys: so does
+			// verify, though the fast path reads up to the snapshot.
+			name: "a second payload appended after the state snapshot",
+			edit: func(m []stored) []stored {
+				e, _ := ledger.DecodeEvent(m[k].Data)
+				d := e.Data.(ledger.RefreshRotated)
+				d.FromGeneration += 5
+				extra, _ := json.Marshal(d)
+				b := m[k].Data
+				m[k].Data = append(append(append([]byte{}, b[:len(b)-1]...), `,"data":`...), append(extra, '}')...)
+				return m
+			},
+			wantSeq: seqOf(k), wantKind: KindTransition,
 		},
 		{
 			name:    "event removed (sequence left as a gap)",
