@@ -195,7 +195,7 @@ func At(ctx context.Context, src *Source, opts AtOptions) (AtAnswer, error) {
 		if fam == "" || (targeted && target != "" && fam != target) {
 			return nil
 		}
-		e, err := ledger.DecodeEvent(m.Data)
+		e, err := decodeEvent(m.Data)
 		if err != nil || e.OccurredAt.After(t) {
 			return nil // verify reports undecodable events
 		}

@@ -38,6 +38,9 @@ func TestFastPathMatchesEncodingJSON(t *testing.T) {
 		if err != nil {
 			t.Fatalf("input %d: %v", i, err)
 		}
+		if e, err := decodeEvent(b); err != nil || !reflect.DeepEqual(e, withoutState(slowE)) {
+			t.Fatalf("input %d: decodeEvent differs: %v\n%+v\n%+v", i, err, e, slowE)
+		}
 		fastE, fastS, ok, _ := decodeFast(b)
 		if !ok {
 			continue
@@ -83,4 +86,9 @@ func TestFastPathMatchesEncodingJSON(t *testing.T) {
 	if _, ok := appendState(nil, ledger.State{Subject: "<script>"}); ok {
 		t.Error("fast encoding accepted a string encoding/json escapes")
 	}
+}
+
+func withoutState(e ledger.Event) ledger.Event {
+	e.State = nil
+	return e
 }

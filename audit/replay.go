@@ -114,7 +114,7 @@ func Replay(ctx context.Context, src *Source, opts ReplayOptions, w io.Writer) (
 		sum.Matched++
 		if opts.Format == FormatTable {
 			if e == nil {
-				ev, err := ledger.DecodeEvent(m.Data)
+				ev, err := decodeEvent(m.Data)
 				if err != nil {
 					fmt.Fprintf(out, "%-9d undecodable event: %v\n", m.Seq, err)
 					return flushIf(out, opts.Follow)
@@ -202,7 +202,7 @@ func (s *selector) match(ctx context.Context, m Msg) (bool, *ledger.Event, error
 	if !byFamily && s.f.Since.IsZero() && s.f.Until.IsZero() {
 		return true, nil, nil
 	}
-	e, err := ledger.DecodeEvent(m.Data)
+	e, err := decodeEvent(m.Data)
 	if err != nil {
 		// An undecodable event matches no filter on its content.
 		return false, nil, nil
