@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -90,6 +91,8 @@ type Service struct {
 	cfg    Config
 	signer *ledger.Signer
 	jwks   []byte
+	nc     *nats.Conn // set by Run
+	stats  sync.Map   // endpoint name -> *endpointStats
 }
 
 // NewService validates the configuration and prepares the signer.
@@ -113,6 +116,13 @@ func NewService(cfg Config) (*Service, error) {
 	return &Service{cfg: cfg, signer: signer, jwks: jwks}, nil
 }
 
+// endpointStats counts error replies. micro counts them only for replies
+// sent from inside its handler call; ours are sent from the worker pool.
+type endpointStats struct {
+	errors    atomic.Int64
+	lastError atomic.Value // string
+}
+
 type endpoint struct {
 	name    string
 	handler func(ctx context.Context, req micro.Request) (any, error)
@@ -121,6 +131,7 @@ type endpoint struct {
 // Run registers the service on nc and serves until ctx ends, then stops the
 // endpoints and waits for in-flight requests.
 func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
+	s.nc = nc
 	jobs := make(chan func(), s.cfg.Workers*4)
 	var wg sync.WaitGroup
 	for range s.cfg.Workers {
@@ -139,6 +150,14 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 		Name:        ServiceName,
 		Version:     s.cfg.Version,
 		Description: "event-sourced token authority: issue, rotate, revoke, introspect",
+		StatsHandler: func(e *micro.Endpoint) any {
+			st, ok := s.stats.Load(e.Name)
+			if !ok {
+				return nil
+			}
+			last, _ := st.(*endpointStats).lastError.Load().(string)
+			return map[string]any{"error_replies": st.(*endpointStats).errors.Load(), "last_error": last}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("add micro service: %w", err)
@@ -169,6 +188,7 @@ func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint)
 	// Requests already accepted finish on shutdown (each within Timeout):
 	// their context is not cancelled with ctx.
 	work := context.WithoutCancel(ctx)
+	s.stats.LoadOrStore(ep.name, &endpointStats{})
 	return func(req micro.Request) {
 		job := func() { s.serve(work, ep, req) }
 		select {
@@ -194,9 +214,20 @@ func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) 
 		s.respondError(req, ep.name, err)
 		return
 	}
-	if err := req.Respond(body); err != nil {
+	if err := s.reply(req, body, nil); err != nil {
 		s.cfg.Log.Warn("reply failed", "endpoint", ep.name, "error", err)
 	}
+}
+
+// reply publishes the response on the request's reply subject. It does not
+// use micro.Request's Respond or Error: those record their outcome in the
+// request, which micro reads once the handler returns, and our handler
+// returns before the worker pool replies.
+func (s *Service) reply(req micro.Request, body []byte, header nats.Header) error {
+	if req.Reply() == "" {
+		return nil // a publish without a reply subject: nobody to answer
+	}
+	return s.nc.PublishMsg(&nats.Msg{Subject: req.Reply(), Data: body, Header: header})
 }
 
 type errorBody struct {
@@ -209,8 +240,13 @@ func (s *Service) respondError(req micro.Request, endpoint string, err error) {
 	if !known {
 		s.cfg.Log.Error("request failed", "endpoint", endpoint, "error", err)
 	}
+	if st, ok := s.stats.Load(endpoint); ok {
+		st.(*endpointStats).errors.Add(1)
+		st.(*endpointStats).lastError.Store(status + " " + code)
+	}
 	body, _ := json.Marshal(errorBody{Error: code, Description: desc})
-	if rerr := req.Error(status, code+": "+desc, body); rerr != nil {
+	header := nats.Header{micro.ErrorHeader: {code + ": " + desc}, micro.ErrorCodeHeader: {status}}
+	if rerr := s.reply(req, body, header); rerr != nil {
 		s.cfg.Log.Warn("error reply failed", "endpoint", endpoint, "error", rerr)
 	}
 }
