@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/verifier"
 )
 
 // buildBinary compiles tokenledger once per test binary run.
@@ -260,7 +261,7 @@ func TestShippedServerConfigPermissions(t *testing.T) {
 		t.Fatalf("service issue: %v", err)
 	}
 	var tr tokenResponse
-	if err := json.Unmarshal(msg.Data, &tr); err != nil || tr.RefreshToken == "" {
+	if err := json.Unmarshal(msg.Data, &tr); err != nil || tr.RefreshToken == "" || tr.AccessToken == "" {
 		t.Fatalf("service issue reply %s", msg.Data)
 	}
 	// ... but not reach admin subjects or write the ledger.
@@ -292,6 +293,32 @@ func TestShippedServerConfigPermissions(t *testing.T) {
 	}
 	if err := audjs.DeleteStream(short(), "TOKENLEDGER"); err == nil {
 		t.Fatal("auditor deleted the ledger")
+	}
+
+	// A resource server verifies the access token offline with the JWKS and
+	// the revocation feed, with its read-only permissions.
+	res := connect("RESOURCE")
+	rv, err := verifier.New(res, verifier.Config{Issuer: "tokenledger"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	rdone := make(chan error, 1)
+	go func() { rdone <- rv.Run(rctx) }()
+	select {
+	case <-rv.Ready():
+	case err := <-rdone:
+		t.Fatalf("resource server verifier stopped: %v", err)
+	case <-ctx.Done():
+		t.Fatal("resource server verifier not ready")
+	}
+	if _, err := rv.Verify(ctx, tr.AccessToken); err != nil {
+		t.Fatalf("resource server verify: %v", err)
+	}
+	rcancel()
+	<-rdone
+	if _, err := req(res, "tokens.issue", `{}`); err == nil {
+		t.Fatal("resource server called tokens.issue")
 	}
 
 	// Security tooling publishes events but cannot call the service.
