@@ -62,7 +62,10 @@ var fastTypesOK = func() bool {
 
 // decodeFast is DecodeEvent for the plain JSON the ledger writes; ok is
 // false when it cannot be sure, and the caller uses encoding/json.
-func decodeFast(b []byte) (e Event, ok bool) {
+func decodeFast(b []byte) (e Event, ok bool) { return decodeFastOpts(b, true) }
+
+// decodeFastOpts is decodeFast; withState false skips the snapshot.
+func decodeFastOpts(b []byte, withState bool) (e Event, ok bool) {
 	if !fastTypesOK {
 		return e, false
 	}
@@ -88,15 +91,20 @@ func decodeFast(b []byte) (e Event, ok bool) {
 		case "data":
 			data = d.skip()
 		case "state":
-			if !d.null() {
+			switch {
+			case d.null():
+			case withState:
 				e.State = d.state()
+			default:
+				// The store writes the state last: stop reading here.
+				d.stop = true
 			}
 		default:
 			d.bad = true
 		}
 	})
 	d.ws()
-	if d.bad || d.i != len(b) || schema != SchemaVersion || data == nil {
+	if d.bad || (d.i != len(b) && !d.stop) || schema != SchemaVersion || data == nil {
 		return e, false
 	}
 	d = dec{b: data}
@@ -283,6 +291,9 @@ type dec struct {
 	i     int
 	bad   bool
 	depth int
+	// stop ends the current object walk early (decodeFastOpts without
+	// state); the rest of the input is not read.
+	stop bool
 }
 
 func (d *dec) ws() {
@@ -330,6 +341,9 @@ func (d *dec) object(fn func(key []byte)) {
 			return
 		}
 		fn(key) // callers switch on string(key), which does not allocate
+		if d.stop {
+			return
+		}
 		switch d.peek() {
 		case ',':
 			d.i++

@@ -151,3 +151,23 @@ func TestAppendClaimsAgrees(t *testing.T) {
 		t.Fatal("fast path not taken for plain claims")
 	}
 }
+
+func BenchmarkDecodeEvent(b *testing.B) {
+	data, _ := EncodeEvent(codecCorpus()[len(sampleEvents())+1])
+	b.Run("full", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DecodeEvent(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("skip-state", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DecodeEventSkipState(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -243,6 +243,17 @@ func DecodeEvent(b []byte) (Event, error) {
 	return decodeSlow(b)
 }
 
+// DecodeEventSkipState is DecodeEvent without the state snapshot (left
+// nil), for readers that fold events themselves: it is the cheaper read.
+func DecodeEventSkipState(b []byte) (Event, error) {
+	if e, ok := decodeFastOpts(b, false); ok {
+		return e, nil
+	}
+	e, err := decodeSlow(b)
+	e.State = nil
+	return e, err
+}
+
 // decodeSlow is DecodeEvent with encoding/json, for what the fast path
 // does not take.
 func decodeSlow(b []byte) (Event, error) {

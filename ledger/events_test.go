@@ -127,6 +127,13 @@ func FuzzDecodeEvent(f *testing.F) {
 				t.Fatalf("fast path read %q as %+v, encoding/json as %+v (%v)", b, fast, slow, err)
 			}
 		}
+		if fast, ok := decodeFastOpts(b, false); ok {
+			slow, err := decodeSlow(b)
+			slow.State = nil
+			if err != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast path without state read %q as %+v, encoding/json as %+v (%v)", b, fast, slow, err)
+			}
+		}
 		e, err := DecodeEvent(b)
 		if err != nil {
 			return
