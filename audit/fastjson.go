@@ -100,7 +100,7 @@ func decodeFastMode(b []byte, scanState bool) (e ledger.Event, state json.RawMes
 		case "id":
 			e.ID = d.str()
 		case "type":
-			e.Type = ledger.EventType(d.str())
+			e.Type = knownType(d.strBytes())
 		case "schema":
 			schema = d.int()
 		case "family_id":
@@ -324,6 +324,20 @@ func decodeFastMode(b []byte, scanState bool) (e ledger.Event, state json.RawMes
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// knownType returns the constant for a known type without allocating.
+func knownType(b []byte) ledger.EventType {
+	for _, t := range knownTypes {
+		if string(b) == string(t) {
+			return t
+		}
+	}
+	return ledger.EventType(b)
+}
+
+var knownTypes = []ledger.EventType{ledger.TypeRefreshRotated, ledger.TypeFamilyIssued, ledger.TypeGraceRetried,
+	ledger.TypeRefreshUsed, ledger.TypeAccessRevoked, ledger.TypeAccessCutoff, ledger.TypeFamilyRevoked,
+	ledger.TypeReuseDetected, ledger.TypeSecurityHandled}
 
 // dec reads the subset of JSON the ledger writes. Any surprise sets bad,
 // after which results are meaningless and the caller falls back.

@@ -249,14 +249,14 @@ func compareSeq(a, b uint64) int {
 	return 0
 }
 
-// famState is what a worker remembers of one family: the last two links
-// of its chain and the folds after them, so an inserted event can be
-// stepped over, and the hashes that later events said were missing, so a
-// reordering can be recognised.
+// famState is what a worker remembers of one family: the fold, the last
+// two links of its chain, so an inserted event can be recognised, and the
+// hashes that later events said were missing, so a reordering can be. It
+// is kept small: a million-event ledger holds one per family.
 type famState struct {
 	head, before       string // hex hashes; "" before the first event
 	headSeq, beforeSeq uint64
-	fold, beforeFold   ledger.State
+	fold               ledger.State
 	headEvent          string
 	awaiting           map[string]int // missing hash -> index of its violation
 }
@@ -335,7 +335,13 @@ func (w *worker) check(it item) {
 			v.Seq, v.Kind, v.EventID = f.headSeq, KindInserted, f.headEvent
 			v.Detail = fmt.Sprintf("event at seq %d is not in the family's chain: the next event (seq %d) chains to seq %d", f.headSeq, it.seq, f.beforeSeq)
 			w.report(v)
-			f.head, f.headSeq, f.fold = f.before, f.beforeSeq, f.beforeFold
+			if serr == nil {
+				f.resync(it.seq, hash, e.ID, snap)
+				return
+			}
+			// No snapshot to trust: go on from the fold that includes
+			// the inserted event.
+			f.head, f.headSeq = f.before, f.beforeSeq
 			v = Violation{Seq: it.seq, FamilyID: it.family, EventID: e.ID}
 		case f.head != "" && serr == nil && snap.Events == f.fold.Events+1:
 			v.Seq, v.Kind, v.EventID = f.headSeq, KindAltered, f.headEvent
@@ -378,14 +384,14 @@ func (w *worker) check(it item) {
 			next = snap
 		}
 	}
-	f.before, f.beforeSeq, f.beforeFold = f.head, f.headSeq, f.fold
+	f.before, f.beforeSeq = f.head, f.headSeq
 	f.head, f.headSeq, f.headEvent, f.fold = hash, it.seq, e.ID, next
 }
 
 // resync trusts the stored snapshot after a break, so one tampered event
 // is reported once, not again at every later event of the family.
 func (f *famState) resync(seq uint64, hash, eventID string, snap ledger.State) {
-	f.before, f.beforeSeq, f.beforeFold = f.head, f.headSeq, f.fold
+	f.before, f.beforeSeq = f.head, f.headSeq
 	f.head, f.headSeq, f.headEvent, f.fold = hash, seq, eventID, snap
 }
 
