@@ -97,9 +97,8 @@ var errStop = errors.New("stop scan")
 
 // Scan delivers the stream's messages in sequence order to fn, one at a
 // time, until the end (or ctx ends when following). fn may return errStop
-// to end the scan early; any other error ends it and is returned. The
-// message's Data is only valid during the call... it is not reused by the
-// client, so fn may keep it.
+// to end the scan early; any other error ends it and is returned. Each
+// message's Data is its own copy, so fn may keep it.
 func (s *Source) Scan(ctx context.Context, opts ScanOptions, fn func(Msg) error) error {
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {
