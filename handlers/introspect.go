@@ -2,13 +2,20 @@ package handlers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/projections"
 )
 
 // Token types reported by introspection: access tokens are bearer tokens
@@ -35,16 +42,21 @@ type IntrospectResponse struct {
 	SID       string   `json:"sid,omitempty"`
 }
 
-var inactive = IntrospectResponse{}
+// inactiveReply is the whole answer for an inactive token (RFC 7662 §2.2:
+// nothing about the token is disclosed). The service sends []byte replies
+// as they are.
+var inactiveReply = []byte(`{"active":false}`)
 
 // introspect implements RFC 7662 for access and refresh tokens. Any
 // authenticated client may introspect an access token (resource servers
 // introspect tokens issued to others); a refresh token is reported active
 // only to the client it was issued to.
 //
-// Read-your-writes: the family's last sequence is read from the ledger
-// (one direct get) and the view waits for it, so a revocation answered by
-// any instance is seen by this one.
+// Read-your-writes: an access token is judged by the view only after the
+// view has applied every event the ledger acknowledged before the request
+// (a Syncer round shared by concurrent requests), so a revocation answered
+// by any instance is seen by this one. A refresh token is judged by the
+// family's state in the ledger (one direct get).
 func (s *Service) introspect(ctx context.Context, req micro.Request) (any, error) {
 	if s.cfg.View == nil {
 		return nil, errNoView
@@ -63,60 +75,257 @@ func (s *Service) introspect(ctx context.Context, req micro.Request) (any, error
 	return s.introspectAccess(ctx, r.Token)
 }
 
-func (s *Service) introspectAccess(ctx context.Context, raw string) (IntrospectResponse, error) {
-	c, ok := s.verifyAccess(raw) // signature, issuer, type and expiry
-	if !ok {
-		return inactive, nil
-	}
-	st, err := s.cfg.Ledger.Store().Load(ctx, c.SID)
-	if errors.Is(err, ledger.ErrUnknownFamily) {
-		return inactive, nil
-	}
+// introspectAccess answers for an access token: its signature, type,
+// issuer and lifetime (checked once per distinct token, then cached), and
+// on every call the view's word on its family and on the token itself.
+func (s *Service) introspectAccess(ctx context.Context, raw string) ([]byte, error) {
+	in, err := s.introspector()
 	if err != nil {
-		return inactive, err
+		return nil, err
 	}
-	now := s.cfg.Ledger.Now()
-	if !st.Exists() || st.StatusAt(now) != ledger.StatusActive {
-		return inactive, nil
+	tok, ok := in.verify(raw, s.cfg.Ledger.Now())
+	if !ok {
+		return inactiveReply, nil // forged, expired, another issuer's: no sync needed
 	}
-	if err := s.cfg.View.WaitFor(ctx, st.Seq); err != nil {
-		return inactive, fmt.Errorf("introspect: %w: %w", ledger.ErrUnavailable, err)
+	if err := in.sync.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("introspect: %w: %w", ledger.ErrUnavailable, err)
 	}
-	if s.cfg.View.AccessRevoked(c.JTI, c.SID, time.Unix(c.IssuedAt, 0), now) {
-		return inactive, nil
+	if !s.cfg.View.AccessActive(tok.jti, tok.sid, time.Unix(tok.iat, 0), s.cfg.Ledger.Now()) {
+		return inactiveReply, nil
 	}
-	return IntrospectResponse{
-		Active: true, TokenType: TokenTypeBearer, Subject: c.Subject, ClientID: c.ClientID,
-		Scope: c.Scope, Audience: c.Audience, Issuer: c.Issuer, ExpiresAt: c.ExpiresAt,
-		IssuedAt: c.IssuedAt, NotBefore: c.NotBefore, JTI: c.JTI, SID: c.SID,
-	}, nil
+	return tok.reply, nil
 }
 
 // introspectRefresh reports a refresh token active while it is the
 // family's current one, within its idle lifetime, and the family active.
 // The ledger's state is authoritative and one direct get away.
-func (s *Service) introspectRefresh(ctx context.Context, client ledger.Client, raw string) (IntrospectResponse, error) {
+func (s *Service) introspectRefresh(ctx context.Context, client ledger.Client, raw string) (any, error) {
 	tok, err := ledger.ParseRefreshToken(raw)
 	if err != nil {
-		return inactive, nil
+		return inactiveReply, nil
 	}
 	st, err := s.cfg.Ledger.Store().Load(ctx, tok.FamilyID.String())
 	if errors.Is(err, ledger.ErrUnknownFamily) {
-		return inactive, nil
+		return inactiveReply, nil
 	}
 	if err != nil {
-		return inactive, err
+		return nil, err
 	}
 	now := s.cfg.Ledger.Now()
 	switch {
 	case !st.Exists(), st.ClientID != client.ID,
 		!ledger.HashEqual(ledger.HashToken(raw), st.TokenHash),
 		st.StatusAt(now) != ledger.StatusActive, !now.Before(st.RefreshExpiresAt):
-		return inactive, nil
+		return inactiveReply, nil
 	}
 	return IntrospectResponse{
 		Active: true, TokenType: TokenTypeRefresh, Subject: st.Subject, ClientID: st.ClientID,
 		Scope: st.Scope, Audience: st.Audience, Issuer: s.cfg.Issuer,
 		ExpiresAt: st.RefreshExpiresAt.Unix(), IssuedAt: st.TokenIssuedAt.Unix(), SID: st.FamilyID,
 	}, nil
+}
+
+// introspectors holds each Service's introspector, made on first use.
+// Service's fields are service.go's; the map is keyed by a weak pointer
+// and the entry removed when its Service is collected, so services made
+// and dropped (tests) take their caches with them.
+var introspectors sync.Map // weak.Pointer[Service] -> *introspector
+
+func (s *Service) introspector() (*introspector, error) {
+	key := weak.Make(s)
+	if in, ok := introspectors.Load(key); ok {
+		return in.(*introspector), nil
+	}
+	in, err := newIntrospector(s.cfg)
+	if err != nil {
+		return nil, err
+	}
+	got, loaded := introspectors.LoadOrStore(key, in)
+	if !loaded {
+		runtime.AddCleanup(s, func(k weak.Pointer[Service]) { introspectors.Delete(k) }, key)
+	}
+	return got.(*introspector), nil
+}
+
+// introspector is what access-token introspection keeps between requests:
+// a verifier per key set, the tokens it verified, and the sync point with
+// the ledger. It holds nothing a revocation can change: whether a token is
+// revoked is asked of the view on every call.
+type introspector struct {
+	keys   ledger.KeySet
+	algs   []string
+	issuer string
+	maxAge time.Duration // how long a retired key still verifies tokens
+	now    func() time.Time
+	sync   *projections.Syncer
+
+	mu     sync.Mutex // serialises building a key epoch
+	epoch  atomic.Pointer[keyEpoch]
+	cache  tokenCache
+	hits   atomic.Int64 // verifications answered from the cache (tests)
+	misses atomic.Int64 // signatures checked
+}
+
+func newIntrospector(cfg Config) (*introspector, error) {
+	syncer, err := projections.NewSyncer(cfg.Ledger.Store().LastSeq, cfg.View)
+	if err != nil {
+		return nil, err
+	}
+	return &introspector{
+		keys: cfg.Keys, algs: cfg.Algs, issuer: cfg.Issuer,
+		maxAge: cfg.Defaults.AccessTTL + time.Minute, now: cfg.Ledger.Now, sync: syncer,
+	}, nil
+}
+
+// keyEpoch is a verifier over the keys published during [from, until):
+// the set changes only when a retired key's tokens can no longer be valid.
+// Tokens verified in one epoch are checked again in the next, so a key
+// leaving the set also takes its tokens out of the cache.
+type keyEpoch struct {
+	gen         uint64
+	v           *ledger.Verifier // nil if the configuration is unusable
+	from, until time.Time        // until is zero when no change is due
+}
+
+func (e *keyEpoch) covers(now time.Time) bool {
+	return !now.Before(e.from) && (e.until.IsZero() || now.Before(e.until))
+}
+
+// keyEpoch returns the verifier for the keys published at now.
+func (in *introspector) keyEpoch(now time.Time) *keyEpoch {
+	if e := in.epoch.Load(); e != nil && e.covers(now) {
+		return e
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	prev := in.epoch.Load()
+	if prev != nil && prev.covers(now) {
+		return prev
+	}
+	e := &keyEpoch{}
+	if prev != nil {
+		e.gen = prev.gen + 1
+	}
+	for _, k := range in.keys.Keys {
+		if k.RetiredAt.IsZero() {
+			continue
+		}
+		// As KeySet.JWKS decides: published while now is before edge.
+		edge := k.RetiredAt.Add(in.maxAge)
+		if now.Before(edge) {
+			if e.until.IsZero() || edge.Before(e.until) {
+				e.until = edge
+			}
+		} else if edge.After(e.from) {
+			e.from = edge
+		}
+	}
+	e.v, _ = ledger.NewVerifier(in.keys.JWKS(now, in.maxAge), in.algs, in.issuer, in.now)
+	in.epoch.Store(e)
+	return e
+}
+
+// verifiedToken is an access token whose signature, type and issuer were
+// verified in epoch, with what introspection needs of its claims and its
+// active answer encoded once.
+type verifiedToken struct {
+	jti, sid      string
+	iat, nbf, exp int64
+	epoch         uint64
+	reply         []byte
+}
+
+// validAt checks the token's lifetime as the verifier does (golang-jwt: now
+// before exp, not before nbf nor iat).
+func (t *verifiedToken) validAt(now time.Time) bool {
+	return now.Before(time.Unix(t.exp, 0)) && !now.Before(time.Unix(t.nbf, 0)) && !now.Before(time.Unix(t.iat, 0))
+}
+
+// verify returns the verified token, from the cache when its signature was
+// already checked with the current keys. Failures are not cached: a
+// forged token costs a verification each time, as before the cache.
+func (in *introspector) verify(raw string, now time.Time) (*verifiedToken, bool) {
+	e := in.keyEpoch(now)
+	if e.v == nil {
+		return nil, false
+	}
+	key := sha256.Sum256([]byte(raw))
+	if t := in.cache.get(key); t != nil && t.epoch == e.gen {
+		in.hits.Add(1)
+		return t, t.validAt(now)
+	}
+	in.misses.Add(1)
+	c, err := e.v.Verify(raw)
+	if err != nil {
+		return nil, false
+	}
+	reply, err := json.Marshal(IntrospectResponse{
+		Active: true, TokenType: TokenTypeBearer, Subject: c.Subject, ClientID: c.ClientID,
+		Scope: c.Scope, Audience: c.Audience, Issuer: c.Issuer, ExpiresAt: c.ExpiresAt,
+		IssuedAt: c.IssuedAt, NotBefore: c.NotBefore, JTI: c.JTI, SID: c.SID,
+	})
+	if err != nil {
+		return nil, false
+	}
+	t := &verifiedToken{jti: c.JTI, sid: c.SID, iat: c.IssuedAt, nbf: c.NotBefore, exp: c.ExpiresAt, epoch: e.gen, reply: reply}
+	in.cache.put(key, t, now)
+	return t, t.validAt(now)
+}
+
+// Size of the verified-token cache: at most tokenCacheSize entries (each a
+// few hundred bytes) in tokenCacheShards independently locked shards.
+const (
+	tokenCacheShards = 16
+	tokenCacheSize   = 1 << 15
+	tokenShardSize   = tokenCacheSize / tokenCacheShards
+)
+
+// tokenCache maps the SHA-256 of an access token's exact string to the
+// token as verified. A full shard first drops its expired entries, then
+// arbitrary ones down to seven eighths, so eviction costs a shard scan
+// every eighth of a shard's inserts at most.
+type tokenCache struct {
+	shards [tokenCacheShards]tokenShard
+}
+
+type tokenShard struct {
+	mu sync.RWMutex
+	m  map[[sha256.Size]byte]*verifiedToken
+	_  [40]byte // keep shards' locks on separate cache lines
+}
+
+func (c *tokenCache) shard(key [sha256.Size]byte) *tokenShard {
+	return &c.shards[key[0]%tokenCacheShards]
+}
+
+func (c *tokenCache) get(key [sha256.Size]byte) *verifiedToken {
+	sh := c.shard(key)
+	sh.mu.RLock()
+	t := sh.m[key]
+	sh.mu.RUnlock()
+	return t
+}
+
+func (c *tokenCache) put(key [sha256.Size]byte, t *verifiedToken, now time.Time) {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.m == nil {
+		sh.m = make(map[[sha256.Size]byte]*verifiedToken)
+	}
+	if _, ok := sh.m[key]; !ok && len(sh.m) >= tokenShardSize {
+		n := now.Unix()
+		for k, old := range sh.m {
+			if n >= old.exp {
+				delete(sh.m, k)
+			}
+		}
+		for k := range sh.m {
+			if len(sh.m) <= tokenShardSize*7/8 {
+				break
+			}
+			delete(sh.m, k)
+		}
+	}
+	sh.m[key] = t
 }

@@ -359,10 +359,49 @@ func (r *familyRec) activeAt(now int64) bool { return !r.revoked && now < int64(
 // cut off at or after issuedAt. It does not check expiry or signature, nor
 // that the family exists: an unknown family has revoked nothing.
 func (v *View) AccessRevoked(jti string, sid string, issuedAt time.Time, now time.Time) bool {
-	n := now.Unix()
 	jkey, jok := parseKey(jti)
+	fkey, fok := parseKey(sid)
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	if v.jtiRevoked(jti, jkey, jok, now.Unix()) {
+		return true
+	}
+	if !fok {
+		return false
+	}
+	idx, ok := v.byKey[fkey]
+	if !ok {
+		return false
+	}
+	return v.familyDenies(&v.fams[idx], jkey, jok, issuedAt)
+}
+
+// AccessActive reports whether the view lets an access token of family sid
+// with id jti, issued at issuedAt, be active at now: the family is known
+// and active (not revoked, within its lifetime) and AccessRevoked is false.
+// It does not check the token's own signature or expiry. A family the view
+// does not know (never issued, or pruned because nothing of it can be
+// valid) lets nothing be active.
+func (v *View) AccessActive(jti string, sid string, issuedAt time.Time, now time.Time) bool {
+	fkey, ok := parseKey(sid)
+	if !ok {
+		return false
+	}
+	jkey, jok := parseKey(jti)
+	n := now.Unix()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	idx, ok := v.byKey[fkey]
+	if !ok {
+		return false
+	}
+	r := &v.fams[idx]
+	return r.activeAt(n) && !v.jtiRevoked(jti, jkey, jok, n) && !v.familyDenies(r, jkey, jok, issuedAt)
+}
+
+// jtiRevoked reports whether the access token itself was revoked and is
+// not yet past the expiry recorded with its revocation. v.mu is held.
+func (v *View) jtiRevoked(jti string, jkey [16]byte, jok bool, n int64) bool {
 	if jok {
 		if exp, ok := v.revokedJTI[jkey]; ok && n < int64(exp) {
 			return true
@@ -370,15 +409,13 @@ func (v *View) AccessRevoked(jti string, sid string, issuedAt time.Time, now tim
 	} else if exp, ok := v.revokedOther[jti]; ok && n < int64(exp) {
 		return true
 	}
-	fkey, ok := parseKey(sid)
-	if !ok {
-		return false
-	}
-	idx, ok := v.byKey[fkey]
-	if !ok {
-		return false
-	}
-	r := &v.fams[idx]
+	return false
+}
+
+// familyDenies reports whether the family denies its access token jti
+// issued at issuedAt: the family is revoked, or its access was cut off at
+// or after issuedAt (and the token is not exempt). v.mu is held.
+func (v *View) familyDenies(r *familyRec, jkey [16]byte, jok bool, issuedAt time.Time) bool {
 	if r.revoked {
 		return true
 	}
@@ -389,7 +426,7 @@ func (v *View) AccessRevoked(jti string, sid string, issuedAt time.Time, now tim
 		}
 		if iat == cut {
 			x, ok := v.exempt[jkey]
-			return !(jok && ok && x.family == fkey)
+			return !(jok && ok && x.family == r.key)
 		}
 	}
 	return false

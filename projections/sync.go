@@ -1,0 +1,128 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Waiter waits until a projection has applied stream sequence seq. View and
+// Runner are Waiters.
+type Waiter interface {
+	WaitFor(ctx context.Context, seq uint64) error
+}
+
+// DefaultProbeTimeout bounds one probe of the stream's last sequence, so a
+// probe that never answers cannot hold back the callers of later rounds.
+const DefaultProbeTimeout = 5 * time.Second
+
+// Syncer is a read-your-writes barrier that many callers share: Sync
+// returns once the projection has applied every event the stream had
+// acknowledged when Sync was called, whichever connection or instance
+// appended it.
+//
+// Each round probes the stream's last sequence once (one round trip) and
+// then each caller waits for the projection to reach it. A probe serves
+// exactly the callers that arrived before it started; a caller arriving
+// while a probe is in flight joins the next round, which starts when that
+// probe ends. So at most one probe is in flight however many callers there
+// are, and none is answered by a probe that could have missed an append
+// acknowledged before its call.
+type Syncer struct {
+	last    func(context.Context) (uint64, error)
+	w       Waiter
+	timeout time.Duration
+
+	mu      sync.Mutex
+	probing bool       // a probe is in flight
+	next    *syncRound // the round the next probe serves; nil while nobody waits for one
+}
+
+// syncRound is one probe and the callers it serves. seq and err are set
+// before done is closed.
+type syncRound struct {
+	done chan struct{}
+	seq  uint64
+	err  error
+}
+
+// NewSyncer returns a barrier for the projection w waits on. last reads the
+// stream's last sequence; it must observe every append acknowledged before
+// it was called (ledger.Store.LastSeq, which asks the stream leader, does).
+func NewSyncer(last func(context.Context) (uint64, error), w Waiter) (*Syncer, error) {
+	if last == nil || w == nil {
+		return nil, errors.New("projections: syncer needs a last-sequence probe and a waiter")
+	}
+	return &Syncer{last: last, w: w, timeout: DefaultProbeTimeout}, nil
+}
+
+// Sync blocks until the projection has applied every event acknowledged by
+// the stream before the call, or ctx ends.
+func (s *Syncer) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	r := s.next
+	if r == nil {
+		r = &syncRound{done: make(chan struct{})}
+		s.next = r
+	}
+	lead := !s.probing
+	if lead {
+		s.probing, s.next = true, nil
+	}
+	s.mu.Unlock()
+
+	if lead {
+		// The first caller of an idle syncer probes itself (no goroutine
+		// switch for a lone caller) and hands later rounds to a goroutine.
+		s.probe(ctx, r)
+		if more := s.advance(); more != nil {
+			go s.loop(ctx, more)
+		}
+	} else {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return fmt.Errorf("sync: waiting for the stream's last sequence: %w", ctx.Err())
+		}
+	}
+	if r.err != nil {
+		return r.err
+	}
+	return s.w.WaitFor(ctx, r.seq)
+}
+
+// probe runs one round. Its context outlives the caller that started it:
+// the round serves other callers too.
+func (s *Syncer) probe(ctx context.Context, r *syncRound) {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	r.seq, r.err = s.last(pctx)
+	if r.err != nil {
+		r.err = fmt.Errorf("sync: the stream's last sequence: %w", r.err)
+	}
+	close(r.done)
+}
+
+// advance takes the round that waits for the next probe, or marks the
+// syncer idle when there is none.
+func (s *Syncer) advance() *syncRound {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.next
+	if r == nil {
+		s.probing = false
+		return nil
+	}
+	s.next = nil
+	return r
+}
+
+// loop runs rounds back to back while callers keep arriving.
+func (s *Syncer) loop(ctx context.Context, r *syncRound) {
+	for r != nil {
+		s.probe(ctx, r)
+		r = s.advance()
+	}
+}
