@@ -195,7 +195,7 @@ func At(ctx context.Context, src *Source, opts AtOptions) (AtAnswer, error) {
 		if fam == "" || (targeted && target != "" && fam != target) {
 			return nil
 		}
-		e, err := decodeEvent(m.Data)
+		e, err := ledger.DecodeEventSkipState(m.Data)
 		if err != nil || e.OccurredAt.After(t) {
 			return nil // verify reports undecodable events
 		}

@@ -18,8 +18,12 @@
 //     once: after a break the family's fold resynchronises on the stored
 //     snapshot instead of cascading.
 //   - The fold is ledger.Apply, the rules are the ledger's (Decide's
-//     legal transitions); at cross-checks its answers with the projections'
-//     valid-token view folded from the same events.
+//     legal transitions), and events are read with the ledger's one codec
+//     (ledger.DecodeEvent); at cross-checks its answers with the
+//     projections' valid-token view folded from the same events.
+//   - A snapshot differs from the fold only if their JSON encodings
+//     differ: equalState settles the usual case by value, and a difference
+//     is confirmed by encoding both before it is reported.
 //   - Output for programs is JSON on the writer it is given; progress goes
 //     to stderr only when it is a terminal.
 //

@@ -114,7 +114,7 @@ func Replay(ctx context.Context, src *Source, opts ReplayOptions, w io.Writer) (
 		sum.Matched++
 		if opts.Format == FormatTable {
 			if e == nil {
-				ev, err := decodeEvent(m.Data)
+				ev, err := ledger.DecodeEventSkipState(m.Data)
 				if err != nil {
 					fmt.Fprintf(out, "%-9d undecodable event: %v\n", m.Seq, err)
 					return flushIf(out, opts.Follow)
@@ -167,13 +167,11 @@ func appendLine(b []byte, m Msg) []byte {
 	return append(b, "}\n"...)
 }
 
-// validJSON is json.Valid with the fast scanner in front: the plain JSON
-// the ledger writes passes it, anything else gets encoding/json's verdict.
+// validJSON reports whether an event embeds as JSON: a decoded event is
+// (the ledger's codec reads the whole document), anything else gets
+// encoding/json's verdict.
 func validJSON(b []byte) bool {
-	d := dec{b: b}
-	d.skip()
-	d.ws()
-	if !d.bad && d.i == len(b) {
+	if _, err := ledger.DecodeEvent(b); err == nil {
 		return true
 	}
 	return json.Valid(b)
@@ -202,7 +200,7 @@ func (s *selector) match(ctx context.Context, m Msg) (bool, *ledger.Event, error
 	if !byFamily && s.f.Since.IsZero() && s.f.Until.IsZero() {
 		return true, nil, nil
 	}
-	e, err := decodeEvent(m.Data)
+	e, err := ledger.DecodeEventSkipState(m.Data)
 	if err != nil {
 		// An undecodable event matches no filter on its content.
 		return false, nil, nil

@@ -7,8 +7,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/maphash"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -265,7 +267,6 @@ type worker struct {
 	in         chan []item
 	families   map[string]*famState
 	violations []Violation
-	buf        []byte
 }
 
 func (w *worker) run() {
@@ -287,30 +288,14 @@ func (w *worker) check(it item) {
 		f = &famState{}
 		w.families[it.family] = f
 	}
-	e, stateRaw, ok, unchecked := decodeFast(it.data)
-	var certified *ledger.State // the fold after e, when the fast decode proved it
-	if ok && unchecked && f == nil {
-		ok = false // a snapshot on an event of no family: let encoding/json read it
-	} else if ok && unchecked {
-		next := ledger.Apply(f.fold, e)
-		var enc bool
-		w.buf, enc = appendState(w.buf[:0], next)
-		if enc && bytes.Equal(w.buf, stateRaw) {
-			certified = &next
-		} else {
-			ok = false // not proven: encoding/json decides
-		}
-	}
-	if !ok {
-		var err error
-		if e, stateRaw, err = decodeStored(it.data); err != nil {
-			w.report(Violation{Seq: it.seq, Kind: KindDecode, FamilyID: it.family, Detail: err.Error()})
-			return
-		}
+	e, err := ledger.DecodeEvent(it.data)
+	if err != nil {
+		w.report(Violation{Seq: it.seq, Kind: KindDecode, FamilyID: it.family, Detail: err.Error()})
+		return
 	}
 	hash := hex.EncodeToString(it.hash[:])
 	if it.family == "" {
-		w.checkUnfamilied(it, e, stateRaw)
+		w.checkUnfamilied(it, e)
 		return
 	}
 	if e.FamilyID != it.family {
@@ -329,7 +314,7 @@ func (w *worker) check(it item) {
 			w.violations[i].Detail = fmt.Sprintf("the family's event %s at seq %d belongs before seq %d: events stored out of order", e.ID, it.seq, w.violations[i].Seq)
 			return
 		}
-		snap, serr := decodeState(stateRaw)
+		snap, serr := snapshot(e)
 		switch {
 		case f.before != "" && e.Prev == f.before:
 			v.Seq, v.Kind, v.EventID = f.headSeq, KindInserted, f.headEvent
@@ -373,14 +358,12 @@ func (w *worker) check(it item) {
 		v.Kind, v.Detail = KindTransition, msg
 		w.report(v)
 	}
-	var next ledger.State
-	if certified != nil && e.Prev == f.head {
-		next = *certified // folded from this same state above
-	} else if next = ledger.Apply(f.fold, e); !w.sameState(next, stateRaw) {
+	next := ledger.Apply(f.fold, e)
+	if !sameState(next, e.State) {
 		v.Kind = KindState
 		v.Detail = "the state snapshot differs from the fold of the family's events"
 		w.report(v)
-		if snap, err := decodeState(stateRaw); err == nil {
+		if snap, err := snapshot(e); err == nil {
 			next = snap
 		}
 	}
@@ -395,23 +378,67 @@ func (f *famState) resync(seq uint64, hash, eventID string, snap ledger.State) {
 	f.head, f.headSeq, f.headEvent, f.fold = hash, seq, eventID, snap
 }
 
-// sameState reports whether the fold encodes to the stored snapshot
-// (Seq and Head are not encoded). The fast encoding decides equality; a
-// difference is confirmed with json.Marshal before it counts.
-func (w *worker) sameState(fold ledger.State, raw json.RawMessage) bool {
-	if raw == nil {
+// sameState reports whether the fold equals the stored snapshot as JSON
+// (Seq and Head are not encoded). Equal values encode equally, so
+// reflect.DeepEqual settles the usual case; a difference is confirmed by
+// comparing the encodings before it counts.
+func sameState(fold ledger.State, stored *ledger.State) bool {
+	if stored == nil {
 		return false
 	}
-	var ok bool
-	w.buf, ok = appendState(w.buf[:0], fold)
-	if ok && bytes.Equal(w.buf, raw) {
+	a, b := fold, *stored
+	a.Seq, a.Head, b.Seq, b.Head = 0, "", 0, ""
+	if stateFieldsKnown && equalState(&a, &b) || !stateFieldsKnown && reflect.DeepEqual(a, b) {
 		return true
 	}
-	b, err := json.Marshal(fold)
-	return err == nil && bytes.Equal(b, raw)
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }
 
-func (w *worker) checkUnfamilied(it item, e ledger.Event, stateRaw json.RawMessage) {
+// stateFieldsKnown: equalState compares the fields State had when it was
+// written; if State changes, reflect.DeepEqual takes over.
+var stateFieldsKnown = reflect.TypeFor[ledger.State]().NumField() == 20 &&
+	reflect.TypeFor[ledger.Revocation]().NumField() == 3 &&
+	reflect.TypeFor[ledger.Previous]().NumField() == 6 &&
+	reflect.TypeFor[ledger.Cause]().NumField() == 3
+
+// equalState is reflect.DeepEqual for States without reflection: verify
+// calls it once an event.
+func equalState(a, b *ledger.State) bool {
+	if a.FamilyID != b.FamilyID || a.ClientID != b.ClientID || a.Subject != b.Subject ||
+		a.Scope != b.Scope || !slices.Equal(a.Audience, b.Audience) || (a.Audience == nil) != (b.Audience == nil) ||
+		!bytes.Equal(a.Claims, b.Claims) || (a.Claims == nil) != (b.Claims == nil) ||
+		a.Version != b.Version || a.Generation != b.Generation || a.TokenHash != b.TokenHash ||
+		a.Events != b.Events || a.Seq != b.Seq || a.Head != b.Head ||
+		a.CreatedAt != b.CreatedAt || a.ExpiresAt != b.ExpiresAt || a.TokenIssuedAt != b.TokenIssuedAt ||
+		a.RefreshExpiresAt != b.RefreshExpiresAt || a.RotatedAt != b.RotatedAt || a.AccessCutoff != b.AccessCutoff {
+		return false
+	}
+	switch ra, rb := a.Revoked, b.Revoked; {
+	case (ra == nil) != (rb == nil):
+		return false
+	case ra != nil && *ra != *rb:
+		return false
+	}
+	switch pa, pb := a.Previous, b.Previous; {
+	case (pa == nil) != (pb == nil):
+		return false
+	case pa != nil && *pa != *pb:
+		return false
+	}
+	return true
+}
+
+// snapshot is the event's stored state, to resynchronise on.
+func snapshot(e ledger.Event) (ledger.State, error) {
+	if e.State == nil {
+		return ledger.State{}, errors.New("no state snapshot")
+	}
+	return *e.State, nil
+}
+
+func (w *worker) checkUnfamilied(it item, e ledger.Event) {
 	v := Violation{Seq: it.seq, EventID: e.ID, FamilyID: e.FamilyID}
 	switch {
 	case e.Type != ledger.TypeSecurityHandled:
@@ -420,7 +447,7 @@ func (w *worker) checkUnfamilied(it item, e ledger.Event, stateRaw json.RawMessa
 	case e.Cause.Kind == "":
 		v.Kind = KindTransition
 		v.Detail = "security.handled without a cause"
-	case stateRaw != nil:
+	case e.State != nil:
 		v.Kind = KindState
 		v.Detail = "security.handled carries a family state"
 	default:

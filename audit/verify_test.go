@@ -2,8 +2,12 @@ package audit
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
 )
 
 func TestVerifyCleanLedger(t *testing.T) {
@@ -46,4 +50,49 @@ func TestVerifyEmptyAndOneFamily(t *testing.T) {
 	require(t, "family ok", rep.OK, true)
 	require(t, "family events", rep.Events, uint64(len(pos)))
 	require(t, "families", rep.Families, 1)
+}
+
+func TestEqualStateIsDeepEqual(t *testing.T) {
+	if !stateFieldsKnown {
+		t.Fatal("ledger.State changed: update equalState (verify uses reflect.DeepEqual meanwhile)")
+	}
+	var states []ledger.State
+	for _, m := range newGenerator(4).mixed(3000) {
+		if e, err := ledger.DecodeEvent(m.Data); err == nil && e.State != nil {
+			states = append(states, *e.State)
+		}
+	}
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	mutations := []func(*ledger.State){
+		func(s *ledger.State) { s.FamilyID += "x" },
+		func(s *ledger.State) { s.Scope += " x" },
+		func(s *ledger.State) { s.Audience = append(s.Audience, "x") },
+		func(s *ledger.State) { s.Claims = []byte(`{}`) },
+		func(s *ledger.State) { s.Version++ },
+		func(s *ledger.State) { s.Generation++ },
+		func(s *ledger.State) { s.TokenHash += "x" },
+		func(s *ledger.State) { s.Events++ },
+		func(s *ledger.State) { s.ExpiresAt = s.ExpiresAt.Add(time.Nanosecond) },
+		func(s *ledger.State) { s.RotatedAt = at },
+		func(s *ledger.State) { s.AccessCutoff = at },
+		func(s *ledger.State) { s.Revoked = &ledger.Revocation{At: at, Cause: ledger.Cause{Kind: "admin"}} },
+		func(s *ledger.State) { s.Previous = &ledger.Previous{Generation: 99} },
+	}
+	for i, s := range states {
+		c := s
+		if !equalState(&s, &c) || !reflect.DeepEqual(s, c) {
+			t.Fatalf("state %d differs from its copy", i)
+		}
+		for j, mutate := range mutations {
+			m := s
+			if s.Previous != nil {
+				p := *s.Previous
+				m.Previous = &p
+			}
+			mutate(&m)
+			if got, want := equalState(&s, &m), reflect.DeepEqual(s, m); got != want {
+				t.Fatalf("state %d, mutation %d: equalState %v, DeepEqual %v", i, j, got, want)
+			}
+		}
+	}
 }
