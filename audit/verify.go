@@ -256,11 +256,47 @@ func compareSeq(a, b uint64) int {
 // hashes that later events said were missing, so a reordering can be. It
 // is kept small: a million-event ledger holds one per family.
 type famState struct {
-	head, before       string // hex hashes; "" before the first event
+	head, before       hash // zero before the first event
 	headSeq, beforeSeq uint64
 	fold               ledger.State
 	headEvent          string
-	awaiting           map[string]int // missing hash -> index of its violation
+	awaiting           map[[sha256.Size]byte]int // missing hash -> index of its violation
+}
+
+// hash is a stored event's SHA-256, kept as bytes rather than hex so that
+// following a chain allocates nothing; set is false before a family's first
+// event (whose successor's prev is "").
+type hash struct {
+	sum [sha256.Size]byte
+	set bool
+}
+
+// is reports whether prev, an event's hex link, names h ("" names the
+// unset hash). It compares the lower-case hex the ledger writes, exactly.
+func (h hash) is(prev string) bool {
+	if !h.set {
+		return prev == ""
+	}
+	var buf [2 * sha256.Size]byte
+	hex.Encode(buf[:], h.sum[:])
+	return string(buf[:]) == prev
+}
+
+func (h hash) String() string {
+	if !h.set {
+		return ""
+	}
+	return hex.EncodeToString(h.sum[:])
+}
+
+// parseHash reads a link that a hash can match: lower-case hex of 32 bytes.
+func parseHash(prev string) ([sha256.Size]byte, bool) {
+	var sum [sha256.Size]byte
+	if len(prev) != 2*sha256.Size || strings.ToLower(prev) != prev {
+		return sum, false
+	}
+	_, err := hex.Decode(sum[:], []byte(prev))
+	return sum, err == nil
 }
 
 type worker struct {
@@ -293,7 +329,7 @@ func (w *worker) check(it item) {
 		w.report(Violation{Seq: it.seq, Kind: KindDecode, FamilyID: it.family, Detail: err.Error()})
 		return
 	}
-	hash := hex.EncodeToString(it.hash[:])
+	h := hash{sum: it.hash, set: true}
 	if it.family == "" {
 		w.checkUnfamilied(it, e)
 		return
@@ -305,30 +341,30 @@ func (w *worker) check(it item) {
 	}
 	v := Violation{Seq: it.seq, FamilyID: it.family, EventID: e.ID}
 
-	if e.Prev != f.head {
-		if i, ok := f.awaiting[hash]; ok {
+	if !f.head.is(e.Prev) {
+		if i, ok := f.awaiting[it.hash]; ok {
 			// An earlier event said this one was missing: it is stored
 			// after its successor.
-			delete(f.awaiting, hash)
+			delete(f.awaiting, it.hash)
 			w.violations[i].Kind = KindReordered
 			w.violations[i].Detail = fmt.Sprintf("the family's event %s at seq %d belongs before seq %d: events stored out of order", e.ID, it.seq, w.violations[i].Seq)
 			return
 		}
 		snap, serr := snapshot(e)
 		switch {
-		case f.before != "" && e.Prev == f.before:
+		case f.before.set && f.before.is(e.Prev):
 			v.Seq, v.Kind, v.EventID = f.headSeq, KindInserted, f.headEvent
 			v.Detail = fmt.Sprintf("event at seq %d is not in the family's chain: the next event (seq %d) chains to seq %d", f.headSeq, it.seq, f.beforeSeq)
 			w.report(v)
 			if serr == nil {
-				f.resync(it.seq, hash, e.ID, snap)
+				f.resync(it.seq, h, e.ID, snap)
 				return
 			}
 			// No snapshot to trust: go on from the fold that includes
 			// the inserted event.
 			f.head, f.headSeq = f.before, f.beforeSeq
 			v = Violation{Seq: it.seq, FamilyID: it.family, EventID: e.ID}
-		case f.head != "" && serr == nil && snap.Events == f.fold.Events+1:
+		case f.head.set && serr == nil && snap.Events == f.fold.Events+1:
 			v.Seq, v.Kind, v.EventID = f.headSeq, KindAltered, f.headEvent
 			v.Detail = fmt.Sprintf("stored event at seq %d hashes to %s, but the family's next event (seq %d) chained %s: the event at seq %d (or the link stored at seq %d) was altered", f.headSeq, f.head, it.seq, e.Prev, f.headSeq, it.seq)
 			w.report(v)
@@ -337,18 +373,21 @@ func (w *worker) check(it item) {
 			n := snap.Events - f.fold.Events - 1
 			v.Kind = KindMissing
 			v.Detail = fmt.Sprintf("%d event(s) of the family are missing before seq %d (it chains %s)", n, it.seq, e.Prev)
-			if f.awaiting == nil {
-				f.awaiting = map[string]int{}
+			i := w.report(v)
+			if prev, ok := parseHash(e.Prev); ok {
+				if f.awaiting == nil {
+					f.awaiting = map[[sha256.Size]byte]int{}
+				}
+				f.awaiting[prev] = i
 			}
-			f.awaiting[e.Prev] = w.report(v)
-			f.resync(it.seq, hash, e.ID, snap)
+			f.resync(it.seq, h, e.ID, snap)
 			return
 		default:
 			v.Kind = KindChain
 			v.Detail = fmt.Sprintf("prev is %q, the family's previous event (seq %d) hashes to %q", e.Prev, f.headSeq, f.head)
 			w.report(v)
 			if serr == nil {
-				f.resync(it.seq, hash, e.ID, snap)
+				f.resync(it.seq, h, e.ID, snap)
 				return
 			}
 		}
@@ -368,14 +407,14 @@ func (w *worker) check(it item) {
 		}
 	}
 	f.before, f.beforeSeq = f.head, f.headSeq
-	f.head, f.headSeq, f.headEvent, f.fold = hash, it.seq, e.ID, next
+	f.head, f.headSeq, f.headEvent, f.fold = h, it.seq, e.ID, next
 }
 
 // resync trusts the stored snapshot after a break, so one tampered event
 // is reported once, not again at every later event of the family.
-func (f *famState) resync(seq uint64, hash, eventID string, snap ledger.State) {
+func (f *famState) resync(seq uint64, h hash, eventID string, snap ledger.State) {
 	f.before, f.beforeSeq = f.head, f.headSeq
-	f.head, f.headSeq, f.headEvent, f.fold = hash, seq, eventID, snap
+	f.head, f.headSeq, f.headEvent, f.fold = h, seq, eventID, snap
 }
 
 // sameState reports whether the fold equals the stored snapshot as JSON

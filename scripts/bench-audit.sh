@@ -7,6 +7,9 @@
 # (real Decide/Apply, hash chain, state snapshots, every event type),
 # publishes it to an embedded JetStream (file storage, temp dir), then times
 # Verify and Replay (JSON Lines to a discarding writer) over it.
+# op=read is the baseline: the same Scan doing nothing with the events;
+# report verify events/s as a ratio to it, from the same run (the machine
+# is shared and noisy).
 # Reports events/s and peak-heap-MB: the peak Go heap above the heap before
 # the operation, sampled every 10 ms. The embedded server shares the
 # process, so its heap growth while serving the reads is included.
