@@ -61,9 +61,12 @@ func (s *Service) introspect(ctx context.Context, req micro.Request) (any, error
 	if s.cfg.View == nil {
 		return nil, errNoView
 	}
-	r, err := DecodeTokenRequest(req.Data(), s.cfg.MaxRequestBytes)
-	if err != nil {
-		return nil, err
+	r, ok := decodeTokenRequestFast(req.Data(), s.cfg.MaxRequestBytes)
+	if !ok {
+		var err error
+		if r, err = DecodeTokenRequest(req.Data(), s.cfg.MaxRequestBytes); err != nil {
+			return nil, err
+		}
 	}
 	client, err := s.cfg.Registry.Authenticate(ctx, r.ClientID, r.ClientSecret)
 	if err != nil {
@@ -90,7 +93,7 @@ func (s *Service) introspectAccess(ctx context.Context, raw string) ([]byte, err
 	if err := in.sync.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("introspect: %w: %w", ledger.ErrUnavailable, err)
 	}
-	if !s.cfg.View.AccessActive(tok.jti, tok.sid, time.Unix(tok.iat, 0), s.cfg.Ledger.Now()) {
+	if !in.view.AccessActive(tok.jti, tok.sid, time.Unix(tok.iat, 0), s.cfg.Ledger.Now()) {
 		return inactiveReply, nil
 	}
 	return tok.reply, nil
@@ -157,6 +160,7 @@ type introspector struct {
 	issuer string
 	maxAge time.Duration // how long a retired key still verifies tokens
 	now    func() time.Time
+	view   *projections.View
 	sync   *projections.Syncer
 
 	mu     sync.Mutex // serialises building a key epoch
@@ -173,7 +177,8 @@ func newIntrospector(cfg Config) (*introspector, error) {
 	}
 	return &introspector{
 		keys: cfg.Keys, algs: cfg.Algs, issuer: cfg.Issuer,
-		maxAge: cfg.Defaults.AccessTTL + time.Minute, now: cfg.Ledger.Now, sync: syncer,
+		maxAge: cfg.Defaults.AccessTTL + time.Minute, now: cfg.Ledger.Now,
+		view: cfg.View, sync: syncer,
 	}, nil
 }
 
@@ -328,4 +333,104 @@ func (c *tokenCache) put(key [sha256.Size]byte, t *verifiedToken, now time.Time)
 		}
 	}
 	sh.m[key] = t
+}
+
+// decodeTokenRequestFast decodes the usual shape of a token request without
+// encoding/json, which is most of an introspection's own CPU otherwise: one
+// object whose members are the known lower-case names, each at most once,
+// with string values of printable ASCII and no escapes, JSON whitespace
+// only. It reports false for anything else, valid or not, and for every
+// request DecodeTokenRequest would refuse; the caller then decodes with
+// DecodeTokenRequest. So it accepts a subset of what DecodeTokenRequest
+// accepts, with the same result (TestDecodeTokenRequestFast, and its fuzz
+// target, hold it to that).
+func decodeTokenRequestFast(body []byte, limit int) (TokenRequest, bool) {
+	var r TokenRequest
+	if len(body) > limit {
+		return r, false
+	}
+	i := skipWS(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return r, false
+	}
+	i++
+	var seen uint8
+	for {
+		key, j, ok := plainString(body, skipWS(body, i))
+		if !ok {
+			return r, false
+		}
+		i = skipWS(body, j)
+		if i >= len(body) || body[i] != ':' {
+			return r, false
+		}
+		val, j, ok := plainString(body, skipWS(body, i+1))
+		if !ok {
+			return r, false
+		}
+		var bit uint8
+		var dst *string
+		switch string(key) {
+		case "client_id":
+			bit, dst = 1, &r.ClientID
+		case "client_secret":
+			bit, dst = 2, &r.ClientSecret
+		case "token":
+			bit, dst = 4, &r.Token
+		case "token_type_hint":
+			bit, dst = 8, &r.TokenTypeHint
+		default:
+			return r, false
+		}
+		if seen&bit != 0 {
+			return r, false // encoding/json keeps the last; leave that to it
+		}
+		seen |= bit
+		*dst = string(val)
+		i = skipWS(body, j)
+		if i < len(body) && body[i] == ',' {
+			i++
+			continue
+		}
+		if i < len(body) && body[i] == '}' {
+			i++
+			break
+		}
+		return r, false
+	}
+	if skipWS(body, i) != len(body) {
+		return r, false
+	}
+	switch {
+	case r.ClientID == "", r.ClientSecret == "", r.Token == "":
+		return r, false
+	case r.TokenTypeHint != "" && r.TokenTypeHint != HintRefreshToken && r.TokenTypeHint != HintAccessToken:
+		return r, false
+	}
+	return r, true
+}
+
+// skipWS skips JSON whitespace from i.
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString reads a JSON string at i made only of printable ASCII
+// without escapes and returns its contents and the index after it.
+func plainString(b []byte, i int) ([]byte, int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, i, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return b[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20 || c > 0x7e:
+			return nil, i, false
+		}
+	}
+	return nil, i, false
 }

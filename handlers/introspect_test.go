@@ -2,10 +2,15 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/projections"
 )
 
 func TestIntrospectExpiredTokensWithoutEvents(t *testing.T) {
@@ -78,4 +83,214 @@ func TestIntrospectGraceRetryAndReuse(t *testing.T) {
 			t.Fatal("token of a family revoked for reuse is active")
 		}
 	}
+}
+
+// introspectorOf finds the introspector of the service that serves v (made
+// at the service's first access-token introspection).
+func introspectorOf(t *testing.T, v *projections.View) *introspector {
+	t.Helper()
+	var found *introspector
+	introspectors.Range(func(_, x any) bool {
+		if in := x.(*introspector); in.view == v {
+			found = in
+			return false
+		}
+		return true
+	})
+	if found == nil {
+		t.Fatal("no introspector serves the view")
+	}
+	return found
+}
+
+// The cache holds only what a token's signature proves: every revocation,
+// however it was made and by whichever connection, is seen by the very
+// next introspection, although that introspection's signature check is
+// answered from the cache.
+func TestIntrospectCacheNeverHidesARevocation(t *testing.T) {
+	e, _, v := viewEnv(t, envOptions{grace: 10 * time.Second})
+	other := ledger.New(e.store, ledger.WithClock(e.clock.Now)) // another connection, as another instance
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		revoke func(g reply, at IntrospectResponse)
+	}{
+		{"access token revoked", func(g reply, at IntrospectResponse) {
+			if _, err := other.RevokeAccess(ctx, at.SID, at.JTI, time.Unix(at.ExpiresAt, 0), ledger.Cause{Kind: ledger.CauseRevoke, ID: "r1"}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"family revoked by an admin", func(g reply, _ IntrospectResponse) {
+			if _, err := other.Revoke(ctx, g.FamilyID, ledger.Cause{Kind: ledger.CauseAdmin, ID: "a1"}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"access cut by a security event", func(g reply, _ IntrospectResponse) {
+			e.clock.Advance(time.Second) // the cutoff is after the token's iat
+			if _, err := other.CutAccess(ctx, g.FamilyID, ledger.Cause{Kind: ledger.CauseSecurity, ID: "s1"}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"family revoked for reuse", func(g reply, _ IntrospectResponse) {
+			wantOK(t, e.refresh(g.RefreshToken))
+			e.clock.Advance(time.Minute) // past the grace window
+			wantError(t, e.refresh(g.RefreshToken), CodeInvalidGrant, "400")
+		}},
+		{"revoked through the endpoint", func(g reply, _ IntrospectResponse) {
+			e.revoke(g.AccessToken)
+		}},
+		{"expired, with no event", func(reply, IntrospectResponse) {
+			e.clock.Advance(15*time.Minute + time.Second)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := e.issue("alice-" + tc.name)
+			wantOK(t, g)
+			at := e.introspect(g.AccessToken)
+			if !at.Active || at.JTI == "" || at.SID != g.FamilyID {
+				t.Fatalf("fresh access token: %+v", at)
+			}
+			in := introspectorOf(t, v)
+			hits := in.hits.Load()
+			if again := e.introspect(g.AccessToken); !reflect.DeepEqual(again, at) {
+				t.Fatalf("cached answer %+v differs from the first %+v", again, at)
+			}
+			if in.hits.Load() == hits {
+				t.Fatal("the second introspection did not hit the cache")
+			}
+			tc.revoke(g, at)
+			hits = in.hits.Load()
+			if e.introspect(g.AccessToken).Active {
+				t.Fatal("revoked access token active")
+			}
+			if in.hits.Load() == hits {
+				t.Fatal("the token was verified again: the test did not exercise the cache")
+			}
+		})
+	}
+}
+
+// Revocations appended by another instance just before a burst of
+// concurrent introspections are seen by all of them, on both instances.
+func TestIntrospectConcurrentReadsOtherInstancesWrites(t *testing.T) {
+	e := newEnv(t, "")
+	e.startService(envOptions{grace: 10 * time.Second, view: projections.NewView()})
+	e.startService(envOptions{grace: 10 * time.Second, view: projections.NewView()})
+	other := ledger.New(e.store, ledger.WithClock(e.clock.Now)) // a third writer on its own connection
+	ctx := context.Background()
+	const rounds, callers = 12, 48
+	for round := range rounds {
+		g := e.issue(fmt.Sprint("user-", round))
+		wantOK(t, g)
+		var at IntrospectResponse
+		for range 8 { // both instances verify and cache it
+			if at = e.introspect(g.AccessToken); !at.Active {
+				t.Fatalf("round %d: fresh access token inactive", round)
+			}
+		}
+		cause := ledger.Cause{Kind: ledger.CauseSecurity, ID: fmt.Sprint("c-", round)}
+		var err error
+		switch round % 3 {
+		case 0:
+			_, err = other.Revoke(ctx, g.FamilyID, cause)
+		case 1:
+			_, err = other.RevokeAccess(ctx, g.FamilyID, at.JTI, time.Unix(at.ExpiresAt, 0), cause)
+		case 2:
+			e.clock.Advance(time.Second)
+			_, err = other.CutAccess(ctx, g.FamilyID, cause)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := json.Marshal(map[string]any{"client_id": testClientID, "client_secret": testSecret, "token": g.AccessToken})
+		var wg sync.WaitGroup
+		bad := make(chan string, callers)
+		for range callers {
+			wg.Go(func() {
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				msg, err := e.nc.RequestWithContext(rctx, "tokens.introspect", body)
+				if err != nil {
+					bad <- err.Error()
+				} else if string(msg.Data) != `{"active":false}` {
+					bad <- string(msg.Data)
+				}
+			})
+		}
+		wg.Wait()
+		close(bad)
+		for msg := range bad {
+			t.Fatalf("round %d: introspection after another instance's revocation answered %s", round, msg)
+		}
+	}
+}
+
+// decodeTokenRequestFast accepts only what DecodeTokenRequest accepts, with
+// the same result.
+func TestDecodeTokenRequestFast(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		fast bool
+	}{
+		{`{"client_id":"web","client_secret":"s","token":"a.b.c"}`, true},
+		{" \n{ \"client_id\" : \"web\" ,\t\"client_secret\":\"s\",\"token\":\"t\",\"token_type_hint\":\"access_token\"}\r\n", true},
+		{`{"token":"t","token_type_hint":"refresh_token","client_secret":"s","client_id":"web"}`, true},
+		{`{"client_id":"web","client_secret":"s","token":"t","token_type_hint":"other"}`, false},
+		{`{"client_id":"web","client_secret":"s"}`, false},
+		{`{"client_id":"","client_secret":"s","token":"t"}`, false},
+		{`{"client_id":"web","client_secret":"s","token":"t","extra":"x"}`, false},
+		{`{"CLIENT_ID":"web","client_secret":"s","token":"t"}`, false}, // encoding/json matches it: slow path
+		{`{"client_id":"web","client_id":"web2","client_secret":"s","token":"t"}`, false},
+		{`{"client_id":"w\u0065b","client_secret":"s","token":"t"}`, false},
+		{`{"client_id":"web","client_secret":"s","token":"t"} x`, false},
+		{`{"client_id":"web","client_secret":"s","token":"t"}{}`, false},
+		{`{"client_id":"web","client_secret":"s","token":"t",}`, false},
+		{`{"client_id":"web","client_secret":"s","token":null}`, false},
+		{`{"client_id":"web","client_secret":"s","token":1}`, false},
+		{`{"client_id":"wéb","client_secret":"s","token":"t"}`, false},
+		{"\v{\"client_id\":\"web\",\"client_secret\":\"s\",\"token\":\"t\"}", false},
+		{`[]`, false},
+		{``, false},
+		{`{`, false},
+		{`{"client_id":"web","client_secret":"s","token":"t"`, false},
+	} {
+		got, ok := decodeTokenRequestFast([]byte(tc.body), DefaultMaxRequestBytes)
+		if ok != tc.fast {
+			t.Errorf("%q: fast path %t, want %t", tc.body, ok, tc.fast)
+		}
+		checkFastAgreesWithStrict(t, []byte(tc.body), got, ok)
+	}
+	body := []byte(`{"client_id":"web","client_secret":"s","token":"t"}`)
+	if _, ok := decodeTokenRequestFast(body, len(body)-1); ok {
+		t.Error("fast path ignores the size limit")
+	}
+}
+
+func checkFastAgreesWithStrict(t *testing.T, body []byte, got TokenRequest, ok bool) {
+	t.Helper()
+	if !ok {
+		return
+	}
+	want, err := DecodeTokenRequest(body, DefaultMaxRequestBytes)
+	if err != nil {
+		t.Fatalf("%q: fast path accepts what DecodeTokenRequest refuses (%v)", body, err)
+	}
+	if got != want {
+		t.Fatalf("%q: fast path decodes %+v, DecodeTokenRequest %+v", body, got, want)
+	}
+}
+
+func FuzzDecodeTokenRequestFast(f *testing.F) {
+	for _, s := range []string{
+		`{"client_id":"web","client_secret":"s","token":"a.b.c"}`,
+		`{"client_id":"web","client_secret":"s","token":"t","token_type_hint":"access_token"}`,
+		` { "token" : "t" , "client_id":"c","client_secret":"s" } `,
+		`{"client_id":"web","client_secret":"s","token":"t","Token":"u"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, ok := decodeTokenRequestFast(body, DefaultMaxRequestBytes)
+		checkFastAgreesWithStrict(t, body, got, ok)
+	})
 }

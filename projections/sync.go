@@ -43,9 +43,10 @@ type Syncer struct {
 // syncRound is one probe and the callers it serves. seq and err are set
 // before done is closed.
 type syncRound struct {
-	done chan struct{}
-	seq  uint64
-	err  error
+	done   chan struct{}
+	seq    uint64
+	err    error
+	joined int // callers served, counted under Syncer.mu (tests read it)
 }
 
 // NewSyncer returns a barrier for the projection w waits on. last reads the
@@ -67,6 +68,7 @@ func (s *Syncer) Sync(ctx context.Context) error {
 		r = &syncRound{done: make(chan struct{})}
 		s.next = r
 	}
+	r.joined++
 	lead := !s.probing
 	if lead {
 		s.probing, s.next = true, nil
