@@ -254,7 +254,7 @@ func (in *introspector) verify(raw string, now time.Time) (*verifiedToken, bool)
 	if e.v == nil {
 		return nil, false
 	}
-	key := sha256.Sum256([]byte(raw))
+	key := tokenKey(raw)
 	if t := in.cache.get(key); t != nil && t.epoch == e.gen {
 		in.hits.Add(1)
 		return t, t.validAt(now)
@@ -275,6 +275,17 @@ func (in *introspector) verify(raw string, now time.Time) (*verifiedToken, bool)
 	t := &verifiedToken{jti: c.JTI, sid: c.SID, iat: c.IssuedAt, nbf: c.NotBefore, exp: c.ExpiresAt, epoch: e.gen, reply: reply}
 	in.cache.put(key, t, now)
 	return t, t.validAt(now)
+}
+
+// tokenKey is the SHA-256 of the token, hashed from a copy on the stack
+// rather than a []byte conversion on the heap.
+func tokenKey(raw string) [sha256.Size]byte {
+	var buf [2048]byte
+	if len(raw) > len(buf) {
+		return sha256.Sum256([]byte(raw))
+	}
+	n := copy(buf[:], raw)
+	return sha256.Sum256(buf[:n])
 }
 
 // Size of the verified-token cache: at most tokenCacheSize entries (each a

@@ -49,14 +49,31 @@ type syncRound struct {
 	joined int // callers served, counted under Syncer.mu (tests read it)
 }
 
+// SyncerOption tunes a Syncer.
+type SyncerOption func(*Syncer)
+
+// WithProbeTimeout bounds one probe (default DefaultProbeTimeout).
+func WithProbeTimeout(d time.Duration) SyncerOption {
+	return func(s *Syncer) {
+		if d > 0 {
+			s.timeout = d
+		}
+	}
+}
+
 // NewSyncer returns a barrier for the projection w waits on. last reads the
 // stream's last sequence; it must observe every append acknowledged before
-// it was called (ledger.Store.LastSeq, which asks the stream leader, does).
-func NewSyncer(last func(context.Context) (uint64, error), w Waiter) (*Syncer, error) {
+// it was called (ledger.Store.LastSeq, which asks the stream leader, does;
+// a direct get may be answered by a replica that lags).
+func NewSyncer(last func(context.Context) (uint64, error), w Waiter, opts ...SyncerOption) (*Syncer, error) {
 	if last == nil || w == nil {
 		return nil, errors.New("projections: syncer needs a last-sequence probe and a waiter")
 	}
-	return &Syncer{last: last, w: w, timeout: DefaultProbeTimeout}, nil
+	s := &Syncer{last: last, w: w, timeout: DefaultProbeTimeout}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // Sync blocks until the projection has applied every event acknowledged by
@@ -79,8 +96,8 @@ func (s *Syncer) Sync(ctx context.Context) error {
 		// The first caller of an idle syncer probes itself (no goroutine
 		// switch for a lone caller) and hands later rounds to a goroutine.
 		s.probe(ctx, r)
-		if more := s.advance(); more != nil {
-			go s.loop(ctx, more)
+		if s.busy() {
+			go s.loop(ctx)
 		}
 	} else {
 		select {
@@ -107,6 +124,18 @@ func (s *Syncer) probe(ctx context.Context, r *syncRound) {
 	close(r.done)
 }
 
+// busy reports whether callers wait for another round, or marks the
+// syncer idle.
+func (s *Syncer) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.next == nil {
+		s.probing = false
+		return false
+	}
+	return true
+}
+
 // advance takes the round that waits for the next probe, or marks the
 // syncer idle when there is none.
 func (s *Syncer) advance() *syncRound {
@@ -122,9 +151,8 @@ func (s *Syncer) advance() *syncRound {
 }
 
 // loop runs rounds back to back while callers keep arriving.
-func (s *Syncer) loop(ctx context.Context, r *syncRound) {
-	for r != nil {
+func (s *Syncer) loop(ctx context.Context) {
+	for r := s.advance(); r != nil; r = s.advance() {
 		s.probe(ctx, r)
-		r = s.advance()
 	}
 }
