@@ -2,10 +2,10 @@ package handlers
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -165,7 +165,7 @@ type introspector struct {
 
 	mu     sync.Mutex // serialises building a key epoch
 	epoch  atomic.Pointer[keyEpoch]
-	cache  tokenCache
+	cache  *tokenCache
 	hits   atomic.Int64 // verifications answered from the cache (tests)
 	misses atomic.Int64 // signatures checked
 }
@@ -178,7 +178,7 @@ func newIntrospector(cfg Config) (*introspector, error) {
 	return &introspector{
 		keys: cfg.Keys, algs: cfg.Algs, issuer: cfg.Issuer,
 		maxAge: cfg.Defaults.AccessTTL + time.Minute, now: cfg.Ledger.Now,
-		view: cfg.View, sync: syncer,
+		view: cfg.View, sync: syncer, cache: newTokenCache(),
 	}, nil
 }
 
@@ -254,8 +254,7 @@ func (in *introspector) verify(raw string, now time.Time) (*verifiedToken, bool)
 	if e.v == nil {
 		return nil, false
 	}
-	key := tokenKey(raw)
-	if t := in.cache.get(key); t != nil && t.epoch == e.gen {
+	if t := in.cache.get(raw); t != nil && t.epoch == e.gen {
 		in.hits.Add(1)
 		return t, t.validAt(now)
 	}
@@ -273,63 +272,57 @@ func (in *introspector) verify(raw string, now time.Time) (*verifiedToken, bool)
 		return nil, false
 	}
 	t := &verifiedToken{jti: c.JTI, sid: c.SID, iat: c.IssuedAt, nbf: c.NotBefore, exp: c.ExpiresAt, epoch: e.gen, reply: reply}
-	in.cache.put(key, t, now)
+	in.cache.put(raw, t, now)
 	return t, t.validAt(now)
 }
 
-// tokenKey is the SHA-256 of the token, hashed from a copy on the stack
-// rather than a []byte conversion on the heap.
-func tokenKey(raw string) [sha256.Size]byte {
-	var buf [2048]byte
-	if len(raw) > len(buf) {
-		return sha256.Sum256([]byte(raw))
-	}
-	n := copy(buf[:], raw)
-	return sha256.Sum256(buf[:n])
-}
-
-// Size of the verified-token cache: at most tokenCacheSize entries (each a
-// few hundred bytes) in tokenCacheShards independently locked shards.
+// Size of the verified-token cache: at most tokenCacheSize entries, each
+// the token, its reply and a few ids (about 1 KiB), in tokenCacheShards
+// independently locked shards.
 const (
 	tokenCacheShards = 16
-	tokenCacheSize   = 1 << 15
+	tokenCacheSize   = 1 << 14
 	tokenShardSize   = tokenCacheSize / tokenCacheShards
 )
 
-// tokenCache maps the SHA-256 of an access token's exact string to the
-// token as verified. A full shard first drops its expired entries, then
-// arbitrary ones down to seven eighths, so eviction costs a shard scan
-// every eighth of a shard's inserts at most.
+// tokenCache maps an access token's exact string to the token as verified.
+// The key is the whole token, so a lookup can only find the very token
+// that was verified, whatever the hash does. A full shard first drops its
+// expired entries, then arbitrary ones down to seven eighths, so eviction
+// costs a shard scan every eighth of a shard's inserts at most.
 type tokenCache struct {
+	seed   maphash.Seed // picks the shard
 	shards [tokenCacheShards]tokenShard
 }
 
 type tokenShard struct {
 	mu sync.RWMutex
-	m  map[[sha256.Size]byte]*verifiedToken
+	m  map[string]*verifiedToken
 	_  [40]byte // keep shards' locks on separate cache lines
 }
 
-func (c *tokenCache) shard(key [sha256.Size]byte) *tokenShard {
-	return &c.shards[key[0]%tokenCacheShards]
+func newTokenCache() *tokenCache { return &tokenCache{seed: maphash.MakeSeed()} }
+
+func (c *tokenCache) shard(raw string) *tokenShard {
+	return &c.shards[maphash.String(c.seed, raw)%tokenCacheShards]
 }
 
-func (c *tokenCache) get(key [sha256.Size]byte) *verifiedToken {
-	sh := c.shard(key)
+func (c *tokenCache) get(raw string) *verifiedToken {
+	sh := c.shard(raw)
 	sh.mu.RLock()
-	t := sh.m[key]
+	t := sh.m[raw]
 	sh.mu.RUnlock()
 	return t
 }
 
-func (c *tokenCache) put(key [sha256.Size]byte, t *verifiedToken, now time.Time) {
-	sh := c.shard(key)
+func (c *tokenCache) put(raw string, t *verifiedToken, now time.Time) {
+	sh := c.shard(raw)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.m == nil {
-		sh.m = make(map[[sha256.Size]byte]*verifiedToken)
+		sh.m = make(map[string]*verifiedToken)
 	}
-	if _, ok := sh.m[key]; !ok && len(sh.m) >= tokenShardSize {
+	if _, ok := sh.m[raw]; !ok && len(sh.m) >= tokenShardSize {
 		n := now.Unix()
 		for k, old := range sh.m {
 			if n >= old.exp {
@@ -343,7 +336,7 @@ func (c *tokenCache) put(key [sha256.Size]byte, t *verifiedToken, now time.Time)
 			delete(sh.m, k)
 		}
 	}
-	sh.m[key] = t
+	sh.m[raw] = t
 }
 
 // decodeTokenRequestFast decodes the usual shape of a token request without

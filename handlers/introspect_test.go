@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/projections"
 )
@@ -293,4 +295,90 @@ func FuzzDecodeTokenRequestFast(f *testing.F) {
 		got, ok := decodeTokenRequestFast(body, DefaultMaxRequestBytes)
 		checkFastAgreesWithStrict(t, body, got, ok)
 	})
+}
+
+// A token verified with a key that later leaves the published set (its
+// retirement is older than the longest token lifetime) is verified again,
+// and refused, as an uncached verifier would refuse it.
+func TestIntrospectCacheFollowsTheKeySet(t *testing.T) {
+	clock := &testClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
+	start := clock.Now()
+	old, err := ledger.GenerateKey(ledger.AlgEdDSA, start.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := ledger.GenerateKey(ledger.AlgEdDSA, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.RetiredAt = start
+	keys := ledger.KeySet{Keys: []ledger.Key{old, cur}}
+	const maxAge = 16 * time.Minute
+	in := &introspector{keys: keys, algs: []string{ledger.AlgEdDSA}, issuer: "tokenledger",
+		maxAge: maxAge, now: clock.Now, cache: newTokenCache()}
+	signer, err := ledger.NewSigner(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Longer-lived than any token the service signs, so that only the key
+	// set can make it invalid.
+	raw, err := signer.Sign(ledger.AccessClaims{
+		Issuer: "tokenledger", Subject: "alice", ExpiresAt: start.Add(time.Hour).Unix(),
+		IssuedAt: start.Unix(), NotBefore: start.Unix(), JTI: ulid.Make().String(),
+		ClientID: testClientID, SID: ulid.Make().String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, ok := in.verify(raw, clock.Now()); !ok {
+			t.Fatalf("verification %d refused a token of a published key", i)
+		}
+	}
+	if in.hits.Load() != 1 || in.misses.Load() != 1 {
+		t.Fatalf("hits %d, misses %d; want one each", in.hits.Load(), in.misses.Load())
+	}
+	clock.Advance(maxAge + time.Second) // the retired key is no longer published
+	if _, ok := in.verify(raw, clock.Now()); ok {
+		t.Fatal("token of a key no longer published accepted from the cache")
+	}
+	v, err := ledger.NewVerifier(keys.JWKS(clock.Now(), maxAge), []string{ledger.AlgEdDSA}, "tokenledger", clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(raw); err == nil {
+		t.Fatal("the uncached verifier accepts it: the test proves nothing")
+	}
+}
+
+// The cache stays within its size, and a full shard drops expired tokens
+// before live ones.
+func TestTokenCacheBounded(t *testing.T) {
+	c := newTokenCache()
+	now := time.Unix(1_800_000_000, 0)
+	size := func() int {
+		n := 0
+		for i := range c.shards {
+			n += len(c.shards[i].m)
+		}
+		return n
+	}
+	for i := range 2 * tokenCacheSize {
+		c.put(fmt.Sprint("expired-", i), &verifiedToken{exp: now.Unix() - 1}, now)
+		if i%1000 == 0 && size() > tokenCacheSize {
+			t.Fatalf("%d entries, bound %d", size(), tokenCacheSize)
+		}
+	}
+	if got := size(); got > tokenCacheSize || got < tokenCacheSize/2 {
+		t.Fatalf("%d entries after overfilling, want at most %d and not emptied", got, tokenCacheSize)
+	}
+	live := tokenCacheSize / 4
+	for i := range live {
+		c.put(fmt.Sprint("live-", i), &verifiedToken{exp: now.Unix() + 60}, now)
+	}
+	for i := range live {
+		if c.get(fmt.Sprint("live-", i)) == nil {
+			t.Fatalf("live token %d evicted while expired ones were there to drop", i)
+		}
+	}
 }
