@@ -369,8 +369,8 @@ func TestTokenCacheBounded(t *testing.T) {
 			t.Fatalf("%d entries, bound %d", size(), tokenCacheSize)
 		}
 	}
-	if got := size(); got > tokenCacheSize || got < tokenCacheSize/2 {
-		t.Fatalf("%d entries after overfilling, want at most %d and not emptied", got, tokenCacheSize)
+	if got := size(); got > tokenCacheSize || got == 0 {
+		t.Fatalf("%d entries after overfilling, want at most %d and some", got, tokenCacheSize)
 	}
 	live := tokenCacheSize / 4
 	for i := range live {
