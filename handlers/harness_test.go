@@ -54,6 +54,8 @@ type env struct {
 	store *ledger.Store
 	clock *testClock
 	first *ledger.Ledger // the first service's ledger
+	// services are the started service instances, in order.
+	services []*Service
 }
 
 // ledger is the first started service's ledger (same clock as it).
@@ -145,6 +147,7 @@ func (e *env) startService(opts envOptions) *ledger.Ledger {
 	if opts.view != nil {
 		startRunner(ctx, t, js, opts.view)
 	}
+	e.services = append(e.services, svc)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx, nc) }()
 	t.Cleanup(func() {

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
-	"weak"
 
 	"github.com/nats-io/nats.go/micro"
 
@@ -128,26 +126,11 @@ func (s *Service) introspectRefresh(ctx context.Context, client ledger.Client, r
 	}, nil
 }
 
-// introspectors holds each Service's introspector, made on first use.
-// Service's fields are service.go's; the map is keyed by a weak pointer
-// and the entry removed when its Service is collected, so services made
-// and dropped (tests) take their caches with them.
-var introspectors sync.Map // weak.Pointer[Service] -> *introspector
-
 func (s *Service) introspector() (*introspector, error) {
-	key := weak.Make(s)
-	if in, ok := introspectors.Load(key); ok {
-		return in.(*introspector), nil
+	if s.intro == nil {
+		return nil, errNoView
 	}
-	in, err := newIntrospector(s.cfg)
-	if err != nil {
-		return nil, err
-	}
-	got, loaded := introspectors.LoadOrStore(key, in)
-	if !loaded {
-		runtime.AddCleanup(s, func(k weak.Pointer[Service]) { introspectors.Delete(k) }, key)
-	}
-	return got.(*introspector), nil
+	return s.intro, nil
 }
 
 // introspector is what access-token introspection keeps between requests:

@@ -87,22 +87,16 @@ func TestIntrospectGraceRetryAndReuse(t *testing.T) {
 	}
 }
 
-// introspectorOf finds the introspector of the service that serves v (made
-// at the service's first access-token introspection).
-func introspectorOf(t *testing.T, v *projections.View) *introspector {
+// introspectorOf finds the introspector of the env's service that serves v.
+func introspectorOf(t *testing.T, e *env, v *projections.View) *introspector {
 	t.Helper()
-	var found *introspector
-	introspectors.Range(func(_, x any) bool {
-		if in := x.(*introspector); in.view == v {
-			found = in
-			return false
+	for _, svc := range e.services {
+		if svc.intro != nil && svc.intro.view == v {
+			return svc.intro
 		}
-		return true
-	})
-	if found == nil {
-		t.Fatal("no introspector serves the view")
 	}
-	return found
+	t.Fatal("no introspector serves the view")
+	return nil
 }
 
 // The cache holds only what a token's signature proves: every revocation,
@@ -152,7 +146,7 @@ func TestIntrospectCacheNeverHidesARevocation(t *testing.T) {
 			if !at.Active || at.JTI == "" || at.SID != g.FamilyID {
 				t.Fatalf("fresh access token: %+v", at)
 			}
-			in := introspectorOf(t, v)
+			in := introspectorOf(t, e, v)
 			hits := in.hits.Load()
 			if again := e.introspect(g.AccessToken); !reflect.DeepEqual(again, at) {
 				t.Fatalf("cached answer %+v differs from the first %+v", again, at)

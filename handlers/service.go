@@ -91,8 +91,9 @@ type Service struct {
 	cfg    Config
 	signer *ledger.Signer
 	jwks   []byte
-	nc     *nats.Conn // set by Run
-	stats  sync.Map   // endpoint name -> *endpointStats
+	nc     *nats.Conn    // set by Run
+	stats  sync.Map      // endpoint name -> *endpointStats
+	intro  *introspector // nil without a view
 }
 
 // NewService validates the configuration and prepares the signer.
@@ -113,7 +114,13 @@ func NewService(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, signer: signer, jwks: jwks}, nil
+	svc := &Service{cfg: cfg, signer: signer, jwks: jwks}
+	if cfg.View != nil {
+		if svc.intro, err = newIntrospector(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return svc, nil
 }
 
 // endpointStats counts error replies. micro counts them only for replies
