@@ -271,9 +271,8 @@ type Worker struct {
 	consumer jetstream.Consumer
 	claims   jetstream.KeyValue
 	sets     *setVerifier
-	// records is the ledger subject prefix of handled-event records and
-	// ledgerAll the wildcard of every ledger subject.
-	records, ledgerAll string
+	// records is the ledger subject prefix of handled-event records.
+	records string
 
 	handled, duplicates, deadLettered, retried atomic.Uint64
 }
@@ -327,7 +326,7 @@ func NewWorker(ctx context.Context, js jetstream.JetStream, cfg WorkerConfig) (*
 	store := cfg.Ledger.Store()
 	return &Worker{
 		cfg: cfg, js: js, store: store, consumer: consumer, claims: claims, sets: sets,
-		records: store.SecuritySubject(""), ledgerAll: store.AllSubjects(),
+		records: store.SecuritySubject(""),
 	}, nil
 }
 
@@ -630,15 +629,11 @@ func (w *Worker) release(key string, rev uint64) {
 // families of that client; a family_id must also match the others given.
 func (w *Worker) selectFamilies(ctx context.Context, ev SecurityEvent) ([]string, error) {
 	if w.cfg.Waiter != nil {
-		// The last message of the whole ledger is one direct get, cheaper
-		// than asking for the stream's info.
-		last, err := w.store.Stream().GetLastMsgForSubject(ctx, w.ledgerAll)
-		var seq uint64
-		switch {
-		case err == nil:
-			seq = last.Sequence
-		case !errors.Is(err, jetstream.ErrMsgNotFound):
-			return nil, fmt.Errorf("%w: ledger last sequence: %w", ledger.ErrUnavailable, err)
+		// The stream's last sequence from its leader: a direct get of the
+		// last message on the ledger's wildcard would scan every subject.
+		seq, err := w.store.LastSeq(ctx)
+		if err != nil {
+			return nil, err
 		}
 		if err := w.cfg.Waiter.WaitFor(ctx, seq); err != nil {
 			return nil, fmt.Errorf("wait for the families view: %w", err)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,9 +39,23 @@ type StoreConfig struct {
 // events live on their own subject; appends are conditional on that
 // subject's last sequence.
 type Store struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	prefix string
+	js          jetstream.JetStream
+	stream      jetstream.Stream
+	prefix      string
+	infoSubject string
+}
+
+// jsAPIPrefix is the JetStream API prefix js uses (as jetstream.New,
+// NewWithAPIPrefix and NewWithDomain set it).
+func jsAPIPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	}
+	return jetstream.DefaultAPIPrefix
 }
 
 // NewStore creates or updates the ledger stream and returns a store on it.
@@ -75,7 +90,8 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*St
 	if err != nil {
 		return nil, fmt.Errorf("ledger stream %s: %w", cfg.Stream, err)
 	}
-	return &Store{js: js, stream: stream, prefix: cfg.SubjectPrefix}, nil
+	return &Store{js: js, stream: stream, prefix: cfg.SubjectPrefix,
+		infoSubject: jsAPIPrefix(js) + "STREAM.INFO." + cfg.Stream}, nil
 }
 
 // Stream is the underlying stream, for readers such as projections.
@@ -91,9 +107,6 @@ func (s *Store) FamilySubject(familyID string) string {
 func (s *Store) SecuritySubject(key string) string {
 	return s.prefix + ".security." + key
 }
-
-// AllSubjects matches every subject of the ledger stream.
-func (s *Store) AllSubjects() string { return s.prefix + ".>" }
 
 // FamilyWildcard matches every family subject.
 func (s *Store) FamilyWildcard() string { return s.prefix + ".family.*" }
@@ -215,13 +228,28 @@ func (s *Store) AppendTo(ctx context.Context, kind, key string, e Event) (uint64
 	return ack.Sequence, nil
 }
 
-// LastSeq is the stream's last sequence.
+// LastSeq is the stream's last sequence, from the stream leader. It costs
+// the same however many families the stream holds (a direct get of the
+// last message on the stream's wildcard scans every subject), and it reads
+// nothing of the stream info reply but the last sequence.
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
-	info, err := s.stream.Info(ctx)
+	msg, err := s.js.Conn().RequestWithContext(ctx, s.infoSubject, nil)
 	if err != nil {
 		return 0, fmt.Errorf("ledger stream info: %w", unavailable(err))
 	}
-	return info.State.LastSeq, nil
+	var reply struct {
+		State struct {
+			LastSeq uint64 `json:"last_seq"`
+		} `json:"state"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return 0, fmt.Errorf("ledger stream info: %w", unavailable(err))
+	}
+	if reply.Error != nil {
+		return 0, fmt.Errorf("ledger stream info: %w", unavailable(reply.Error))
+	}
+	return reply.State.LastSeq, nil
 }
 
 // EventHash is the hex SHA-256 of an event's stored bytes: the link the
