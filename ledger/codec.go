@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"reflect"
 	"slices"
@@ -96,15 +97,15 @@ func decodeFastOpts(b []byte, withState bool) (e Event, ok bool) {
 			case withState:
 				e.State = d.state()
 			default:
-				// The store writes the state last: stop reading here.
-				d.stop = true
+				// Not decoded, but read: what follows it still counts.
+				d.skip()
 			}
 		default:
 			d.bad = true
 		}
 	})
 	d.ws()
-	if d.bad || (d.i != len(b) && !d.stop) || schema != SchemaVersion || data == nil {
+	if d.bad || d.i != len(b) || schema != SchemaVersion || data == nil {
 		return e, false
 	}
 	d = dec{b: data}
@@ -291,9 +292,6 @@ type dec struct {
 	i     int
 	bad   bool
 	depth int
-	// stop ends the current object walk early (decodeFastOpts without
-	// state); the rest of the input is not read.
-	stop bool
 }
 
 func (d *dec) ws() {
@@ -341,9 +339,6 @@ func (d *dec) object(fn func(key []byte)) {
 			return
 		}
 		fn(key) // callers switch on string(key), which does not allocate
-		if d.stop {
-			return
-		}
 		switch d.peek() {
 		case ',':
 			d.i++
@@ -369,6 +364,10 @@ func (d *dec) strBytes() []byte {
 		return nil
 	}
 	s := d.b[d.i : d.i+n]
+	if plainWords(s) {
+		d.i += n + 1
+		return s
+	}
 	ascii := true
 	for _, c := range s {
 		if plain[c] != 0 {
@@ -385,6 +384,27 @@ func (d *dec) strBytes() []byte {
 	}
 	d.i += n + 1
 	return s
+}
+
+// plainWords reports whether s is printable ASCII without a backslash,
+// eight bytes at a time; false sends the caller to the byte-wise check.
+func plainWords(s []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(s) >= 8 {
+		w := binary.LittleEndian.Uint64(s)
+		control := (w - 0x20*ones) & ^w & highs // a byte below 0x20
+		backslash := (w ^ '\\'*ones - ones) & ^(w ^ '\\'*ones) & highs
+		if control|backslash|w&highs != 0 {
+			return false
+		}
+		s = s[8:]
+	}
+	for _, c := range s {
+		if plain[c] != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // plain marks the bytes a string fast path must look at: control
@@ -545,12 +565,17 @@ func (d *dec) grant() AccessGrant {
 // the caller gets encoding/json's verdict wherever it matters (an invalid
 // snapshot never equals a valid encoding, and a payload is decoded).
 func (d *dec) skip() []byte {
-	d.depth++
-	defer func() { d.depth-- }()
-	if d.depth > 1000 {
+	if d.depth >= 1000 {
 		d.bad = true
 		return nil
 	}
+	d.depth++
+	b := d.skipValue()
+	d.depth--
+	return b
+}
+
+func (d *dec) skipValue() []byte {
 	d.ws()
 	start := d.i
 	switch c := d.peek(); {

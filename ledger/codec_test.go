@@ -171,3 +171,21 @@ func BenchmarkDecodeEvent(b *testing.B) {
 		}
 	})
 }
+
+func FuzzPlainWords(f *testing.F) {
+	f.Add([]byte("plain ascii text, long enough"))
+	f.Add([]byte("with\\backslash and more bytes"))
+	f.Add([]byte("ctrl\x1fchar in the middle"))
+	f.Add([]byte("ünïcode after eight"))
+	f.Fuzz(func(t *testing.T, s []byte) {
+		want := true
+		for _, c := range s {
+			if plain[c] != 0 {
+				want = false
+			}
+		}
+		if got := plainWords(s); got != want {
+			t.Fatalf("plainWords(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
