@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -155,4 +156,18 @@ func (n *natsFlags) connect(name string, extra ...nats.Option) (*nats.Conn, erro
 		return nil, fmt.Errorf("connect to NATS at %s: %w", n.url, err)
 	}
 	return nc, nil
+}
+
+// drainAndWait drains nc and waits, at most 10 s, for it to close (closed
+// is signalled by its ClosedHandler), so in-flight replies and acks go out
+// before what the connection depends on stops.
+func drainAndWait(nc *nats.Conn, closed <-chan struct{}, log *slog.Logger) {
+	if err := nc.Drain(); err != nil {
+		log.Warn("drain NATS connection", "error", err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		log.Warn("NATS connection did not drain within 10s")
+	}
 }

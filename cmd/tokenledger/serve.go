@@ -138,18 +138,8 @@ func serve(ctx context.Context, args []string) error {
 		}
 		log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
 	}
-	defer func() {
-		// Drain lets in-flight replies and acks go out; wait for it before
-		// the embedded server (deferred earlier) shuts down.
-		if err := nc.Drain(); err != nil {
-			log.Warn("drain NATS connection", "error", err)
-		}
-		select {
-		case <-closed:
-		case <-time.After(10 * time.Second):
-			log.Warn("NATS connection did not drain within 10s")
-		}
-	}()
+	// Runs before the embedded server's shutdown, deferred earlier.
+	defer drainAndWait(nc, closed, log)
 	if kek == (ledger.KEK{}) {
 		if kek, err = readKEK(cfg.kek, cfg.kekFile); err != nil {
 			return err

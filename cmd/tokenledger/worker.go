@@ -124,25 +124,12 @@ func worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts, err := nf.options("tokenledger-worker")
+	closed := make(chan struct{})
+	nc, err := nf.connect("tokenledger-worker", nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	if err != nil {
 		return err
 	}
-	closed := make(chan struct{})
-	nc, err := nats.Connect(nf.url, append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))...)
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", nf.url, err)
-	}
-	defer func() {
-		if err := nc.Drain(); err != nil {
-			log.Warn("drain NATS connection", "error", err)
-		}
-		select {
-		case <-closed:
-		case <-time.After(10 * time.Second):
-			log.Warn("NATS connection did not drain within 10s")
-		}
-	}()
+	defer drainAndWait(nc, closed, log)
 	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
 	js, err := jetstream.New(nc)
 	if err != nil {
