@@ -141,45 +141,11 @@ func (s *Service) revokeRefresh(ctx context.Context, client ledger.Client, raw s
 // family of the client. A string that is not a genuine token must not be
 // able to revoke anything.
 func (s *Service) refreshFamily(ctx context.Context, client ledger.Client, raw string) (ledger.State, bool, error) {
-	tok, err := ledger.ParseRefreshToken(raw)
-	if err != nil {
-		return ledger.State{}, false, nil
-	}
-	store := s.cfg.Ledger.Store()
-	fid := tok.FamilyID.String()
-	st, err := store.Load(ctx, fid)
+	st, ok, err := s.cfg.Ledger.Family(ctx, raw)
 	if errors.Is(err, ledger.ErrUnknownFamily) {
 		return st, false, nil
 	}
-	if err != nil {
-		return st, false, err
-	}
-	if !st.Exists() || st.ClientID != client.ID {
-		return st, false, nil
-	}
-	hash := ledger.HashToken(raw)
-	if ledger.HashEqual(hash, st.TokenHash) || (st.Previous != nil && ledger.HashEqual(hash, st.Previous.Hash)) {
-		return st, true, nil
-	}
-	if tok.AfterSeq >= st.Seq {
-		return st, false, nil
-	}
-	// An older generation: the event that minted it is the family's
-	// first event after the sequence the token names.
-	minted, _, err := store.EventAfter(ctx, fid, tok.AfterSeq)
-	if errors.Is(err, ledger.ErrUnknownFamily) {
-		return st, false, nil
-	}
-	if err != nil {
-		return st, false, err
-	}
-	switch d := minted.Data.(type) {
-	case ledger.FamilyIssued:
-		return st, ledger.HashEqual(d.TokenHash, hash), nil
-	case ledger.RefreshRotated:
-		return st, ledger.HashEqual(d.TokenHash, hash), nil
-	}
-	return st, false, nil
+	return st, ok && err == nil && st.ClientID == client.ID, err
 }
 
 // revokeAccess denies a valid access token of the client until it expires.

@@ -188,6 +188,31 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 	return Grant{}, fmt.Errorf("refresh family %s: %d conflicting writers: %w", fid, maxAttempts, ErrUnavailable)
 }
 
+// Family loads the family a refresh token names and reports whether the
+// token is a genuine one of it: current, previous or an older generation.
+// A string that is not a genuine token is not an error, just not ok: it
+// must not be able to change anything.
+func (l *Ledger) Family(ctx context.Context, raw string) (State, bool, error) {
+	tok, err := ParseRefreshToken(raw)
+	if err != nil {
+		return State{}, false, nil
+	}
+	fid := tok.FamilyID.String()
+	st, err := l.store.Load(ctx, fid)
+	if err != nil || !st.Exists() {
+		return st, false, err
+	}
+	hash := HashToken(raw)
+	if HashEqual(hash, st.TokenHash) || (st.Previous != nil && HashEqual(hash, st.Previous.Hash)) {
+		return st, true, nil
+	}
+	if tok.AfterSeq >= st.Seq {
+		return st, false, nil
+	}
+	o, err := l.older(ctx, fid, tok.AfterSeq, hash)
+	return st, o != nil, err
+}
+
 // older proves a presented token genuine for a past generation: the token
 // names the family's last sequence when it was minted, so the family's first
 // event after it is the one that minted it. It returns nil for a token that
