@@ -196,21 +196,27 @@ type reply struct {
 	Raw         []byte `json:"-"`
 }
 
+// bytesOf is body as bytes: raw bytes and strings as they are, anything
+// else as JSON.
+func (e *env) bytesOf(body any) []byte {
+	e.t.Helper()
+	switch b := body.(type) {
+	case []byte:
+		return b
+	case string:
+		return []byte(b)
+	}
+	data, err := json.Marshal(body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return data
+}
+
 // call sends a request body and decodes the reply.
 func (e *env) call(subject string, body any) reply {
 	e.t.Helper()
-	var data []byte
-	switch b := body.(type) {
-	case []byte:
-		data = b
-	case string:
-		data = []byte(b)
-	default:
-		var err error
-		if data, err = json.Marshal(body); err != nil {
-			e.t.Fatal(err)
-		}
-	}
+	data := e.bytesOf(body)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	msg, err := e.nc.RequestWithContext(ctx, subject, data)

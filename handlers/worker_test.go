@@ -91,20 +91,8 @@ func (e *env) runWorker(o workerOptions) (*Worker, func()) {
 // string) to the intake, with a Nats-Msg-Id when msgID is set.
 func (e *env) publishSecurity(subject string, body any, msgID string) {
 	e.t.Helper()
-	var data []byte
-	switch b := body.(type) {
-	case []byte:
-		data = b
-	case string:
-		data = []byte(b)
-	default:
-		var err error
-		if data, err = json.Marshal(b); err != nil {
-			e.t.Fatal(err)
-		}
-	}
 	msg := nats.NewMsg(DefaultSecurityPrefix + "." + subject)
-	msg.Data = data
+	msg.Data = e.bytesOf(body)
 	var opts []jetstream.PublishOpt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
