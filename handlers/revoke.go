@@ -37,6 +37,7 @@ func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), grou
 		{endpoint{"introspect", s.introspect}, "introspect"},
 		{endpoint{"sessions", s.sessions}, "sessions"},
 		{endpoint{"admin_revoke", s.adminRevoke}, "admin.revoke"},
+		{endpoint{"admin_digest", s.adminDigest}, "admin.digest"},
 	} {
 		h := s.dispatch(ctx, jobs, ep.endpoint)
 		if err := group.AddEndpoint(ep.name, h, micro.WithEndpointSubject(ep.subject)); err != nil {

@@ -505,9 +505,18 @@ func (v *View) Prune(now time.Time) {
 // however often they were pruned, so a live view can be checked against
 // one rebuilt from sequence 1.
 func (v *View) Digest(now time.Time) string {
+	d, _ := v.DigestAt(now)
+	return d
+}
+
+// DigestAt is Digest together with the sequence the view had applied when
+// it was taken, both read under one lock: what a live view reports so an
+// auditor can rebuild the view up to that sequence and compare.
+func (v *View) DigestAt(now time.Time) (digest string, seq uint64) {
 	n := now.Unix()
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	seq = v.last.Load()
 	var fams []*familyRec
 	for i := range v.fams {
 		if r := &v.fams[i]; r.relevant(n) {
@@ -552,7 +561,7 @@ func (v *View) Digest(now time.Time) string {
 	for _, k := range ex {
 		fmt.Fprintf(h, "x %x %x %d\n", k, v.exempt[k].family, v.exempt[k].exp)
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return hex.EncodeToString(h.Sum(nil)), seq
 }
 
 func compareKey(a, b [16]byte) int {

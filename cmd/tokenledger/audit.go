@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/audit"
+	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/ledger"
 )
 
@@ -260,8 +262,20 @@ func auditDiff(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&liveDigest, "live-digest", "", "the digest a live valid-token view reported")
 	fs.Uint64Var(&liveSeq, "live-seq", 0, "the sequence the live view had applied when it reported --live-digest")
 	fs.Var(&liveTime, "live-time", "the time the live digest was computed for, RFC 3339")
+	live := fs.Bool("live", false, "ask the running service for its view's digest (tokens.admin.digest) and compare")
+	servicePrefix := fs.String("prefix", "tokens", "with --live: subject prefix of the service")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *live {
+		d, err := liveViewDigest(ctx, &a.nats, *servicePrefix)
+		if err != nil {
+			return err
+		}
+		liveDigest, liveSeq = d.Digest, d.Seq
+		if liveTime.t, err = time.Parse(time.RFC3339, d.Time); err != nil {
+			return fmt.Errorf("live digest time %q: %w", d.Time, err)
+		}
 	}
 	src, closeFn, err := a.source()
 	if err != nil {
@@ -280,6 +294,30 @@ func auditDiff(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: %d differences between the rebuilt view and the ledger's", errViolations, len(rep.Differences))
 	}
 	return nil
+}
+
+// liveViewDigest asks the running service for its valid-token view's
+// digest and the sequence it had applied.
+func liveViewDigest(ctx context.Context, nf *natsFlags, prefix string) (handlers.DigestResponse, error) {
+	var d handlers.DigestResponse
+	nc, err := nf.connect("tokenledger-audit")
+	if err != nil {
+		return d, err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	msg, err := nc.RequestWithContext(ctx, prefix+".admin.digest", nil)
+	if err != nil {
+		return d, fmt.Errorf("%s.admin.digest: %w", prefix, err)
+	}
+	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return d, fmt.Errorf("%s.admin.digest failed (%s): %s", prefix, code, msg.Header.Get(micro.ErrorHeader))
+	}
+	if err := json.Unmarshal(msg.Data, &d); err != nil || d.Digest == "" || d.Seq == 0 {
+		return d, fmt.Errorf("%s.admin.digest: unexpected reply %q", prefix, msg.Data)
+	}
+	return d, nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -294,6 +294,12 @@ func TestShippedServerConfigPermissions(t *testing.T) {
 	if err := audjs.DeleteStream(short(), "TOKENLEDGER"); err == nil {
 		t.Fatal("auditor deleted the ledger")
 	}
+	if m, err := req(aud, "tokens.admin.digest", ""); err != nil || !bytes.Contains(m.Data, []byte(`"digest"`)) {
+		t.Fatalf("auditor asks for the live view's digest: %v", err)
+	}
+	if _, err := req(svc, "tokens.admin.digest", ""); err == nil {
+		t.Fatal("a service reached tokens.admin.digest")
+	}
 
 	// A resource server verifies the access token offline with the JWKS and
 	// the revocation feed, with its read-only permissions.
@@ -367,5 +373,40 @@ func TestFlagPrecedence(t *testing.T) {
 	}
 	if _, err := parseServe([]string{"--nope"}); err == nil {
 		t.Fatal("unknown flag accepted")
+	}
+}
+
+// audit diff --live compares the running service's valid-token view with
+// one rebuilt from the log up to the sequence the service reported.
+func TestAuditDiffAgainstLiveService(t *testing.T) {
+	bin := buildBinary(t)
+	d := startServe(t, bin, nil, "--listen", "127.0.0.1:0", "--data", t.TempDir())
+	env := []string{"TOKENLEDGER_NATS_URL=" + d.url}
+	var created struct {
+		ClientSecret string `json:"client_secret"`
+	}
+	if err := json.Unmarshal(runCLI(t, bin, env, "client", "create", "--id", "web", "--scope", "read"), &created); err != nil {
+		t.Fatal(err)
+	}
+	env = append(env, "TOKENLEDGER_CLIENT_SECRET="+created.ClientSecret)
+	for _, subject := range []string{"alice", "bob", "carol"} {
+		var tr tokenResponse
+		if err := json.Unmarshal(runCLI(t, bin, env, "issue", "--client-id", "web", "--subject", subject), &tr); err != nil {
+			t.Fatal(err)
+		}
+		runCLI(t, bin, append(env, "TOKENLEDGER_REFRESH_TOKEN="+tr.RefreshToken), "refresh", "--client-id", "web")
+	}
+	var rep struct {
+		LastSeq     uint64 `json:"last_seq"`
+		Families    int    `json:"families"`
+		LiveChecked bool   `json:"live_checked"`
+		OK          bool   `json:"ok"`
+	}
+	out := runCLI(t, bin, env, "audit", "diff", "--live")
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !rep.OK || !rep.LiveChecked || rep.Families != 3 || rep.LastSeq != 6 {
+		t.Fatalf("diff --live: %s", out)
 	}
 }
