@@ -6,7 +6,8 @@
 //   - A request is decoded strictly (size limit, unknown fields and trailing
 //     data rejected) and authenticated before anything is appended; a
 //     malformed request changes nothing.
-//   - Replies never echo a secret: error descriptions are fixed strings.
+//   - Replies never echo a value from the request: error descriptions are
+//     fixed text, naming at most an unknown field or a refused claim.
 //   - Handlers run on a bounded pool of goroutines, not on the
 //     subscription's goroutine, so one slow request does not hold up others.
 //   - The security-event worker (worker.go, set.go, policy.go) acts on each
