@@ -17,13 +17,15 @@ type SessionsRequest struct {
 
 // Session is one active family in the reply of tokens.sessions.
 type Session struct {
-	FamilyID   string    `json:"family_id"`
-	ClientID   string    `json:"client_id"`
-	CreatedAt  time.Time `json:"created_at"`
-	RotatedAt  time.Time `json:"rotated_at,omitzero"`
-	Generation uint64    `json:"generation"`
-	Version    int       `json:"version"`
-	ExpiresAt  time.Time `json:"expires_at"`
+	FamilyID  string    `json:"family_id"`
+	ClientID  string    `json:"client_id"`
+	CreatedAt time.Time `json:"created_at"`
+	// RotatedAt is null for a family never rotated: every key of SPEC §3
+	// is always there.
+	RotatedAt  *time.Time `json:"rotated_at"`
+	Generation uint64     `json:"generation"`
+	Version    int        `json:"version"`
+	ExpiresAt  time.Time  `json:"expires_at"`
 }
 
 // SessionsResponse is the reply of tokens.sessions.
@@ -56,10 +58,14 @@ func (s *Service) sessions(ctx context.Context, req micro.Request) (any, error) 
 	}
 	out := SessionsResponse{Families: []Session{}}
 	for _, f := range s.cfg.View.FamilyViewsBySubject(r.Subject, s.cfg.Ledger.Now()) {
-		out.Families = append(out.Families, Session{
-			FamilyID: f.ID, ClientID: f.ClientID, CreatedAt: f.CreatedAt, RotatedAt: f.RotatedAt,
+		sess := Session{
+			FamilyID: f.ID, ClientID: f.ClientID, CreatedAt: f.CreatedAt,
 			Generation: f.Generation, Version: f.Version, ExpiresAt: f.ExpiresAt,
-		})
+		}
+		if !f.RotatedAt.IsZero() {
+			sess.RotatedAt = &f.RotatedAt
+		}
+		out.Families = append(out.Families, sess)
 	}
 	return out, nil
 }

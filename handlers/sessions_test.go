@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -38,12 +39,15 @@ func TestSessionsListsActiveFamilies(t *testing.T) {
 	s := got[1]
 	now := e.clock.Now()
 	if s.ClientID != testClientID || s.Generation != 1 || s.Version != 1 ||
-		!s.RotatedAt.Equal(now) || !s.CreatedAt.Equal(now.Add(-time.Minute)) ||
+		s.RotatedAt == nil || !s.RotatedAt.Equal(now) || !s.CreatedAt.Equal(now.Add(-time.Minute)) ||
 		!s.ExpiresAt.Equal(now.Add(-time.Minute).Add(90*24*time.Hour)) {
 		t.Fatalf("session fields: %+v (now %s)", s, now)
 	}
-	if !got[0].RotatedAt.IsZero() || got[0].Generation != 0 {
+	if got[0].RotatedAt != nil || got[0].Generation != 0 {
 		t.Fatalf("never rotated family: %+v", got[0])
+	}
+	if raw := e.call("tokens.sessions", map[string]any{"subject": "alice"}).Raw; !strings.Contains(string(raw), `"rotated_at":null`) {
+		t.Fatalf("a never rotated family must say rotated_at null: %s", raw)
 	}
 	if n := len(e.sessions("nobody").Families); n != 0 {
 		t.Fatalf("unknown subject has %d sessions", n)
