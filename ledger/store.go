@@ -108,9 +108,6 @@ func (s *Store) SecuritySubject(key string) string {
 	return s.prefix + ".security." + key
 }
 
-// FamilyWildcard matches every family subject.
-func (s *Store) FamilyWildcard() string { return s.prefix + ".family.*" }
-
 // ValidFamilyID reports whether id is a family id (a ULID), which also makes
 // it safe to put in a subject.
 func ValidFamilyID(id string) bool {

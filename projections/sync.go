@@ -49,31 +49,15 @@ type syncRound struct {
 	joined int // callers served, counted under Syncer.mu (tests read it)
 }
 
-// SyncerOption tunes a Syncer.
-type SyncerOption func(*Syncer)
-
-// WithProbeTimeout bounds one probe (default DefaultProbeTimeout).
-func WithProbeTimeout(d time.Duration) SyncerOption {
-	return func(s *Syncer) {
-		if d > 0 {
-			s.timeout = d
-		}
-	}
-}
-
 // NewSyncer returns a barrier for the projection w waits on. last reads the
 // stream's last sequence; it must observe every append acknowledged before
 // it was called (ledger.Store.LastSeq, which asks the stream leader, does;
 // a direct get may be answered by a replica that lags).
-func NewSyncer(last func(context.Context) (uint64, error), w Waiter, opts ...SyncerOption) (*Syncer, error) {
+func NewSyncer(last func(context.Context) (uint64, error), w Waiter) (*Syncer, error) {
 	if last == nil || w == nil {
 		return nil, errors.New("projections: syncer needs a last-sequence probe and a waiter")
 	}
-	s := &Syncer{last: last, w: w, timeout: DefaultProbeTimeout}
-	for _, o := range opts {
-		o(s)
-	}
-	return s, nil
+	return &Syncer{last: last, w: w, timeout: DefaultProbeTimeout}, nil
 }
 
 // Sync blocks until the projection has applied every event acknowledged by
