@@ -199,19 +199,9 @@ func At(ctx context.Context, src *Source, opts AtOptions) (AtAnswer, error) {
 		if err != nil || e.OccurredAt.After(t) {
 			return nil // verify reports undecodable events
 		}
-		if targeted && target == "" {
-			if !holds(e, opts.RefreshHash, opts.JTI) {
-				// Fold every family until the token turns up: it
-				// may be one whose earlier events were passed.
-				view.Apply(m.Seq, e)
-				f := families[fam]
-				if f == nil {
-					f = &famFold{}
-					families[fam] = f
-				}
-				f.apply(m.Seq, e)
-				return nil
-			}
+		// Until the token turns up every family is folded (it may be one
+		// whose earlier events were passed); then only its family.
+		if targeted && target == "" && holds(e, opts.RefreshHash, opts.JTI) {
 			target = fam
 			for id := range families {
 				if id != fam {

@@ -120,34 +120,36 @@ func parseBench(args []string) (benchConfig, error) {
 }
 
 func parseCases(s string) ([]caseSpec, error) {
-	var cs []caseSpec
+	var pairs [][2]string
 	for _, part := range splitList(s) {
 		wl, n, ok := strings.Cut(part, "@")
 		if !ok {
 			return nil, fmt.Errorf("case %q: want workload@concurrency", part)
 		}
-		spec, err := newCase(wl, n)
+		pairs = append(pairs, [2]string{wl, n})
+	}
+	return casesOf(pairs)
+}
+
+func crossCases(wls, ns string) ([]caseSpec, error) {
+	var pairs [][2]string
+	for _, n := range splitList(ns) {
+		for _, wl := range splitList(wls) {
+			pairs = append(pairs, [2]string{wl, n})
+		}
+	}
+	return casesOf(pairs)
+}
+
+// casesOf makes the cases of (workload, concurrency) pairs.
+func casesOf(pairs [][2]string) ([]caseSpec, error) {
+	var cs []caseSpec
+	for _, p := range pairs {
+		spec, err := newCase(p[0], p[1])
 		if err != nil {
 			return nil, err
 		}
 		cs = append(cs, spec)
-	}
-	if len(cs) == 0 {
-		return nil, errors.New("no cases")
-	}
-	return cs, nil
-}
-
-func crossCases(wls, ns string) ([]caseSpec, error) {
-	var cs []caseSpec
-	for _, n := range splitList(ns) {
-		for _, wl := range splitList(wls) {
-			spec, err := newCase(wl, n)
-			if err != nil {
-				return nil, err
-			}
-			cs = append(cs, spec)
-		}
 	}
 	if len(cs) == 0 {
 		return nil, errors.New("no cases")
