@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +44,10 @@ type Store struct {
 	stream      jetstream.Stream
 	prefix      string
 	infoSubject string
+	// directSubject serves LastSeq when the stream has one replica: any
+	// replica may answer a direct get, and only the leader is sure to
+	// have every acknowledged append.
+	directSubject string
 }
 
 // jsAPIPrefix is the JetStream API prefix js uses (as jetstream.New,
@@ -90,8 +95,12 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*St
 	if err != nil {
 		return nil, fmt.Errorf("ledger stream %s: %w", cfg.Stream, err)
 	}
-	return &Store{js: js, stream: stream, prefix: cfg.SubjectPrefix,
-		infoSubject: jsAPIPrefix(js) + "STREAM.INFO." + cfg.Stream}, nil
+	st := &Store{js: js, stream: stream, prefix: cfg.SubjectPrefix,
+		infoSubject: jsAPIPrefix(js) + "STREAM.INFO." + cfg.Stream}
+	if cfg.Replicas == 1 {
+		st.directSubject = jsAPIPrefix(js) + "DIRECT.GET." + cfg.Stream
+	}
+	return st, nil
 }
 
 // Stream is the underlying stream, for readers such as projections.
@@ -225,11 +234,19 @@ func (s *Store) AppendTo(ctx context.Context, kind, key string, e Event) (uint64
 	return ack.Sequence, nil
 }
 
-// LastSeq is the stream's last sequence, from the stream leader. It costs
-// the same however many families the stream holds (a direct get of the
-// last message on the stream's wildcard scans every subject), and it reads
-// nothing of the stream info reply but the last sequence.
+// LastSeq is the stream's last sequence: every append acknowledged before
+// the call is at or below it. Its cost does not grow with the number of
+// families.
+//
+// With one replica it is a direct get of the stream's last message (the
+// server answers a last-by-subject get on ">" from its last sequence,
+// inline, without the JetStream API queue that a stream info request
+// waits in). With more replicas it is the stream info of the leader, as a
+// follower answering a direct get may lag.
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	if s.directSubject != "" {
+		return s.lastSeqDirect(ctx)
+	}
 	msg, err := s.js.Conn().RequestWithContext(ctx, s.infoSubject, nil)
 	if err != nil {
 		return 0, fmt.Errorf("ledger stream info: %w", unavailable(err))
@@ -247,6 +264,28 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("ledger stream info: %w", unavailable(reply.Error))
 	}
 	return reply.State.LastSeq, nil
+}
+
+// lastAnyRequest asks a direct get for the stream's last message.
+var lastAnyRequest = []byte(`{"last_by_subj":">"}`)
+
+func (s *Store) lastSeqDirect(ctx context.Context) (uint64, error) {
+	msg, err := s.js.Conn().RequestWithContext(ctx, s.directSubject, lastAnyRequest)
+	if err != nil {
+		return 0, fmt.Errorf("ledger last sequence: %w", unavailable(err))
+	}
+	switch status := msg.Header.Get("Status"); status {
+	case "":
+	case "404": // an empty stream
+		return 0, nil
+	default:
+		return 0, fmt.Errorf("ledger last sequence: %w", unavailable(fmt.Errorf("direct get: status %s %s", status, msg.Header.Get("Description"))))
+	}
+	seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("ledger last sequence: %w", unavailable(fmt.Errorf("direct get: sequence header: %w", err)))
+	}
+	return seq, nil
 }
 
 // EventHash is the hex SHA-256 of an event's stored bytes: the link the
