@@ -50,6 +50,7 @@ type benchConfig struct {
 	serveArgs   []string
 	keep        bool
 	quiet       bool
+	inProcess   bool
 }
 
 func parseBench(args []string) (benchConfig, error) {
@@ -80,6 +81,7 @@ func parseBench(args []string) (benchConfig, error) {
 	fs.StringVar(&serveArgs, "serve-args", "", "extra flags for the service the bench starts, space separated")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary data and logs")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress on stderr")
+	fs.BoolVar(&c.inProcess, "in-process", false, "run the service and the bare pipeline inside this process (as the reference measurements do) instead of as child processes; the callers still connect over loopback TCP")
 	if _, err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
@@ -110,6 +112,8 @@ func parseBench(args []string) (benchConfig, error) {
 		return c, errors.New("--conns must be at least 1")
 	case c.prior < 0:
 		return c, errors.New("--prior-rotations must not be negative")
+	case c.nats.url != "" && c.inProcess:
+		return c, errors.New("--in-process starts the service itself: not with --nats-url")
 	case c.nats.url == "" && (c.clientID != "" || c.servicePID != 0):
 		return c, errors.New("--client-id and --service-pid are for --nats-url")
 	case (c.clientID == "") != (c.secret == ""):
@@ -260,36 +264,49 @@ func bench(ctx context.Context, args []string, stdout io.Writer) error {
 		clientID: cfg.clientID, secret: cfg.secret, pid: cfg.servicePID}
 	var svcOpts []nats.Option
 	url := cfg.nats.url
+	var prof *profiler
+	if cfg.inProcess {
+		prof = &profiler{}
+	}
 	if url == "" {
-		report.Target = "embedded (child process)"
 		addr, err := freeAddr()
 		if err != nil {
 			return err
 		}
 		sargs := append([]string{"serve", "--listen", addr, "--data", filepath.Join(tmp, "service"),
 			"--log-level", "warn", "--prefix", cfg.prefix}, cfg.serveArgs...)
-		if profiling {
-			sargs = append([]string{"bench", "serve-child"}, sargs[1:]...)
-		}
-		ch, err := startChild("service", exe, sargs, filepath.Join(tmp, "service.log"), profiling)
-		if err != nil {
-			return err
+		var p targetProc
+		if cfg.inProcess {
+			report.Target = "embedded (in this process)"
+			p = startInProcess(ctx, "service", func(ctx context.Context) error { return serve(ctx, sargs[1:]) }, prof)
+			svc.pid, svc.shared = os.Getpid(), true
+		} else {
+			report.Target = "embedded (child process)"
+			if profiling {
+				sargs = append([]string{"bench", "serve-child"}, sargs[1:]...)
+			}
+			ch, err := startChild("service", exe, sargs, filepath.Join(tmp, "service.log"), profiling)
+			if err != nil {
+				return err
+			}
+			p, svc.pid = ch, ch.pid()
+			log("bench: service pid %d (log %s)", ch.pid(), ch.logPath)
 		}
 		defer func() {
-			if err := ch.stop(); err != nil {
+			if err := p.stop(); err != nil {
 				log("bench: %v", err)
 			}
 		}()
-		svc.pid, svc.child = ch.pid(), ch
+		svc.proc = p
 		url = "nats://" + addr
-		log("bench: service pid %d on %s (log %s)", ch.pid(), url, ch.logPath)
+		log("bench: service on %s", url)
 	} else {
 		report.Target = "external " + url
 		if svcOpts, err = cfg.nats.options("tokenledger-bench"); err != nil {
 			return err
 		}
 	}
-	if svc.conns, err = dialAll(ctx, url, cfg.conns, svcOpts, svc.child); err != nil {
+	if svc.conns, err = dialAll(ctx, url, cfg.conns, svcOpts, svc.proc); err != nil {
 		return err
 	}
 	defer closeAll(svc.conns)
@@ -310,30 +327,39 @@ func bench(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		bargs := []string{"bench", "bare-child", "--listen", addr, "--data", filepath.Join(tmp, "bare"),
+		bargs := []string{"--listen", addr, "--data", filepath.Join(tmp, "bare"),
 			"--workers", strconv.Itoa(cfg.bareWorkers)}
-		if profiling {
-			bargs = append(bargs, "--control")
-		}
-		ch, err := startChild("bare pipeline", exe, bargs, filepath.Join(tmp, "bare.log"), profiling)
-		if err != nil {
-			return err
+		bare = &loadTarget{kind: "bare", prefix: barePrefix, timeout: cfg.timeout, clientID: "bench", secret: "bench"}
+		var p targetProc
+		if cfg.inProcess {
+			p = startInProcess(ctx, "bare pipeline", func(ctx context.Context) error { return bareServe(ctx, bargs) }, prof)
+			bare.pid, bare.shared = os.Getpid(), true
+		} else {
+			bargs = append([]string{"bench", "bare-child"}, bargs...)
+			if profiling {
+				bargs = append(bargs, "--control")
+			}
+			ch, err := startChild("bare pipeline", exe, bargs, filepath.Join(tmp, "bare.log"), profiling)
+			if err != nil {
+				return err
+			}
+			p, bare.pid = ch, ch.pid()
+			log("bench: bare pipeline pid %d", ch.pid())
 		}
 		defer func() {
-			if err := ch.stop(); err != nil {
+			if err := p.stop(); err != nil {
 				log("bench: %v", err)
 			}
 		}()
-		bare = &loadTarget{kind: "bare", prefix: barePrefix, timeout: cfg.timeout,
-			clientID: "bench", secret: "bench", pid: ch.pid(), child: ch}
-		if bare.conns, err = dialAll(ctx, "nats://"+addr, cfg.conns, nil, ch); err != nil {
+		bare.proc = p
+		if bare.conns, err = dialAll(ctx, "nats://"+addr, cfg.conns, nil, p); err != nil {
 			return err
 		}
 		defer closeAll(bare.conns)
 		if err := waitServed(ctx, bare, 30*time.Second); err != nil {
 			return err
 		}
-		log("bench: bare pipeline pid %d on nats://%s", ch.pid(), addr)
+		log("bench: bare pipeline on nats://%s", addr)
 	}
 
 	rs := runSettings{duration: cfg.duration, warmup: cfg.warmup, prior: cfg.prior, mix: cfg.mix,
@@ -372,8 +398,8 @@ func bench(ctx context.Context, args []string, stdout io.Writer) error {
 		if spec.workload == wlRefresh && r.Ops > 0 {
 			freshDone[spec.concurrency] = len(report.Results) - 1
 		}
-		if svc.child != nil {
-			if err := svc.child.exited(); err != nil {
+		if svc.proc != nil {
+			if err := svc.proc.exited(); err != nil {
 				return err
 			}
 		}
@@ -426,7 +452,7 @@ func compare(r, base caseResult) *ratios {
 }
 
 // dialAll opens n connections to url, retrying while the server starts.
-func dialAll(ctx context.Context, url string, n int, opts []nats.Option, ch *child) ([]*nats.Conn, error) {
+func dialAll(ctx context.Context, url string, n int, opts []nats.Option, ch targetProc) ([]*nats.Conn, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	var conns []*nats.Conn
 	for len(conns) < n {
@@ -501,8 +527,8 @@ func waitServed(ctx context.Context, t *loadTarget, limit time.Duration) error {
 		if code == "" {
 			return nil
 		}
-		if t.child != nil {
-			if err := t.child.exited(); err != nil {
+		if t.proc != nil {
+			if err := t.proc.exited(); err != nil {
 				return err
 			}
 		}

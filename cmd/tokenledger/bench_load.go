@@ -54,8 +54,11 @@ type loadTarget struct {
 	clientID string
 	secret   string
 	timeout  time.Duration
-	pid      int    // for CPU and RSS; 0 when unknown
-	child    *child // for profiling; nil when not ours
+	pid      int        // for CPU and RSS; 0 when unknown
+	proc     targetProc // for profiling; nil when not ours
+	// shared: the target runs in the load generator's process (--in-process),
+	// so its CPU and RSS include the load generator's.
+	shared bool
 }
 
 // call sends one request and returns the reply and "" or an error code:
@@ -408,10 +411,14 @@ type caseResult struct {
 	opResult
 	PerOp map[string]opResult `json:"per_op,omitempty"`
 	// The process under load (service or bare pipeline), over the window.
-	CPUPerOpUS   *float64 `json:"cpu_per_op_us,omitempty"`
-	CPUCores     *float64 `json:"cpu_cores,omitempty"`
-	PeakRSSBytes int64    `json:"peak_rss_bytes,omitempty"`
-	PeakRSSScope string   `json:"peak_rss_scope,omitempty"`
+	// With SharedProcess (--in-process) that process is the bench's own:
+	// CPU and RSS then include the load generator, and the loadgen_*
+	// fields are the same process again.
+	SharedProcess bool     `json:"shared_process,omitempty"`
+	CPUPerOpUS    *float64 `json:"cpu_per_op_us,omitempty"`
+	CPUCores      *float64 `json:"cpu_cores,omitempty"`
+	PeakRSSBytes  int64    `json:"peak_rss_bytes,omitempty"`
+	PeakRSSScope  string   `json:"peak_rss_scope,omitempty"`
 	// The load generator (this process), over the window.
 	LoadgenCPUPerOpUS float64 `json:"loadgen_cpu_per_op_us"`
 	LoadgenCPUCores   float64 `json:"loadgen_cpu_cores"`
@@ -535,9 +542,9 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 			scope = "process"
 		}
 	}
-	if rs.profileDir != "" && t.child != nil {
+	if rs.profileDir != "" && t.proc != nil {
 		path := rs.profileDir + "/" + profileFile(res.Name, t.kind)
-		if err := t.child.control("start " + path); err != nil {
+		if err := t.proc.control("start " + path); err != nil {
 			rs.log("  profile: %v", err)
 		} else {
 			res.Profile = path
@@ -559,7 +566,7 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 		cpu1, cpuErr = procCPU(t.pid)
 	}
 	if res.Profile != "" {
-		if err := t.child.control("stop"); err != nil {
+		if err := t.proc.control("stop"); err != nil {
 			rs.log("  profile: %v", err)
 			res.Profile = ""
 		}
@@ -601,9 +608,14 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 			res.PerOp[kind] = summarize(m, elapsed)
 		}
 	}
+	res.SharedProcess = t.shared
 	res.LoadgenCPUCores = round2(float64(self1-self0) / float64(elapsed))
 	if t.pid > 0 && cpuErr == nil && hostErr == nil && hostErr1 == nil {
-		other := round2(max(0, float64(host1-host0-(cpu1-cpu0)-(self1-self0))/float64(elapsed)))
+		ours := (cpu1 - cpu0) + (self1 - self0)
+		if t.shared {
+			ours = self1 - self0
+		}
+		other := round2(max(0, float64(host1-host0-ours)/float64(elapsed)))
 		res.OtherCPUCores = &other
 	}
 	if res.Ops > 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -129,51 +130,108 @@ func (c *child) control(line string) error {
 // PATH, "stop" ends it; each line is answered "ok" or an error on stdout.
 // It returns when stdin closes.
 func controlLoop(in io.Reader, out io.Writer) {
-	var (
-		mu sync.Mutex
-		f  *os.File
-	)
+	var p profiler
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
-		mu.Lock()
-		cmd, arg, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
-		var err error
-		switch cmd {
-		case "start":
-			if f != nil {
-				err = errors.New("profile already running")
-				break
-			}
-			if f, err = os.Create(arg); err == nil {
-				if err = pprof.StartCPUProfile(f); err != nil {
-					f.Close()
-					f = nil
-				}
-			}
-		case "stop":
-			if f == nil {
-				err = errors.New("no profile running")
-				break
-			}
-			pprof.StopCPUProfile()
-			err = f.Close()
-			f = nil
-		default:
-			err = fmt.Errorf("unknown control command %q", cmd)
-		}
-		if err != nil {
+		if err := p.do(strings.TrimSpace(sc.Text())); err != nil {
 			fmt.Fprintln(out, "error:", err)
 		} else {
 			fmt.Fprintln(out, "ok")
 		}
-		mu.Unlock()
 	}
-	mu.Lock()
-	if f != nil {
+	_ = p.do("stop")
+}
+
+// profiler carries out the profiling protocol's commands in this process.
+type profiler struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func (p *profiler) do(line string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cmd, arg, _ := strings.Cut(line, " ")
+	switch cmd {
+	case "start":
+		if p.f != nil {
+			return errors.New("profile already running")
+		}
+		f, err := os.Create(arg)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		p.f = f
+		return nil
+	case "stop":
+		if p.f == nil {
+			return errors.New("no profile running")
+		}
 		pprof.StopCPUProfile()
-		f.Close()
+		err := p.f.Close()
+		p.f = nil
+		return err
+	default:
+		return fmt.Errorf("unknown control command %q", cmd)
 	}
-	mu.Unlock()
+}
+
+// inProcess is a target run as goroutines of the bench's own process
+// (--in-process): the service or the bare pipeline with its embedded
+// server, as in the reference measurements, where server, client and load
+// share one process. It answers the same calls as child.
+type inProcess struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+	prof   *profiler
+}
+
+func startInProcess(ctx context.Context, name string, run func(context.Context) error, prof *profiler) *inProcess {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &inProcess{name: name, cancel: cancel, done: make(chan struct{}), prof: prof}
+	go func() {
+		defer close(p.done)
+		p.err = run(ctx)
+	}()
+	return p
+}
+
+func (p *inProcess) exited() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s stopped: %v", p.name, p.err)
+	default:
+		return nil
+	}
+}
+
+func (p *inProcess) stop() error {
+	p.cancel()
+	select {
+	case <-p.done:
+		if p.err != nil && !errors.Is(p.err, context.Canceled) {
+			return fmt.Errorf("%s: %w", p.name, p.err)
+		}
+		return nil
+	case <-time.After(20 * time.Second):
+		return fmt.Errorf("%s did not stop within 20s", p.name)
+	}
+}
+
+func (p *inProcess) control(line string) error { return p.prof.do(line) }
+
+// targetProc is where a target the bench started runs: a child process
+// or goroutines of this one.
+type targetProc interface {
+	exited() error
+	stop() error
+	control(line string) error
 }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.

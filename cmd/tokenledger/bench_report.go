@@ -96,13 +96,20 @@ func printTable(w io.Writer, rep benchReport) {
 		if r.OtherCPUCores != nil {
 			other = fmt.Sprintf("%.2f", *r.OtherCPUCores)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t\n",
+		load := fmt.Sprintf("%.2f", r.LoadgenCPUCores)
+		if r.SharedProcess {
+			load = "(in cores)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.Name, r.Target, r.OpsPerSec, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max,
-			r.Errors, cpu, cores, rss, vo, vp, vc, r.LoadgenCPUCores, other)
+			r.Errors, cpu, cores, rss, vo, vp, vc, load, other)
 	}
 	tw.Flush()
 
 	fmt.Fprintln(w, "\ncores: CPU of the process under load; load cores: the load generator's; other cores: the rest of the machine (noise)")
+	if slices.ContainsFunc(rep.Results, func(r caseResult) bool { return r.SharedProcess }) {
+		fmt.Fprintln(w, "in-process: the service, the bare pipeline and the load generator share this process, so CPU/op, cores and peak RSS are the whole process's")
+	}
 	var notes []string
 	for _, r := range rep.Results {
 		if r.OtherCPUCores != nil && *r.OtherCPUCores > 0.25 {

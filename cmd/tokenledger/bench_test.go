@@ -89,6 +89,51 @@ func TestBenchReport(t *testing.T) {
 	}
 }
 
+// TestBenchInProcess: with --in-process the service and the bare pipeline
+// run inside the bench's process, the callers still go over TCP, and the
+// CPU and RSS figures are marked as the whole process's.
+func TestBenchInProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two servers and runs load for several seconds")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, []string{"bench", "--in-process", "--quiet", "--json",
+		"--cases", "refresh@2,introspect@2", "--duration", "1s", "--warmup", "200ms"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep benchReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if rep.Target != "embedded (in this process)" {
+		t.Errorf("target %q", rep.Target)
+	}
+	want := []string{"bare-rotate/c=2", "refresh/c=2", "bare-echo/c=2", "introspect/c=2"}
+	if len(rep.Results) != len(want) {
+		t.Fatalf("got %d results, want %d: %s", len(rep.Results), len(want), out.String())
+	}
+	for i, r := range rep.Results {
+		if r.Name != want[i] || r.Ops == 0 || r.Errors != 0 || r.Error != "" {
+			t.Errorf("result %d: %s: ops %d, errors %d %v %q", i, r.Name, r.Ops, r.Errors, r.ErrorsByCode, r.Error)
+		}
+		if !r.SharedProcess {
+			t.Errorf("%s: not marked as sharing the bench's process", r.Name)
+		}
+		if runtime.GOOS == "linux" && (r.CPUPerOpUS == nil || *r.CPUPerOpUS <= 0 || r.PeakRSSBytes <= 0) {
+			t.Errorf("%s: no CPU per op or peak RSS", r.Name)
+		}
+		if r.Target == "service" && r.VsBare == nil {
+			t.Errorf("%s: no ratio to the bare pipeline", r.Name)
+		}
+	}
+	if _, err := parseBench([]string{"--in-process", "--nats-url", "nats://127.0.0.1:4222"}); err == nil {
+		t.Error("--in-process with --nats-url accepted")
+	}
+}
+
 // TestBenchCallCodes: a missing endpoint is reported as no responders, a
 // service error by its OAuth code.
 func TestBenchCallCodes(t *testing.T) {
