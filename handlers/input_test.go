@@ -3,6 +3,7 @@ package handlers
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -179,4 +180,75 @@ func echoes(err error, body []byte, secret string) bool {
 		return false
 	}
 	return strings.Contains(err.Error(), secret)
+}
+
+// The fast paths of the issue and refresh decoders accept a subset of
+// what decodeStrict accepts, with the same result.
+func checkFlatAgreesWithStrict(t *testing.T, body []byte) {
+	t.Helper()
+	var fi, si IssueRequest
+	if fi.decodeFast(body, DefaultMaxRequestBytes) {
+		if err := decodeStrict(body, DefaultMaxRequestBytes, &si); err != nil || !reflect.DeepEqual(fi, si) {
+			t.Fatalf("%q: issue fast path decodes %+v, decodeStrict %+v (%v)", body, fi, si, err)
+		}
+	}
+	var fr, sr RefreshRequest
+	if fr.decodeFast(body, DefaultMaxRequestBytes) {
+		if err := decodeStrict(body, DefaultMaxRequestBytes, &sr); err != nil || fr != sr {
+			t.Fatalf("%q: refresh fast path decodes %+v, decodeStrict %+v (%v)", body, fr, sr, err)
+		}
+	}
+}
+
+func TestDecodeFlat(t *testing.T) {
+	for _, tc := range []struct {
+		body           string
+		issue, refresh bool // whether each fast path takes it
+	}{
+		{`{"client_id":"web","client_secret":"s","refresh_token":"tlr_x"}`, false, true},
+		{` {"refresh_token" : "tlr_x", "scope":"read write","client_id":"web","client_secret":"s"} `, false, true},
+		{`{"client_id":"web","client_secret":"s","subject":"alice","scope":"read"}`, true, false},
+		{`{"client_id":"web","client_secret":"s","subject":"alice","audience":["api"]}`, false, false},
+		{`{"client_id":"web","client_secret":"s","subject":"al\u0069ce"}`, false, false},
+		{`{"client_id":"web","client_secret":"s","subject":"alïce"}`, false, false},
+		{`{"client_id":"web","client_id":"other","client_secret":"s","refresh_token":"t"}`, false, false},
+		{`{"Client_ID":"web","client_secret":"s","refresh_token":"t"}`, false, false},
+		{`{"client_id":"web","client_secret":"s","refresh_token":"t"} x`, false, false},
+		{`{"client_id":"web","client_secret":"s","refresh_token":7}`, false, false},
+		{`{}`, false, false}, // no members: left to decodeStrict
+		{`{`, false, false},
+		{"\f{\"client_id\":\"web\"}", false, false},
+	} {
+		var ir IssueRequest
+		var rr RefreshRequest
+		if got := ir.decodeFast([]byte(tc.body), DefaultMaxRequestBytes); got != tc.issue {
+			t.Errorf("%q: issue fast path %t, want %t", tc.body, got, tc.issue)
+		}
+		if got := rr.decodeFast([]byte(tc.body), DefaultMaxRequestBytes); got != tc.refresh {
+			t.Errorf("%q: refresh fast path %t, want %t", tc.body, got, tc.refresh)
+		}
+		checkFlatAgreesWithStrict(t, []byte(tc.body))
+	}
+	body := []byte(`{"client_id":"web","client_secret":"s","refresh_token":"t"}`)
+	var rr RefreshRequest
+	if rr.decodeFast(body, len(body)-1) {
+		t.Error("fast path ignores the size limit")
+	}
+	if _, err := DecodeRefreshRequest(body, len(body)-1); err == nil {
+		t.Error("DecodeRefreshRequest ignores the size limit")
+	}
+}
+
+func FuzzDecodeFlat(f *testing.F) {
+	for _, s := range []string{
+		`{"client_id":"web","client_secret":"s","refresh_token":"tlr_x","scope":"read"}`,
+		`{"client_id":"web","client_secret":"s","subject":"alice","scope":"read"}`,
+		` { "subject" : "a" , "client_id":"c","client_secret":"s" } `,
+		`{"client_id":"web","client_secret":"s","refresh_token":"t","Refresh_Token":"u"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		checkFlatAgreesWithStrict(t, body)
+	})
 }

@@ -333,44 +333,63 @@ func (c *tokenCache) put(raw string, t *verifiedToken, now time.Time) {
 // target, hold it to that).
 func decodeTokenRequestFast(body []byte, limit int) (TokenRequest, bool) {
 	var r TokenRequest
-	if len(body) > limit {
+	ok := decodeFlat(body, limit, func(key []byte) (*string, uint8) {
+		switch string(key) {
+		case "client_id":
+			return &r.ClientID, 1
+		case "client_secret":
+			return &r.ClientSecret, 2
+		case "token":
+			return &r.Token, 4
+		case "token_type_hint":
+			return &r.TokenTypeHint, 8
+		}
+		return nil, 0
+	})
+	switch {
+	case !ok, r.ClientID == "", r.ClientSecret == "", r.Token == "":
 		return r, false
+	case r.TokenTypeHint != "" && r.TokenTypeHint != HintRefreshToken && r.TokenTypeHint != HintAccessToken:
+		return r, false
+	}
+	return r, true
+}
+
+// decodeFlat is the fast path of the request decoders: a JSON object, at
+// most limit bytes, whose members are all plain strings (printable ASCII,
+// no escapes) under keys that field knows exactly, each at most once,
+// with nothing after it. field returns where a key's value goes and a bit
+// of its own for that key (at most eight keys). decodeFlat reports false
+// for anything else, and the caller then decodes with decodeStrict, which
+// accepts or refuses it as the contract says (encoding/json also matches
+// keys case-insensitively and keeps the last of duplicates): so the fast
+// path never decides a request differently, it only decides it sooner.
+func decodeFlat(body []byte, limit int, field func(key []byte) (*string, uint8)) bool {
+	if len(body) > limit {
+		return false
 	}
 	i := skipWS(body, 0)
 	if i >= len(body) || body[i] != '{' {
-		return r, false
+		return false
 	}
 	i++
 	var seen uint8
 	for {
 		key, j, ok := plainString(body, skipWS(body, i))
 		if !ok {
-			return r, false
+			return false
 		}
 		i = skipWS(body, j)
 		if i >= len(body) || body[i] != ':' {
-			return r, false
+			return false
 		}
 		val, j, ok := plainString(body, skipWS(body, i+1))
 		if !ok {
-			return r, false
+			return false
 		}
-		var bit uint8
-		var dst *string
-		switch string(key) {
-		case "client_id":
-			bit, dst = 1, &r.ClientID
-		case "client_secret":
-			bit, dst = 2, &r.ClientSecret
-		case "token":
-			bit, dst = 4, &r.Token
-		case "token_type_hint":
-			bit, dst = 8, &r.TokenTypeHint
-		default:
-			return r, false
-		}
-		if seen&bit != 0 {
-			return r, false // encoding/json keeps the last; leave that to it
+		dst, bit := field(key)
+		if dst == nil || seen&bit != 0 {
+			return false
 		}
 		seen |= bit
 		*dst = string(val)
@@ -383,18 +402,9 @@ func decodeTokenRequestFast(body []byte, limit int) (TokenRequest, bool) {
 			i++
 			break
 		}
-		return r, false
+		return false
 	}
-	if skipWS(body, i) != len(body) {
-		return r, false
-	}
-	switch {
-	case r.ClientID == "", r.ClientSecret == "", r.Token == "":
-		return r, false
-	case r.TokenTypeHint != "" && r.TokenTypeHint != HintRefreshToken && r.TokenTypeHint != HintAccessToken:
-		return r, false
-	}
-	return r, true
+	return skipWS(body, i) == len(body)
 }
 
 // skipWS skips JSON whitespace from i.
