@@ -51,8 +51,9 @@ type syncRound struct {
 
 // NewSyncer returns a barrier for the projection w waits on. last reads the
 // stream's last sequence; it must observe every append acknowledged before
-// it was called (ledger.Store.LastSeq, which asks the stream leader, does;
-// a direct get may be answered by a replica that lags).
+// it was called. ledger.Store.LastSeq does: with one replica by a direct
+// get of the stream's last message, with more by asking the stream leader
+// (a direct get may be answered by a replica that lags).
 func NewSyncer(last func(context.Context) (uint64, error), w Waiter) (*Syncer, error) {
 	if last == nil || w == nil {
 		return nil, errors.New("projections: syncer needs a last-sequence probe and a waiter")
