@@ -19,11 +19,14 @@
 //     snapshot instead of cascading.
 //   - The fold is ledger.Apply, the rules are the ledger's (Decide's
 //     legal transitions), and events are read with the ledger's one codec
-//     (ledger.DecodeEvent); at cross-checks its answers with the
-//     projections' valid-token view folded from the same events.
+//     (ledger.DecodeEvent, and ledger.DecodeFolded, which reads the same
+//     events); at cross-checks its answers with the projections'
+//     valid-token view folded from the same events.
 //   - A snapshot differs from the fold only if their JSON encodings
-//     differ: equalState settles the usual case by value, and a difference
-//     is confirmed by encoding both before it is reported.
+//     differ: ledger.DecodeFolded settles the usual case by comparing the
+//     stored snapshot's bytes with the fold's encoding; otherwise the
+//     event is decoded whole, equalState compares by value, and a
+//     difference is confirmed by encoding both before it is reported.
 //   - Output for programs is JSON on the writer it is given; progress goes
 //     to stderr only when it is a terminal.
 //
