@@ -112,6 +112,10 @@ func serve(ctx context.Context, args []string) error {
 	var kek ledger.KEK
 	closed := make(chan struct{})
 	onClose := nats.ClosedHandler(func(*nats.Conn) { close(closed) })
+	// The projections read every event the service appends. They get a
+	// connection of their own, so those deliveries do not queue on the
+	// connection that carries requests, replies and appends.
+	var connectProjections func() (*nats.Conn, error)
 	if cfg.nats.url == "" {
 		ns, err := startEmbedded(cfg.listen, cfg.data)
 		if err != nil {
@@ -126,6 +130,9 @@ func serve(ctx context.Context, args []string) error {
 		if nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tokenledger-serve"), onClose); err != nil {
 			return fmt.Errorf("connect to embedded server: %w", err)
 		}
+		connectProjections = func() (*nats.Conn, error) {
+			return nats.Connect("", nats.InProcessServer(ns), nats.Name("tokenledger-serve-projections"))
+		}
 		if cfg.kek == "" && cfg.kekFile == "" {
 			cfg.kekFile = filepath.Join(cfg.data, "kek")
 			if kek, err = ledger.LoadOrCreateKEK(cfg.kekFile); err != nil {
@@ -136,6 +143,7 @@ func serve(ctx context.Context, args []string) error {
 		if nc, err = cfg.nats.connect("tokenledger-serve", onClose); err != nil {
 			return err
 		}
+		connectProjections = func() (*nats.Conn, error) { return cfg.nats.connect("tokenledger-serve-projections") }
 		log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
 	}
 	// Runs before the embedded server's shutdown, deferred earlier.
@@ -169,11 +177,21 @@ func serve(ctx context.Context, args []string) error {
 	// The valid-token view, fed from the ledger stream, and the revocation
 	// feed that announces every revocation to resource servers.
 	view := projections.NewView()
-	runner, err := projections.NewRunner(js, view, projections.RunnerConfig{Stream: cfg.stream, Log: log})
+	pnc, err := connectProjections()
+	if err != nil {
+		return fmt.Errorf("projections connection: %w", err)
+	}
+	// Closed after the runner and the feed stop, before nc drains.
+	defer pnc.Close()
+	pjs, err := jetstream.New(pnc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	runner, err := projections.NewRunner(pjs, view, projections.RunnerConfig{Stream: cfg.stream, Log: log})
 	if err != nil {
 		return err
 	}
-	feed, err := projections.NewFeed(ctx, js, view, projections.FeedConfig{
+	feed, err := projections.NewFeed(ctx, pjs, view, projections.FeedConfig{
 		Prefix: cfg.prefix, LedgerStream: cfg.stream, Replicas: cfg.replicas,
 		MaxAge: max(24*time.Hour, 2*cfg.accessTTL), Log: log,
 	})
