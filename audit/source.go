@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -99,6 +100,12 @@ var errStop = errors.New("stop scan")
 // time, until the end (or ctx ends when following). fn may return errStop
 // to end the scan early; any other error ends it and is returned. Each
 // message's Data is its own copy, so fn may keep it.
+//
+// It consumes with a callback rather than an iterator: that costs less a
+// message (no timer and channel hop per message), which an audit of a
+// million events feels. The ordered consumer calls back from its own
+// goroutine, and from a new one after a reset, so fn is called under a
+// lock and never again once Scan has returned.
 func (s *Source) Scan(ctx context.Context, opts ScanOptions, fn func(Msg) error) error {
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {
@@ -121,30 +128,26 @@ func (s *Source) Scan(ctx context.Context, opts ScanOptions, fn func(Msg) error)
 	if batch <= 0 {
 		batch = 4096
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(batch, batch*4096))
-	if err != nil {
-		return fmt.Errorf("read %s: %w", s.stream, err)
+	var (
+		mu      sync.Mutex
+		stopped bool                  // under mu: fn is not called again
+		done    = make(chan error, 1) // the outcome, sent once under mu
+		failed  = make(chan error, 1) // the connection closed
+	)
+	finish := func(err error) { // with mu held
+		stopped = true
+		done <- err
 	}
-	defer it.Stop()
-	if info := cons.CachedInfo(); !opts.Follow && info != nil && info.NumPending == 0 {
-		return nil
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				if opts.Follow && errors.Is(ctx.Err(), context.Canceled) {
-					return nil
-				}
-				return ctx.Err()
-			}
-			return fmt.Errorf("read %s: %w", s.stream, err)
+	handle := func(m jetstream.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
 		md, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("read %s: %w", s.stream, err)
+			finish(fmt.Errorf("read %s: %w", s.stream, err))
+			return
 		}
 		msg := Msg{
 			Seq: md.Sequence.Stream, Subject: m.Subject(), StoredAt: md.Timestamp,
@@ -153,12 +156,46 @@ func (s *Source) Scan(ctx context.Context, opts ScanOptions, fn func(Msg) error)
 		}
 		if err := fn(msg); err != nil {
 			if errors.Is(err, errStop) {
-				return nil
+				err = nil
 			}
-			return err
+			finish(err)
+			return
 		}
 		if !opts.Follow && md.NumPending == 0 {
-			return nil
+			finish(nil)
 		}
 	}
+	// The ordered consumer recreates itself on any other error; a closed
+	// connection ends it.
+	onErr := func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrConnectionClosed) {
+			select {
+			case failed <- fmt.Errorf("read %s: %w", s.stream, err):
+			default:
+			}
+		}
+	}
+	cc, err := cons.Consume(handle, jetstream.PullMaxMessagesWithBytesLimit(batch, batch*4096),
+		jetstream.ConsumeErrHandler(onErr))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", s.stream, err)
+	}
+	defer cc.Stop()
+	if info := cons.CachedInfo(); !opts.Follow && info != nil && info.NumPending == 0 {
+		err = nil
+	} else {
+		select {
+		case err = <-done:
+		case err = <-failed:
+		case <-ctx.Done():
+			err = ctx.Err()
+			if opts.Follow && errors.Is(err, context.Canceled) {
+				err = nil
+			}
+		}
+	}
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
+	return err
 }
