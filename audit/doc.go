@@ -19,11 +19,11 @@
 //     snapshot instead of cascading.
 //   - The fold is ledger.Apply, the rules are the ledger's (Decide's
 //     legal transitions), and events are read with the ledger's one codec
-//     (ledger.DecodeEvent, and ledger.DecodeFolded, which reads the same
+//     (ledger.DecodeEvent, and ledger.Folder, which reads the same
 //     events); at cross-checks its answers with the projections'
 //     valid-token view folded from the same events.
 //   - A snapshot differs from the fold only if their JSON encodings
-//     differ: ledger.DecodeFolded settles the usual case by comparing the
+//     differ: ledger.Folder settles the usual case by comparing the
 //     stored snapshot's bytes with the fold's encoding; otherwise the
 //     event is decoded whole, equalState compares by value, and a
 //     difference is confirmed by encoding both before it is reported.

@@ -303,7 +303,7 @@ type worker struct {
 	in         chan []item
 	families   map[string]*famState
 	violations []Violation
-	buf        []byte // scratch for ledger.DecodeFolded
+	folder     ledger.Folder
 }
 
 func (w *worker) run() {
@@ -335,16 +335,18 @@ func (w *worker) check(it item) {
 		return
 	}
 	// The usual event's snapshot is the fold, stored as EncodeEvent
-	// writes it: DecodeFolded settles that without decoding the snapshot.
+	// writes it: the Folder settles that without decoding the snapshot.
 	// Otherwise the event is decoded whole, as it always was.
-	e, matched, buf := ledger.DecodeFolded(it.data, f.fold, w.buf)
-	w.buf = buf
+	e, next, matched := w.folder.Decode(it.data, f.fold)
+	snap := next // the stored snapshot
+	var serr error
 	if !matched {
 		var err error
 		if e, err = ledger.DecodeEvent(it.data); err != nil {
 			w.report(Violation{Seq: it.seq, Kind: KindDecode, FamilyID: it.family, Detail: err.Error()})
 			return
 		}
+		snap, serr = snapshot(e)
 	}
 	h := hash{sum: it.hash, set: true}
 	if e.FamilyID != it.family {
@@ -363,7 +365,6 @@ func (w *worker) check(it item) {
 			w.violations[i].Detail = fmt.Sprintf("the family's event %s at seq %d belongs before seq %d: events stored out of order", e.ID, it.seq, w.violations[i].Seq)
 			return
 		}
-		snap, serr := snapshot(e)
 		switch {
 		case f.before.set && f.before.is(e.Prev):
 			v.Seq, v.Kind, v.EventID = f.headSeq, KindInserted, f.headEvent
@@ -410,16 +411,13 @@ func (w *worker) check(it item) {
 		v.Kind, v.Detail = KindTransition, msg
 		w.report(v)
 	}
-	var next ledger.State
-	if matched {
-		next = *e.State // DecodeFolded found the fold in it
-	} else {
+	if !matched {
 		next = ledger.Apply(f.fold, e)
 		if !sameState(next, e.State) {
 			v.Kind = KindState
 			v.Detail = "the state snapshot differs from the fold of the family's events"
 			w.report(v)
-			if snap, err := snapshot(e); err == nil {
+			if serr == nil {
 				next = snap
 			}
 		}

@@ -53,35 +53,36 @@ func foldedCases(t testing.TB) (before State, events [][]byte) {
 	return before, events
 }
 
-// checkFolded fails unless DecodeFolded's ok=true is what it promises:
+// checkFolded fails unless Folder.Decode's ok=true is what it promises:
 // DecodeEvent reads the same event, with a snapshot that encodes as the
 // fold does.
 func checkFolded(t testing.TB, b []byte, before State) bool {
 	t.Helper()
-	got, ok, _ := DecodeFolded(b, before, nil)
+	var f Folder
+	got, next, ok := f.Decode(b, before)
 	if !ok {
 		return false
 	}
 	want, err := DecodeEvent(b)
 	if err != nil {
-		t.Fatalf("DecodeFolded read %s, DecodeEvent fails: %v", b, err)
+		t.Fatalf("Folder.Decode read %s, DecodeEvent fails: %v", b, err)
 	}
 	fold := Apply(before, want)
 	jFold, errFold := json.Marshal(fold)
 	jWant, errWant := json.Marshal(want.State)
-	jGot, errGot := json.Marshal(got.State)
+	jGot, errGot := json.Marshal(next)
 	if want.State == nil || errFold != nil || errWant != nil || errGot != nil ||
 		!bytes.Equal(jWant, jFold) || !bytes.Equal(jGot, jFold) {
-		t.Fatalf("DecodeFolded read %s with the fold %s as its snapshot, DecodeEvent reads %s", b, jFold, jWant)
+		t.Fatalf("Folder.Decode read %s with the fold %s as its snapshot, DecodeEvent reads %s", b, jFold, jWant)
 	}
-	got.State, want.State = nil, nil
+	want.State = nil
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("DecodeFolded read %s as %+v, DecodeEvent as %+v", b, got, want)
+		t.Fatalf("Folder.Decode read %s as %+v, DecodeEvent as %+v", b, got, want)
 	}
 	return true
 }
 
-func TestDecodeFolded(t *testing.T) {
+func TestFolderDecode(t *testing.T) {
 	before, events := foldedCases(t)
 	var hits int
 	for i, b := range events {
@@ -103,7 +104,7 @@ func TestDecodeFolded(t *testing.T) {
 	}
 }
 
-func FuzzDecodeFolded(f *testing.F) {
+func FuzzFolderDecode(f *testing.F) {
 	before, events := foldedCases(f)
 	for _, b := range events {
 		f.Add(b)
@@ -116,13 +117,12 @@ func FuzzDecodeFolded(f *testing.F) {
 	})
 }
 
-func BenchmarkDecodeFolded(b *testing.B) {
+func BenchmarkFolderDecode(b *testing.B) {
 	before, events := foldedCases(b)
-	var buf []byte
+	var f Folder
 	b.ReportAllocs()
 	for b.Loop() {
-		var ok bool
-		if _, ok, buf = DecodeFolded(events[0], before, buf); !ok {
+		if _, _, ok := f.Decode(events[0], before); !ok {
 			b.Fatal("fold not recognised")
 		}
 	}
