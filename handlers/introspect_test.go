@@ -155,12 +155,15 @@ func TestIntrospectCacheNeverHidesARevocation(t *testing.T) {
 				t.Fatal("the second introspection did not hit the cache")
 			}
 			tc.revoke(g, at)
-			hits = in.hits.Load()
+			hits, direct := in.hits.Load(), in.direct.Load()
 			if e.introspect(g.AccessToken).Active {
 				t.Fatal("revoked access token active")
 			}
 			if in.hits.Load() == hits {
 				t.Fatal("the token was verified again: the test did not exercise the cache")
+			}
+			if in.direct.Load() == direct {
+				t.Fatal("answered by the worker pool: the test did not exercise introspectNow")
 			}
 		})
 	}

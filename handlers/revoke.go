@@ -40,6 +40,14 @@ func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), grou
 		{endpoint{"admin_digest", s.adminDigest}, "admin.digest"},
 	} {
 		h := s.dispatch(ctx, jobs, ep.endpoint)
+		if ep.name == "introspect" {
+			pooled := h
+			h = func(req micro.Request) {
+				if !s.introspectNow(req) {
+					pooled(req)
+				}
+			}
+		}
 		if err := group.AddEndpoint(ep.name, h, micro.WithEndpointSubject(ep.subject)); err != nil {
 			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
 		}

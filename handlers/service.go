@@ -91,9 +91,10 @@ type Service struct {
 	cfg    Config
 	signer *ledger.Signer
 	jwks   []byte
-	nc     *nats.Conn    // set by Run
-	stats  sync.Map      // endpoint name -> *endpointStats
-	intro  *introspector // nil without a view
+	nc     *nats.Conn     // set by Run
+	stats  sync.Map       // endpoint name -> *endpointStats
+	intro  *introspector  // nil without a view
+	inline sync.WaitGroup // introspections answered outside the pool, not yet answered
 }
 
 // NewService validates the configuration and prepares the signer.
@@ -151,6 +152,7 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 	defer func() {
 		close(jobs)
 		wg.Wait()
+		s.inline.Wait() // introspections waiting for a sync round
 	}()
 
 	svc, err := micro.AddService(nc, micro.Config{

@@ -90,15 +90,21 @@ func (r *Registry) apply(e jetstream.KeyValueEntry) {
 	r.dynamic[c.ID] = c
 }
 
-// Get returns a client, looking in the bucket if the watch has not seen it.
-func (r *Registry) Get(ctx context.Context, id string) (Client, error) {
+// Known returns a client the registry holds in memory (from the config or
+// seen by the watch) without asking the bucket: it never blocks.
+func (r *Registry) Known(id string) (Client, bool) {
 	if c, ok := r.static[id]; ok {
-		return c, nil
+		return c, true
 	}
 	r.mu.RLock()
 	c, ok := r.dynamic[id]
 	r.mu.RUnlock()
-	if ok {
+	return c, ok
+}
+
+// Get returns a client, looking in the bucket if the watch has not seen it.
+func (r *Registry) Get(ctx context.Context, id string) (Client, error) {
+	if c, ok := r.Known(id); ok {
 		return c, nil
 	}
 	if !clientIDPattern.MatchString(id) {

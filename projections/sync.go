@@ -47,6 +47,9 @@ type syncRound struct {
 	seq    uint64
 	err    error
 	joined int // callers served, counted under Syncer.mu (tests read it)
+	// after holds the callbacks of SyncThen callers, run once the
+	// projection reached seq.
+	after []func(error)
 }
 
 // NewSyncer returns a barrier for the projection w waits on. last reads the
@@ -61,29 +64,35 @@ func NewSyncer(last func(context.Context) (uint64, error), w Waiter) (*Syncer, e
 	return &Syncer{last: last, w: w, timeout: DefaultProbeTimeout}, nil
 }
 
-// Sync blocks until the projection has applied every event acknowledged by
-// the stream before the call, or ctx ends.
-func (s *Syncer) Sync(ctx context.Context) error {
+// join adds a caller to the round the next probe serves and reports
+// whether the caller must start that probe (none is in flight).
+func (s *Syncer) join(then func(error)) (*syncRound, bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	r := s.next
 	if r == nil {
 		r = &syncRound{done: make(chan struct{})}
 		s.next = r
 	}
 	r.joined++
+	if then != nil {
+		r.after = append(r.after, then)
+	}
 	lead := !s.probing
 	if lead {
 		s.probing, s.next = true, nil
 	}
-	s.mu.Unlock()
+	return r, lead
+}
 
+// Sync blocks until the projection has applied every event acknowledged by
+// the stream before the call, or ctx ends.
+func (s *Syncer) Sync(ctx context.Context) error {
+	r, lead := s.join(nil)
 	if lead {
 		// The first caller of an idle syncer probes itself (no goroutine
 		// switch for a lone caller) and hands later rounds to a goroutine.
-		s.probe(ctx, r)
-		if s.busy() {
-			go s.loop(ctx)
-		}
+		s.round(ctx, r)
 	} else {
 		select {
 		case <-r.done:
@@ -97,8 +106,41 @@ func (s *Syncer) Sync(ctx context.Context) error {
 	return s.w.WaitFor(ctx, r.seq)
 }
 
-// probe runs one round. Its context outlives the caller that started it:
-// the round serves other callers too.
+// SyncThen is Sync for a caller that must not block: it returns at once,
+// and then runs later, with nil once the projection has applied every
+// event the stream had acknowledged when SyncThen was called, or with the
+// error that prevented it (the wait is bounded by the probe timeout). The
+// callbacks of one round run one after another on the goroutine that
+// probed: they must be quick and must not block.
+func (s *Syncer) SyncThen(then func(error)) {
+	if r, lead := s.join(then); lead {
+		go s.round(context.Background(), r)
+	}
+}
+
+// round probes for r, hands the round waiting behind it (if any) to a new
+// goroutine, then runs r's callbacks.
+func (s *Syncer) round(ctx context.Context, r *syncRound) {
+	s.probe(ctx, r)
+	if next := s.advance(); next != nil {
+		go s.round(ctx, next)
+	}
+	if len(r.after) == 0 {
+		return
+	}
+	err := r.err
+	if err == nil {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		err = s.w.WaitFor(wctx, r.seq)
+		cancel()
+	}
+	for _, then := range r.after {
+		then(err)
+	}
+}
+
+// probe runs one round's probe. Its context outlives the caller that
+// started it: the round serves other callers too.
 func (s *Syncer) probe(ctx context.Context, r *syncRound) {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
@@ -107,18 +149,6 @@ func (s *Syncer) probe(ctx context.Context, r *syncRound) {
 		r.err = fmt.Errorf("sync: the stream's last sequence: %w", r.err)
 	}
 	close(r.done)
-}
-
-// busy reports whether callers wait for another round, or marks the
-// syncer idle.
-func (s *Syncer) busy() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.next == nil {
-		s.probing = false
-		return false
-	}
-	return true
 }
 
 // advance takes the round that waits for the next probe, or marks the
@@ -133,11 +163,4 @@ func (s *Syncer) advance() *syncRound {
 	}
 	s.next = nil
 	return r
-}
-
-// loop runs rounds back to back while callers keep arriving.
-func (s *Syncer) loop(ctx context.Context) {
-	for r := s.advance(); r != nil; r = s.advance() {
-		s.probe(ctx, r)
-	}
 }

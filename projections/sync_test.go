@@ -144,6 +144,89 @@ func TestSyncerProbeErrorIsNotSticky(t *testing.T) {
 	}
 }
 
+// SyncThen callers never block, share rounds with Sync callers, and are
+// called back only after a probe that started after they joined, once the
+// projection reached what that probe saw; a failed probe is passed on.
+func TestSyncerThen(t *testing.T) {
+	p := newScriptedProbe()
+	w := &seqWaiter{}
+	s, err := NewSyncer(p.last, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		id  int
+		err error
+	}
+	got := make(chan result, 64)
+	then := func(id int) func(error) { return func(err error) { got <- result{id, err} } }
+
+	s.SyncThen(then(0)) // returns at once; an idle syncer starts a probe
+	if n := <-p.started; n != 1 {
+		t.Fatalf("first probe is #%d", n)
+	}
+	const late = 40
+	for i := 1; i <= late; i++ {
+		s.SyncThen(then(i))
+	}
+	syncDone := make(chan error, 1)
+	go func() { syncDone <- s.Sync(context.Background()) }()
+	waitUntil(t, "the late callers joined the next round", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.next != nil && s.next.joined == late+1
+	})
+	select {
+	case r := <-got:
+		t.Fatalf("callback %d ran before its probe answered", r.id)
+	default:
+	}
+	p.release <- struct{}{} // probe 1: only caller 0's
+	if r := <-got; r.id != 0 || r.err != nil {
+		t.Fatalf("first callback: %+v", r)
+	}
+	if n := <-p.started; n != 2 {
+		t.Fatalf("second probe is #%d", n)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("late callback %d ran on the first probe", r.id)
+	default:
+	}
+	p.release <- struct{}{}
+	seen := map[int]bool{}
+	for range late {
+		r := <-got
+		if r.err != nil || r.id < 1 || r.id > late || seen[r.id] {
+			t.Fatalf("late callback: %+v", r)
+		}
+		seen[r.id] = true
+	}
+	if err := <-syncDone; err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	counts := map[uint64]int{}
+	for _, seq := range w.seqs {
+		counts[seq]++
+	}
+	w.mu.Unlock()
+	// One wait per round with callbacks, one per Sync caller.
+	if counts[1] != 1 || counts[2] != 2 || p.calls.Load() != 2 {
+		t.Fatalf("waited for %v over %d probes", counts, p.calls.Load())
+	}
+
+	fail := errors.New("stream unavailable")
+	f, err := NewSyncer(func(context.Context) (uint64, error) { return 0, fail }, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.SyncThen(then(99))
+	if r := <-got; r.id != 99 || !errors.Is(r.err, fail) {
+		t.Fatalf("callback after a failed probe: %+v", r)
+	}
+}
+
 // A caller whose context ends stops waiting; the probe it started still
 // serves the others.
 func TestSyncerCallerGivesUp(t *testing.T) {
