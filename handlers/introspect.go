@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -482,19 +483,15 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// plainString reads a JSON string at i made only of printable ASCII
-// without escapes and returns its contents and the index after it.
+// plainString reads a JSON string at i made only of ASCII without control
+// characters or escapes, and returns its contents and the index after it.
 func plainString(b []byte, i int) ([]byte, int, bool) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, i, false
 	}
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return b[i+1 : j], j + 1, true
-		case c == '\\' || c < 0x20 || c > 0x7e:
-			return nil, i, false
-		}
+	n := bytes.IndexByte(b[i+1:], '"')
+	if n < 0 || !ledger.PlainText(b[i+1:i+1+n]) {
+		return nil, i, false
 	}
-	return nil, i, false
+	return b[i+1 : i+1+n], i + n + 2, true
 }

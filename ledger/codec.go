@@ -386,6 +386,11 @@ func (d *dec) strBytes() []byte {
 	return s
 }
 
+// PlainText reports whether s, found between a JSON string's quotes, is
+// its value as it stands: ASCII without control characters or escapes.
+// Request decoders use it for their own fast paths.
+func PlainText(s []byte) bool { return plainWords(s) }
+
 // plainWords reports whether s is printable ASCII without a backslash,
 // eight bytes at a time; false sends the caller to the byte-wise check.
 func plainWords(s []byte) bool {
