@@ -31,8 +31,8 @@ import (
 // each handler body running on a bounded goroutine pool, on embedded
 // JetStream with file storage. It answers the same request shapes as the
 // service (bare.issue, bare.refresh) so one load generator drives both, and
-// bare.introspect is a request-reply echo on the same pool (the ceiling
-// for any endpoint). It deliberately does not use the ledger package: its
+// bare.introspect is a request-reply echo answered on the endpoint's own
+// goroutine, with no pool (the ceiling for any endpoint). It deliberately does not use the ledger package: its
 // cost must not move when the service code is optimised.
 
 const (
@@ -128,7 +128,7 @@ func bareServe(ctx context.Context, args []string) error {
 	defer svc.Stop()
 	group := svc.AddGroup(barePrefix)
 	for name, h := range map[string]func(context.Context, micro.Request){
-		"issue": b.issue, "refresh": b.rotate, "introspect": b.echo,
+		"issue": b.issue, "refresh": b.rotate,
 	} {
 		err := group.AddEndpoint(name, micro.HandlerFunc(func(req micro.Request) {
 			select {
@@ -143,6 +143,9 @@ func bareServe(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+	}
+	if err := group.AddEndpoint("introspect", micro.HandlerFunc(b.echo)); err != nil {
+		return err
 	}
 	<-ctx.Done()
 	return nil
@@ -242,7 +245,7 @@ func (b *bareServer) finish(ctx context.Context, req micro.Request, fid, jti str
 	_ = req.Respond(r)
 }
 
-func (b *bareServer) echo(_ context.Context, req micro.Request) {
+func (b *bareServer) echo(req micro.Request) {
 	_ = req.Respond([]byte(`{"active":true}`))
 }
 
