@@ -23,17 +23,14 @@ type Folder struct {
 // encoding/json); the caller then uses DecodeEvent.
 func (f *Folder) Decode(b []byte, before State) (e Event, next State, ok bool) {
 	// Split b into the members before the snapshot and the snapshot:
-	// b = head + `,"state":` + snapshot + `}`.
-	i := bytes.Index(b, []byte(`},"state":{`))
-	if i < 0 || !fastTypesOK {
+	// b = head + `,"state":` + snapshot + `}`, where head holds no other
+	// "state" (a repeated member, or a string that reads "state", is left
+	// to DecodeEvent).
+	i := bytes.Index(b, []byte(`"state"`))
+	if i < 2 || !fastTypesOK || !bytes.HasPrefix(b[i-2:], []byte(`},"state":{`)) {
 		return Event{}, State{}, false
 	}
-	head := b[:i+1]
-	if bytes.Contains(head, []byte(`"state"`)) {
-		// Another snapshot before it, or a string that reads "state":
-		// leave repeated members to DecodeEvent.
-		return Event{}, State{}, false
-	}
+	head := b[:i-1]
 	f.buf = append(append(f.buf[:0], head...), '}')
 	if e, ok = decodeFastOpts(f.buf, false); !ok {
 		return Event{}, State{}, false
