@@ -252,3 +252,33 @@ func FuzzDecodeFlat(f *testing.F) {
 		checkFlatAgreesWithStrict(t, body)
 	})
 }
+
+// A presigned access token is used only for exactly the claims it was
+// signed for; otherwise the token is signed anew.
+func TestPresignedTokenOnlyForItsClaims(t *testing.T) {
+	claims := ledger.AccessClaims{Issuer: "i", Subject: "alice", JTI: "j1", SID: "f", ExpiresAt: 10}
+	var signed int
+	sign := func(c ledger.AccessClaims) (string, error) { signed++; return "fresh-" + c.JTI, nil }
+	other := claims
+	other.JTI = "j2"
+	for _, tc := range []struct {
+		name string
+		p    *presigned
+		want string
+	}{
+		{"same claims", &presigned{claims: claims, token: "pre"}, "pre"},
+		{"another attempt's claims", &presigned{claims: other, token: "pre"}, "fresh-j1"},
+		{"presigning failed", &presigned{claims: claims, err: errors.New("boom")}, "fresh-j1"},
+		{"nothing presigned", &presigned{}, "fresh-j1"},
+		{"no presigner", nil, "fresh-j1"},
+	} {
+		signed = 0
+		got, err := tc.p.tokenFor(claims, sign)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+		if wantSigned := map[bool]int{true: 0, false: 1}[tc.want == "pre"]; signed != wantSigned {
+			t.Errorf("%s: signed %d times, want %d", tc.name, signed, wantSigned)
+		}
+	}
+}

@@ -95,6 +95,7 @@ type Service struct {
 	stats  sync.Map       // endpoint name -> *endpointStats
 	intro  *introspector  // nil without a view
 	inline sync.WaitGroup // introspections answered outside the pool, not yet answered
+	inHand atomic.Int64   // requests the pool is serving
 }
 
 // NewService validates the configuration and prepares the signer.
@@ -209,6 +210,8 @@ func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint)
 }
 
 func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) {
+	s.inHand.Add(1)
+	defer s.inHand.Add(-1)
 	ctx, cancel := context.WithTimeout(parent, s.cfg.Timeout)
 	defer cancel()
 	reply, err := ep.handler(ctx, req)

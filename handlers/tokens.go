@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -193,14 +194,16 @@ func (s *Service) issue(ctx context.Context, req micro.Request) (any, error) {
 			return nil, badRequest("claims are not valid JSON")
 		}
 	}
+	var sig presigned
 	g, err := s.cfg.Ledger.Issue(ctx, ledger.IssueRequest{
 		Client: client, Policy: client.Policy(s.cfg.Defaults), Subject: r.Subject,
 		Scope: scope, Audience: aud, Claims: claims, RequestID: s.requestID(req),
+		Prepare: sig.prepare(s),
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.tokenResponse(g)
+	return s.tokenResponse(g, &sig)
 }
 
 func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
@@ -213,9 +216,11 @@ func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
 		return nil, err
 	}
 	reqID := s.requestID(req)
+	var sig presigned
 	g, err := s.cfg.Ledger.Refresh(ctx, ledger.RefreshRequest{
 		Client: client, Policy: client.Policy(s.cfg.Defaults), RefreshToken: r.RefreshToken,
 		Scope: strings.Join(strings.Fields(r.Scope), " "), RequestID: reqID,
+		Prepare: sig.prepare(s),
 	})
 	if errors.Is(err, ledger.ErrRefreshReused) {
 		// A security signal operators want to see; the token itself is
@@ -227,12 +232,46 @@ func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.tokenResponse(g)
+	return s.tokenResponse(g, &sig)
 }
 
-// tokenResponse signs the access token and encodes the reply.
-func (s *Service) tokenResponse(g ledger.Grant) ([]byte, error) {
-	at, err := s.signer.Sign(ledger.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt))
+// presigned is the access token signed while the ledger appended the
+// events of a grant (ledger's Prepare), for the claims it was signed with.
+// It is used only if the ledger then returns a grant with the same claims:
+// the append succeeded, and it was the attempt that signed last.
+type presigned struct {
+	claims ledger.AccessClaims
+	token  string
+	err    error
+}
+
+// prepare is the ledger's Prepare that presigns into p, or nil (sign after
+// the append) when the service has more requests in hand than CPUs: then
+// no core is idle during the append, and signing meanwhile would only add
+// a goroutine switch.
+func (p *presigned) prepare(s *Service) func(ledger.Grant) {
+	if s.inHand.Load() > int64(runtime.GOMAXPROCS(0)) {
+		return nil
+	}
+	return func(g ledger.Grant) {
+		p.claims = ledger.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt)
+		p.token, p.err = s.signer.Sign(p.claims)
+	}
+}
+
+// tokenFor returns the token signed for claims: the presigned one if it
+// was signed for exactly these claims, else a new signature.
+func (p *presigned) tokenFor(claims ledger.AccessClaims, sign func(ledger.AccessClaims) (string, error)) (string, error) {
+	if p != nil && p.token != "" && p.err == nil && p.claims.Equal(claims) {
+		return p.token, nil
+	}
+	return sign(claims)
+}
+
+// tokenResponse encodes the reply, signing the access token unless sig
+// holds it already signed for exactly these claims.
+func (s *Service) tokenResponse(g ledger.Grant, sig *presigned) ([]byte, error) {
+	at, err := sig.tokenFor(ledger.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt), s.signer.Sign)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,14 @@ type AccessClaims struct {
 	Custom    json.RawMessage `json:"-"`
 }
 
+// Equal reports whether c and o are the same claims, field by field.
+func (c AccessClaims) Equal(o AccessClaims) bool {
+	return c.Issuer == o.Issuer && c.Subject == o.Subject && slices.Equal(c.Audience, o.Audience) &&
+		c.ExpiresAt == o.ExpiresAt && c.IssuedAt == o.IssuedAt && c.NotBefore == o.NotBefore &&
+		c.JTI == o.JTI && c.ClientID == o.ClientID && c.Scope == o.Scope && c.SID == o.SID &&
+		c.Version == o.Version && bytes.Equal(c.Custom, o.Custom)
+}
+
 // ClaimsFor builds the claims of the access token a grant hands out.
 func ClaimsFor(issuer string, st State, g AccessGrant, issuedAt time.Time) AccessClaims {
 	return AccessClaims{

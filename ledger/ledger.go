@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -74,6 +75,9 @@ type IssueRequest struct {
 	Claims    json.RawMessage
 	Version   int
 	RequestID string
+	// Prepare, if set, runs while the events are appended: see
+	// RefreshRequest.Prepare.
+	Prepare func(Grant)
 }
 
 // Issue starts a family and returns its first tokens.
@@ -94,11 +98,37 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
 	if err != nil {
 		return Grant{}, err
 	}
-	st, err := l.store.Append(ctx, State{}, events...)
+	g := Grant{State: fold(State{}, events), RefreshToken: raw, Access: events[0].Data.(FamilyIssued).Access, IssuedAt: now}
+	st, err := l.appendPreparing(ctx, State{}, events, g, req.Prepare)
 	if err != nil {
 		return Grant{}, err
 	}
-	return Grant{State: st, RefreshToken: raw, Access: events[0].Data.(FamilyIssued).Access, IssuedAt: now}, nil
+	g.State = st
+	return g, nil
+}
+
+// appendPreparing appends the events and, meanwhile on another goroutine,
+// runs prepare (if set) with the grant g they give: the caller's work on
+// the grant (signing the access token) overlaps the append's round trip
+// instead of following it. It returns once both are done.
+func (l *Ledger) appendPreparing(ctx context.Context, st State, events []Event, g Grant, prepare func(Grant)) (State, error) {
+	if prepare == nil {
+		return l.store.Append(ctx, st, events...)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { prepare(g) })
+	after, err := l.store.Append(ctx, st, events...)
+	wg.Wait()
+	return after, err
+}
+
+// fold is the state after the events, as Append computes it (without the
+// sequence and head the stream gives).
+func fold(st State, events []Event) State {
+	for _, e := range events {
+		st = Apply(st, e)
+	}
+	return st
 }
 
 // RefreshRequest presents a refresh token.
@@ -110,6 +140,13 @@ type RefreshRequest struct {
 	RequestID    string
 	// Rollout returns the version the family must reach, if any.
 	Rollout func(State) *Rollout
+	// Prepare, if set, runs while the events are appended, on another
+	// goroutine, with the grant the refresh gives if the append succeeds
+	// (its State lacks only Seq and Head), so work on it such as signing
+	// the access token overlaps the round trip. The append may still fail
+	// or lose a race (then Prepare runs again for the next attempt): what
+	// Prepare makes must not leave the caller unless Refresh succeeds.
+	Prepare func(Grant)
 }
 
 // Refresh presents a refresh token: it rotates, keeps (periodic), answers a
@@ -156,20 +193,17 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 			}
 		}
 		events, decided := Decide(st, cmd, now)
-		after := st
-		if len(events) > 0 {
-			after, err = l.store.Append(ctx, st, events...)
-			if errors.Is(err, ErrConflict) {
-				continue
-			}
-			if err != nil {
-				return Grant{}, err
-			}
-		}
 		if decided != nil {
+			if len(events) > 0 { // a reuse: the family is revoked
+				if _, err := l.store.Append(ctx, st, events...); errors.Is(err, ErrConflict) {
+					continue
+				} else if err != nil {
+					return Grant{}, err
+				}
+			}
 			return Grant{}, decided
 		}
-		g := Grant{State: after, IssuedAt: now}
+		g := Grant{State: fold(st, events), IssuedAt: now}
 		switch d := events[0].Data.(type) {
 		case RefreshRotated:
 			g.RefreshToken, g.Access = next, d.Access
@@ -183,6 +217,14 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 		default:
 			return Grant{}, fmt.Errorf("refresh decided %T", d)
 		}
+		after, err := l.appendPreparing(ctx, st, events, g, req.Prepare)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return Grant{}, err
+		}
+		g.State = after
 		return g, nil
 	}
 	return Grant{}, fmt.Errorf("refresh family %s: %d conflicting writers: %w", fid, maxAttempts, ErrUnavailable)

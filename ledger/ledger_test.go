@@ -1,0 +1,116 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokenledger/tokenledger/internal/natstest"
+)
+
+// Prepare sees the grant the call returns (all but the stream's Seq and
+// Head), and under a race the last Prepare of each call is for the attempt
+// that succeeded.
+func TestLedgerPrepareSeesTheGrant(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.Connect(t, natstest.Start(t, ""))
+	store, err := NewStore(ctx, js, StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := New(store)
+	client := Client{ID: "web", Scopes: []string{"read"}, Audiences: []string{"api"}}
+	policy := Policy{Rotation: RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,
+		RefreshTTL: 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour}
+	same := func(prepared, got Grant) bool {
+		prepared.State.Seq, prepared.State.Head = got.State.Seq, got.State.Head
+		return reflect.DeepEqual(prepared, got)
+	}
+
+	var prepared []Grant
+	g, err := l.Issue(ctx, IssueRequest{Client: client, Policy: policy, Subject: "alice", Scope: "read",
+		Audience: []string{"api"}, Prepare: func(g Grant) { prepared = append(prepared, g) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prepared) != 1 || !same(prepared[0], g) || g.State.Seq == 0 {
+		t.Fatalf("issue: prepared %+v, returned %+v", prepared, g)
+	}
+
+	const racers = 16
+	var wg sync.WaitGroup
+	grants := make([]Grant, racers)
+	lasts := make([]Grant, racers)
+	errs := make([]error, racers)
+	for i := range racers {
+		wg.Go(func() {
+			grants[i], errs[i] = l.Refresh(ctx, RefreshRequest{Client: client, Policy: policy,
+				RefreshToken: g.RefreshToken, Prepare: func(p Grant) { lasts[i] = p }})
+		})
+	}
+	wg.Wait()
+	rotated := 0
+	for i := range racers {
+		if errs[i] != nil {
+			t.Fatalf("racer %d: %v", i, errs[i])
+		}
+		if !same(lasts[i], grants[i]) {
+			t.Fatalf("racer %d: last prepared %+v, returned %+v", i, lasts[i], grants[i])
+		}
+		if !grants[i].Retried {
+			rotated++
+		}
+	}
+	if rotated != 1 {
+		t.Fatalf("%d racers rotated, want 1", rotated)
+	}
+
+	// A refusal runs no Prepare: a forged token, and the reuse of a
+	// rotated token after the grace window.
+	called := false
+	prep := func(Grant) { called = true }
+	if _, err := l.Refresh(ctx, RefreshRequest{Client: client, Policy: policy, RefreshToken: "tlr_forged", Prepare: prep}); err == nil || called {
+		t.Fatalf("forged token: %v, prepare called %t", err, called)
+	}
+	late := New(store, WithClock(func() time.Time { return time.Now().Add(time.Minute) }))
+	_, err = late.Refresh(ctx, RefreshRequest{Client: client, Policy: policy, RefreshToken: g.RefreshToken, Prepare: prep})
+	if !errors.Is(err, ErrRefreshReused) || called {
+		t.Fatalf("reuse: %v, prepare called %t", err, called)
+	}
+}
+
+// Equal compares every field of AccessClaims.
+func TestAccessClaimsEqualCoversEveryField(t *testing.T) {
+	base := AccessClaims{Issuer: "i", Subject: "s", Audience: []string{"a"}, ExpiresAt: 1, IssuedAt: 2,
+		NotBefore: 3, JTI: "j", ClientID: "c", Scope: "sc", SID: "sid", Version: 1, Custom: []byte(`{"t":1}`)}
+	if !base.Equal(base) {
+		t.Fatal("claims differ from themselves")
+	}
+	typ := reflect.TypeOf(base)
+	for i := range typ.NumField() {
+		c := base
+		c.Audience = []string{"a"}
+		c.Custom = []byte(`{"t":1}`)
+		f := reflect.ValueOf(&c).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(f.String() + "x")
+		case reflect.Int, reflect.Int64:
+			f.SetInt(f.Int() + 1)
+		case reflect.Slice:
+			if f.Type().Elem().Kind() == reflect.String {
+				f.Set(reflect.ValueOf([]string{"a", "b"}))
+			} else {
+				f.SetBytes([]byte(`{"t":2}`))
+			}
+		default:
+			t.Fatalf("field %s of kind %s: teach this test to change it", typ.Field(i).Name, f.Kind())
+		}
+		if base.Equal(c) {
+			t.Errorf("Equal ignores %s", typ.Field(i).Name)
+		}
+	}
+}
