@@ -2,11 +2,13 @@ package audit
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"runtime"
 	"runtime/metrics"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -78,6 +80,34 @@ func BenchmarkAudit(b *testing.B) {
 		b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 		b.ReportMetric(peak, "peak-heap-MB")
 	})
+}
+
+// BenchmarkVerifyCheck measures what Verify does with an event once it is
+// read: its hash, the digest and a family worker's checks, on one
+// goroutine, over a generated ledger (200 000 events at most) held in
+// memory. No server shares the process, so it varies less than
+// BenchmarkAudit on a shared machine: compare changes to the checks here.
+func BenchmarkVerifyCheck(b *testing.B) {
+	msgs := newGenerator(42).mixed(min(benchEvents(), 200_000))
+	b.ReportAllocs()
+	for b.Loop() {
+		w := &worker{families: map[string]*famState{}}
+		var digest [sha256.Size]byte
+		for i, m := range msgs {
+			seq := uint64(i + 1)
+			h := sha256.Sum256(m.Data)
+			digest = nextDigest(digest, seq, h)
+			fam, ok := strings.CutPrefix(m.Subject, "family.")
+			if !ok {
+				fam = ""
+			}
+			w.check(item{seq: seq, family: fam, data: m.Data, hash: h})
+		}
+		if len(w.violations) > 0 {
+			b.Fatalf("%d violations, first %+v", len(w.violations), w.violations[0])
+		}
+	}
+	b.ReportMetric(float64(len(msgs)*b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
 type discard struct{}
