@@ -219,7 +219,7 @@ func EncodeEvent(e Event) ([]byte, error) {
 	if t == "" {
 		return nil, fmt.Errorf("encode event %s: unknown payload %T", e.ID, e.Data)
 	}
-	if b, ok := appendEvent(make([]byte, 0, 1536), e, t); ok {
+	if b, ok := appendEvent(make([]byte, 0, 2048), e, t); ok { // a rotation with its snapshot is ~1.6 KB
 		return b, nil
 	}
 	b, err := json.Marshal(outEvent{
