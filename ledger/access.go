@@ -169,8 +169,8 @@ func (v *Verifier) Verify(token string) (AccessClaims, error) {
 	if len(token) > 16<<10 {
 		return c, fmt.Errorf("%w: too long", ErrTokenInvalid)
 	}
-	var mc jwt.MapClaims
-	parsed, err := jwt.ParseWithClaims(token, &mc, func(t *jwt.Token) (any, error) {
+	var vc verifiedClaims
+	parsed, err := jwt.ParseWithClaims(token, &vc, func(t *jwt.Token) (any, error) {
 		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, AccessTokenType) && !strings.EqualFold(typ, "application/"+AccessTokenType) {
 			return nil, fmt.Errorf("typ %q is not %s", typ, AccessTokenType)
 		}
@@ -199,18 +199,36 @@ func (v *Verifier) Verify(token string) (AccessClaims, error) {
 	if !parsed.Valid {
 		return c, ErrTokenInvalid
 	}
-	raw, err := json.Marshal(mc)
-	if err != nil {
-		return c, fmt.Errorf("%w: %w", ErrTokenInvalid, err)
-	}
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return c, fmt.Errorf("%w: claims: %w", ErrTokenInvalid, err)
-	}
+	c = vc.AccessClaims
 	if c.JTI == "" || c.SID == "" || c.ClientID == "" {
 		return c, fmt.Errorf("%w: missing jti, sid or client_id", ErrTokenInvalid)
 	}
 	return c, nil
 }
+
+// verifiedClaims decodes a token's claims straight into AccessClaims and
+// gives golang-jwt's validator the registered ones. The times are whole
+// seconds, as the signer writes them; a zero time is an absent claim (exp
+// is required, so a token without one is refused).
+type verifiedClaims struct{ AccessClaims }
+
+func numericDate(sec int64) *jwt.NumericDate {
+	if sec == 0 {
+		return nil
+	}
+	return jwt.NewNumericDate(time.Unix(sec, 0))
+}
+
+func (c *verifiedClaims) GetExpirationTime() (*jwt.NumericDate, error) {
+	return numericDate(c.ExpiresAt), nil
+}
+func (c *verifiedClaims) GetIssuedAt() (*jwt.NumericDate, error) { return numericDate(c.IssuedAt), nil }
+func (c *verifiedClaims) GetNotBefore() (*jwt.NumericDate, error) {
+	return numericDate(c.NotBefore), nil
+}
+func (c *verifiedClaims) GetIssuer() (string, error)             { return c.Issuer, nil }
+func (c *verifiedClaims) GetSubject() (string, error)            { return c.Subject, nil }
+func (c *verifiedClaims) GetAudience() (jwt.ClaimStrings, error) { return c.Audience, nil }
 
 // UnmarshalJSON accepts aud as a string or an array (RFC 7519).
 func (c *AccessClaims) UnmarshalJSON(b []byte) error {

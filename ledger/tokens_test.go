@@ -238,3 +238,41 @@ func FuzzVerifyAccessToken(f *testing.F) {
 		}
 	})
 }
+
+// Verify returns exactly the claims that were signed.
+func TestVerifyReturnsTheSignedClaims(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	key, _ := GenerateKey(AlgEdDSA, now)
+	signer, _ := NewSigner(key)
+	v, _ := NewVerifier(KeySet{Keys: []Key{key}}.JWKS(now, time.Hour), []string{AlgEdDSA}, "iss", func() time.Time { return now })
+	for _, c := range []AccessClaims{
+		{Issuer: "iss", Subject: "alice", Audience: []string{"api"}, ExpiresAt: now.Add(time.Minute).Unix(),
+			IssuedAt: now.Unix(), NotBefore: now.Unix(), JTI: "j1", ClientID: "web", Scope: "read write", SID: famID, Version: 3},
+		{Issuer: "iss", Subject: "bob", Audience: []string{"a", "b"}, ExpiresAt: now.Add(time.Minute).Unix(),
+			IssuedAt: now.Unix(), JTI: "j2", ClientID: "web", SID: famID},
+	} {
+		tok, err := signer.Sign(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := v.Verify(tok)
+		if err != nil || !got.Equal(c) {
+			t.Fatalf("verified %+v (%v), signed %+v", got, err, c)
+		}
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	now := time.Now()
+	key, _ := GenerateKey(AlgEdDSA, now)
+	signer, _ := NewSigner(key)
+	v, _ := NewVerifier(KeySet{Keys: []Key{key}}.JWKS(now, time.Hour), []string{AlgEdDSA}, "iss", func() time.Time { return now })
+	tok, _ := signer.Sign(AccessClaims{Issuer: "iss", Subject: "alice", Audience: []string{"api"}, ExpiresAt: now.Add(time.Hour).Unix(),
+		IssuedAt: now.Unix(), NotBefore: now.Unix(), JTI: "01JDQ80000000000000000ACC1", ClientID: "web", Scope: "read write", SID: famID, Version: 1})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
