@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -401,19 +402,7 @@ func (c *tokenCache) put(raw string, t *verifiedToken, now time.Time) {
 // target, hold it to that).
 func decodeTokenRequestFast(body []byte, limit int) (TokenRequest, bool) {
 	var r TokenRequest
-	ok := decodeFlat(body, limit, func(key []byte) (*string, uint8) {
-		switch string(key) {
-		case "client_id":
-			return &r.ClientID, 1
-		case "client_secret":
-			return &r.ClientSecret, 2
-		case "token":
-			return &r.Token, 4
-		case "token_type_hint":
-			return &r.TokenTypeHint, 8
-		}
-		return nil, 0
-	})
+	ok := decodeFlat(body, limit, tokenRequestKeys, []*string{&r.ClientID, &r.ClientSecret, &r.Token, &r.TokenTypeHint})
 	switch {
 	case !ok, r.ClientID == "", r.ClientSecret == "", r.Token == "":
 		return r, false
@@ -423,16 +412,23 @@ func decodeTokenRequestFast(body []byte, limit int) (TokenRequest, bool) {
 	return r, true
 }
 
+// The members the fast paths know, in the order of their destinations.
+var (
+	tokenRequestKeys   = []string{"client_id", "client_secret", "token", "token_type_hint"}
+	issueRequestKeys   = []string{"client_id", "client_secret", "subject", "scope"}
+	refreshRequestKeys = []string{"client_id", "client_secret", "refresh_token", "scope"}
+)
+
 // decodeFlat is the fast path of the request decoders: a JSON object, at
-// most limit bytes, whose members are all plain strings (printable ASCII,
-// no escapes) under keys that field knows exactly, each at most once,
-// with nothing after it. field returns where a key's value goes and a bit
-// of its own for that key (at most eight keys). decodeFlat reports false
-// for anything else, and the caller then decodes with decodeStrict, which
-// accepts or refuses it as the contract says (encoding/json also matches
-// keys case-insensitively and keeps the last of duplicates): so the fast
-// path never decides a request differently, it only decides it sooner.
-func decodeFlat(body []byte, limit int, field func(key []byte) (*string, uint8)) bool {
+// most limit bytes, whose members are all plain strings (ASCII, no control
+// characters, no escapes) under keys exactly as in keys, each at most once,
+// with nothing after it; the value of keys[i] goes to *dsts[i] (at most
+// eight keys). decodeFlat reports false for anything else, and the caller
+// then decodes with decodeStrict, which accepts or refuses it as the
+// contract says (encoding/json also matches keys case-insensitively and
+// keeps the last of duplicates): so the fast path never decides a request
+// differently, it only decides it sooner.
+func decodeFlat(body []byte, limit int, keys []string, dsts []*string) bool {
 	if len(body) > limit {
 		return false
 	}
@@ -455,12 +451,12 @@ func decodeFlat(body []byte, limit int, field func(key []byte) (*string, uint8))
 		if !ok {
 			return false
 		}
-		dst, bit := field(key)
-		if dst == nil || seen&bit != 0 {
+		k := slices.Index(keys, string(key))
+		if k < 0 || seen&(1<<k) != 0 {
 			return false
 		}
-		seen |= bit
-		*dst = string(val)
+		seen |= 1 << k
+		*dsts[k] = string(val)
 		i = skipWS(body, j)
 		if i < len(body) && body[i] == ',' {
 			i++

@@ -103,37 +103,13 @@ func DecodeRefreshRequest(body []byte, limit int) (RefreshRequest, error) {
 // decodeFast decodes the common request of only string members (no
 // audience, no claims) without encoding/json; see decodeFlat.
 func (r *IssueRequest) decodeFast(body []byte, limit int) bool {
-	return decodeFlat(body, limit, func(key []byte) (*string, uint8) {
-		switch string(key) {
-		case "client_id":
-			return &r.ClientID, 1
-		case "client_secret":
-			return &r.ClientSecret, 2
-		case "subject":
-			return &r.Subject, 4
-		case "scope":
-			return &r.Scope, 8
-		}
-		return nil, 0
-	})
+	return decodeFlat(body, limit, issueRequestKeys, []*string{&r.ClientID, &r.ClientSecret, &r.Subject, &r.Scope})
 }
 
 // decodeFast decodes a refresh request without encoding/json; see
 // decodeFlat.
 func (r *RefreshRequest) decodeFast(body []byte, limit int) bool {
-	return decodeFlat(body, limit, func(key []byte) (*string, uint8) {
-		switch string(key) {
-		case "client_id":
-			return &r.ClientID, 1
-		case "client_secret":
-			return &r.ClientSecret, 2
-		case "refresh_token":
-			return &r.RefreshToken, 4
-		case "scope":
-			return &r.Scope, 8
-		}
-		return nil, 0
-	})
+	return decodeFlat(body, limit, refreshRequestKeys, []*string{&r.ClientID, &r.ClientSecret, &r.RefreshToken, &r.Scope})
 }
 
 func clientCredentials(id, secret string) error {

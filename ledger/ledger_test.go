@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/tokenledger/tokenledger/internal/natstest"
 )
 
 // Prepare sees the grant the call returns (all but the stream's Seq and
@@ -16,11 +14,7 @@ import (
 // that succeeded.
 func TestLedgerPrepareSeesTheGrant(t *testing.T) {
 	ctx := context.Background()
-	_, js := natstest.Connect(t, natstest.Start(t, ""))
-	store, err := NewStore(ctx, js, StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, _ := newTestStore(t)
 	l := New(store)
 	client := Client{ID: "web", Scopes: []string{"read"}, Audiences: []string{"api"}}
 	policy := Policy{Rotation: RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,

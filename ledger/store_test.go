@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/tokenledger/tokenledger/internal/natstest"
 )
 
@@ -14,11 +16,7 @@ import (
 // subjects, and when the last append is on a security subject.
 func TestStoreLastSeq(t *testing.T) {
 	ctx := context.Background()
-	_, js := natstest.Connect(t, natstest.Start(t, ""))
-	s, err := NewStore(ctx, js, StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, js := newTestStore(t)
 	if s.directSubject == "" {
 		t.Fatal("a one-replica store does not use the direct get")
 	}
@@ -58,4 +56,15 @@ func TestStoreLastSeq(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newTestStore is a store on a fresh embedded JetStream server.
+func newTestStore(t *testing.T) (*Store, jetstream.JetStream) {
+	t.Helper()
+	_, js := natstest.Connect(t, natstest.Start(t, ""))
+	s, err := NewStore(context.Background(), js, StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, js
 }
