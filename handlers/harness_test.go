@@ -54,8 +54,11 @@ type env struct {
 	store *ledger.Store
 	clock *testClock
 	first *ledger.Ledger // the first service's ledger
-	// services are the started service instances, in order.
+	// services are the started service instances, in order, and stops
+	// their stop functions (each stops its service once and returns what
+	// Run returned; the test's cleanup calls them too).
 	services []*Service
+	stops    []func() error
 }
 
 // ledger is the first started service's ledger (same clock as it).
@@ -144,15 +147,24 @@ func (e *env) startService(opts envOptions) *ledger.Ledger {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The runner outlives the service, as in serve: requests in flight at
+	// the stop may still wait for the view.
+	rctx, stopRunner := context.WithCancel(context.Background())
 	if opts.view != nil {
-		startRunner(ctx, t, js, opts.view)
+		startRunner(rctx, t, js, opts.view)
 	}
 	e.services = append(e.services, svc)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx, nc) }()
-	t.Cleanup(func() {
+	stop := sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		err := <-done
+		stopRunner()
+		return err
+	})
+	e.stops = append(e.stops, stop)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
 			t.Errorf("service stopped with %v", err)
 		}
 	})

@@ -125,6 +125,11 @@ func (s *Service) introspectNow(req micro.Request) bool {
 	if !ok {
 		return false // the pool verifies the signature
 	}
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if s.stopped {
+		return false // the pool path answers that the service is stopping
+	}
 	in.direct.Add(1)
 	if !tok.validAt(now) {
 		s.answer(req, inactiveReply)

@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/tokenledger/tokenledger/ledger"
 )
@@ -28,6 +29,9 @@ func badRequest(desc string) error { return &requestError{desc: desc} }
 
 // errOverloaded: the service is shedding load.
 var errOverloaded = errors.New("service overloaded")
+
+// errStopping: the instance is shutting down; another one can answer.
+var errStopping = fmt.Errorf("%w: shutting down", errOverloaded)
 
 // oauthError maps an error to the micro status (an HTTP-like code), the
 // OAuth error code and a description safe to return. It is the only place

@@ -96,6 +96,14 @@ type Service struct {
 	intro  *introspector  // nil without a view
 	inline sync.WaitGroup // introspections answered outside the pool, not yet answered
 	inHand atomic.Int64   // requests the pool is serving
+
+	// gate orders taking requests against stopping: a handler holds it
+	// shared while it hands a request on (to the pool, or to a sync round),
+	// and Run takes it exclusively to set stopped before it closes the pool.
+	// micro's Stop drains the endpoints' subscriptions without waiting, so
+	// handlers can still run after it.
+	gate    sync.RWMutex
+	stopped bool
 }
 
 // NewService validates the configuration and prepares the signer.
@@ -151,6 +159,9 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 		})
 	}
 	defer func() {
+		s.gate.Lock()
+		s.stopped = true
+		s.gate.Unlock()
 		close(jobs)
 		wg.Wait()
 		s.inline.Wait() // introspections waiting for a sync round
@@ -201,10 +212,16 @@ func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint)
 	s.stats.LoadOrStore(ep.name, &endpointStats{})
 	return func(req micro.Request) {
 		job := func() { s.serve(work, ep, req) }
+		s.gate.RLock()
+		defer s.gate.RUnlock()
+		if s.stopped {
+			s.respondError(req, ep.name, errStopping)
+			return
+		}
 		select {
 		case jobs <- job:
 		case <-ctx.Done():
-			s.respondError(req, ep.name, errOverloaded)
+			s.respondError(req, ep.name, errStopping)
 		}
 	}
 }

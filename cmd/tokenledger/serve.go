@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -230,13 +231,32 @@ func serve(ctx context.Context, args []string) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// The projections stop after the service and the worker, which read
+	// the view: a request in flight at shutdown may still wait for it.
+	pctx, stopProjections := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopProjections()
+	var readers sync.WaitGroup
 	if secWorker != nil {
-		g.Go(func() error { return secWorker.Run(gctx) })
+		readers.Add(1)
+		g.Go(func() error {
+			defer readers.Done()
+			return secWorker.Run(gctx)
+		})
 	}
 	g.Go(func() error { return registry.Run(gctx) })
-	g.Go(func() error { return svc.Run(gctx, nc) })
-	g.Go(func() error { return runner.Run(gctx) })
-	g.Go(func() error { return feed.Run(gctx) })
+	readers.Add(1)
+	g.Go(func() error {
+		defer readers.Done()
+		return svc.Run(gctx, nc)
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		readers.Wait()
+		stopProjections()
+		return nil
+	})
+	g.Go(func() error { return runner.Run(pctx) })
+	g.Go(func() error { return feed.Run(pctx) })
 	err = g.Wait()
 	log.Info("stopping")
 	return err
