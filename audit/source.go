@@ -102,8 +102,8 @@ var errStop = errors.New("stop scan")
 // message's Data is its own copy, so fn may keep it.
 //
 // It consumes with a callback rather than an iterator: that costs less a
-// message (no timer and channel hop per message), which an audit of a
-// million events feels. The ordered consumer calls back from its own
+// message (the iterator arms and stops a heartbeat timer at every Next),
+// which an audit of a million events feels. The ordered consumer calls back from its own
 // goroutine, and from a new one after a reset, so fn is called under a
 // lock and never again once Scan has returned.
 func (s *Source) Scan(ctx context.Context, opts ScanOptions, fn func(Msg) error) error {
