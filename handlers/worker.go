@@ -440,7 +440,7 @@ func (w *Worker) decode(body []byte) (SecurityEvent, error) {
 // the check-act-record sequence exclusive across workers and fixes the
 // instant the handling began, which makes a takeover after a crash repeat
 // nothing.
-func (w *Worker) process(ctx context.Context, msg jetstream.Msg, ev SecurityEvent, log *slog.Logger) error {
+func (w *Worker) process(ctx context.Context, msg jetstream.Msg, ev SecurityEvent, log *slog.Logger) (err error) {
 	key := EventKey(ev.ID)
 	c, err := w.claim(ctx, msg, key)
 	if errors.Is(err, errAlreadyHandled) {
@@ -453,7 +453,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, ev SecurityEven
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	rev := w.keepClaim(hctx, cancel, msg, key, c)
-	defer func() { w.release(key, rev()) }()
+	defer func() { w.release(key, rev(), c.claimValue, err == nil) }()
 
 	// Checked under the claim: a previous holder may have recorded the
 	// event just before we took it.
@@ -616,12 +616,21 @@ func (w *Worker) keepClaim(ctx context.Context, cancel context.CancelCauseFunc, 
 	}
 }
 
-// release deletes the claim if it is still ours; if that fails the
-// bucket's TTL removes it.
-func (w *Worker) release(key string, rev uint64) {
+// release gives up the claim if it is still ours. Once the event is
+// handled (recorded, by us or before us) the claim is deleted. After a
+// failure it is kept with its lease ended: the next delivery takes it over
+// with its StartedAt, so the families this attempt already cut are not cut
+// again. If this fails, the lease runs out or the bucket's TTL removes it.
+func (w *Worker) release(key string, rev uint64, v claimValue, handled bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = w.claims.Delete(ctx, key, jetstream.LastRevision(rev))
+	if handled {
+		_ = w.claims.Delete(ctx, key, jetstream.LastRevision(rev))
+		return
+	}
+	v.LeaseUntil = time.Time{}
+	b, _ := json.Marshal(v)
+	_, _ = w.claims.Update(ctx, key, b, rev)
 }
 
 // selectFamilies returns the active families the event selects, sorted.
