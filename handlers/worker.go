@@ -359,8 +359,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.cfg.Log.Info("security worker ready", "stream", w.cfg.Stream, "durable", w.cfg.Durable, "name", w.cfg.Name)
 	for {
 		msg, err := it.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			break
+		}
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			// Closed while we still run: the consumer hit a terminal error
+			// (logged below when it came). Returning nil would leave the
+			// service up with nobody handling security events.
+			close(jobs)
+			wg.Wait()
+			return fmt.Errorf("security consumer %s: stopped reading: %w", w.cfg.Durable, err)
 		}
 		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 			close(jobs)

@@ -65,7 +65,11 @@ func (r *Registry) Run(ctx context.Context) error {
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil
+				if ctx.Err() != nil {
+					return nil
+				}
+				// The watch ended on its own: the copy would go stale.
+				return errors.New("watch clients: the watch stopped")
 			}
 			if e == nil {
 				continue // initial values delivered
