@@ -506,7 +506,7 @@ var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // recorded reports whether the ledger holds the handling of the event.
 func (w *Worker) recorded(ctx context.Context, key string) (bool, error) {
-	_, err := w.store.Stream().GetLastMsgForSubject(ctx, w.records+key)
+	_, err := w.store.LastMsg(ctx, w.records+key)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return false, nil
@@ -646,8 +646,7 @@ func (w *Worker) release(key string, rev uint64, v claimValue, handled bool) {
 // families of that client; a family_id must also match the others given.
 func (w *Worker) selectFamilies(ctx context.Context, ev SecurityEvent) ([]string, error) {
 	if w.cfg.Waiter != nil {
-		// The stream's last sequence from its leader: a direct get of the
-		// last message on the ledger's wildcard would scan every subject.
+		// Every event acknowledged so far (see Store.LastSeq).
 		seq, err := w.store.LastSeq(ctx)
 		if err != nil {
 			return nil, err

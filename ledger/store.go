@@ -44,10 +44,12 @@ type Store struct {
 	stream      jetstream.Stream
 	prefix      string
 	infoSubject string
-	// directSubject serves LastSeq when the stream has one replica: any
-	// replica may answer a direct get, and only the leader is sure to
-	// have every acknowledged append.
+	// directSubject is set when the stream has one replica; reads then
+	// use direct gets. With more replicas any of them may answer a direct
+	// get, and only the leader is sure to have every acknowledged append,
+	// so reads go to the leader's API (getSubject) instead.
 	directSubject string
+	getSubject    string
 }
 
 // jsAPIPrefix is the JetStream API prefix js uses (as jetstream.New,
@@ -96,8 +98,9 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*St
 		return nil, fmt.Errorf("ledger stream %s: %w", cfg.Stream, err)
 	}
 	st := &Store{js: js, stream: stream, prefix: cfg.SubjectPrefix,
-		infoSubject: jsAPIPrefix(js) + "STREAM.INFO." + cfg.Stream}
-	if cfg.Replicas == 1 {
+		infoSubject: jsAPIPrefix(js) + "STREAM.INFO." + cfg.Stream,
+		getSubject:  jsAPIPrefix(js) + "STREAM.MSG.GET." + cfg.Stream}
+	if info := stream.CachedInfo(); info != nil && info.Config.Replicas <= 1 {
 		st.directSubject = jsAPIPrefix(js) + "DIRECT.GET." + cfg.Stream
 	}
 	return st, nil
@@ -130,7 +133,7 @@ func (s *Store) Load(ctx context.Context, familyID string) (State, error) {
 	if !ValidFamilyID(familyID) {
 		return State{}, ErrUnknownFamily
 	}
-	msg, err := s.stream.GetLastMsgForSubject(ctx, s.FamilySubject(familyID))
+	msg, err := s.LastMsg(ctx, s.FamilySubject(familyID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return State{}, nil
 	}
@@ -143,6 +146,67 @@ func (s *Store) Load(ctx context.Context, familyID string) (State, error) {
 	}
 	st.Seq, st.Head = msg.Sequence, EventHash(msg.Data)
 	return st, nil
+}
+
+// LastMsg is the last message stored on subject, or
+// jetstream.ErrMsgNotFound. It sees every append acknowledged before the
+// call: a direct get with one replica, the leader's answer with more.
+func (s *Store) LastMsg(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	if s.directSubject != "" {
+		return s.stream.GetLastMsgForSubject(ctx, subject)
+	}
+	return s.leaderGet(ctx, msgGetRequest{LastFor: subject})
+}
+
+// nextMsg is the first message on subject at or after seq, read as
+// LastMsg reads.
+func (s *Store) nextMsg(ctx context.Context, seq uint64, subject string) (*jetstream.RawStreamMsg, error) {
+	if s.directSubject != "" {
+		return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+	}
+	return s.leaderGet(ctx, msgGetRequest{Seq: seq, NextFor: subject})
+}
+
+// msgGetRequest is the JetStream API's message get request.
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+}
+
+// leaderGet asks the stream leader for a message (STREAM.MSG.GET, which
+// only the leader answers).
+func (s *Store) leaderGet(ctx context.Context, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := s.js.Conn().RequestWithContext(ctx, s.getSubject, body)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("message get: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, jetstream.ErrMsgNotFound
+	case resp.Error != nil:
+		return nil, resp.Error
+	case resp.Message == nil:
+		return nil, errors.New("message get: empty reply")
+	}
+	m := resp.Message
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Data: m.Data, Time: m.Time}, nil
 }
 
 // decodeState reads only the state snapshot of a stored event.
@@ -170,7 +234,7 @@ func (s *Store) EventAfter(ctx context.Context, familyID string, seq uint64) (Ev
 	if !ValidFamilyID(familyID) {
 		return Event{}, 0, ErrUnknownFamily
 	}
-	msg, err := s.stream.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(s.FamilySubject(familyID)))
+	msg, err := s.nextMsg(ctx, seq+1, s.FamilySubject(familyID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return Event{}, 0, ErrUnknownFamily
 	}

@@ -2,8 +2,11 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -67,4 +70,49 @@ func newTestStore(t *testing.T) (*Store, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return s, js
+}
+
+// The leader's message get (used with more than one replica) reads what
+// the direct gets of a one-replica stream read: a family's state, the
+// event after a sequence, and nothing for what was never stored.
+func TestStoreLeaderReadsAgreeWithDirectGets(t *testing.T) {
+	ctx := context.Background()
+	direct, _ := newTestStore(t)
+	if direct.directSubject == "" {
+		t.Fatal("a one-replica store does not use direct gets")
+	}
+	leader := *direct
+	leader.directSubject = ""
+	l := New(direct)
+	client := Client{ID: "web", Scopes: []string{"read"}}
+	policy := Policy{Rotation: RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,
+		RefreshTTL: 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour}
+	g, err := l.Issue(ctx, IssueRequest{Client: client, Policy: policy, Subject: "alice", Scope: "read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Refresh(ctx, RefreshRequest{Client: client, Policy: policy, RefreshToken: g.RefreshToken}); err != nil {
+		t.Fatal(err)
+	}
+	fid := g.State.FamilyID
+	for name, st := range map[string]*Store{"direct": direct, "leader": &leader} {
+		got, err := st.Load(ctx, fid)
+		want, _ := direct.Load(ctx, fid)
+		if err != nil || !reflect.DeepEqual(got, want) || got.Generation != 1 {
+			t.Errorf("%s: Load = %+v, %v; want %+v", name, got, err, want)
+		}
+		if none, err := st.Load(ctx, "01JDQ7Z6M3XGJ8Y9W4V2T1S0RQ"); err != nil || none.Exists() {
+			t.Errorf("%s: Load of an unknown family = %+v, %v", name, none, err)
+		}
+		e, seq, err := st.EventAfter(ctx, fid, g.State.Seq)
+		if err != nil || e.Type != TypeRefreshRotated || seq != g.State.Seq+1 {
+			t.Errorf("%s: EventAfter = %s at %d, %v", name, e.Type, seq, err)
+		}
+		if _, _, err := st.EventAfter(ctx, fid, seq); !errors.Is(err, ErrUnknownFamily) {
+			t.Errorf("%s: EventAfter past the last event: %v", name, err)
+		}
+		if _, err := st.LastMsg(ctx, st.SecuritySubject("never")); !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Errorf("%s: LastMsg of an empty subject: %v", name, err)
+		}
+	}
 }
