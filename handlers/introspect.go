@@ -136,7 +136,7 @@ func (s *Service) introspectNow(req micro.Request) bool {
 		return true
 	}
 	s.inline.Add(1)
-	in.sync.SyncThen(func(err error) {
+	joined := in.sync.SyncThen(func(err error) {
 		defer s.inline.Done()
 		switch {
 		case err != nil:
@@ -147,6 +147,11 @@ func (s *Service) introspectNow(req micro.Request) bool {
 			s.answer(req, tok.reply)
 		}
 	})
+	if !joined {
+		s.inline.Done()
+		in.direct.Add(-1)
+		return false // the round is full: the pool waits, within the request timeout
+	}
 	return true
 }
 

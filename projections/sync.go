@@ -66,29 +66,32 @@ func NewSyncer(last func(context.Context) (uint64, error), w Waiter) (*Syncer, e
 
 // join adds a caller to the round the next probe serves and reports
 // whether the caller must start that probe (none is in flight).
-func (s *Syncer) join(then func(error)) (*syncRound, bool) {
+func (s *Syncer) join(then func(error)) (r *syncRound, lead, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.next
+	r = s.next
 	if r == nil {
 		r = &syncRound{done: make(chan struct{})}
 		s.next = r
+	}
+	if then != nil && len(r.after) >= MaxThen {
+		return nil, false, false
 	}
 	r.joined++
 	if then != nil {
 		r.after = append(r.after, then)
 	}
-	lead := !s.probing
+	lead = !s.probing
 	if lead {
 		s.probing, s.next = true, nil
 	}
-	return r, lead
+	return r, lead, true
 }
 
 // Sync blocks until the projection has applied every event acknowledged by
 // the stream before the call, or ctx ends.
 func (s *Syncer) Sync(ctx context.Context) error {
-	r, lead := s.join(nil)
+	r, lead, _ := s.join(nil)
 	if lead {
 		// The first caller of an idle syncer probes itself (no goroutine
 		// switch for a lone caller) and hands later rounds to a goroutine.
@@ -106,21 +109,31 @@ func (s *Syncer) Sync(ctx context.Context) error {
 	return s.w.WaitFor(ctx, r.seq)
 }
 
-// SyncThen is Sync for a caller that must not block: it returns at once,
-// and then runs later, with nil once the projection has applied every
-// event the stream had acknowledged when SyncThen was called, or with the
-// error that prevented it (the wait is bounded by the probe timeout). The
-// callbacks of one round run one after another on the goroutine that
-// probed: they must be quick and must not block.
-func (s *Syncer) SyncThen(then func(error)) {
-	if r, lead := s.join(then); lead {
+// MaxThen bounds the SyncThen callers one round holds; more are refused
+// (they are arriving faster than rounds complete, e.g. while the
+// projection catches up) so that callers fall back to waiting their own
+// way, under their own limits.
+const MaxThen = 4096
+
+// SyncThen is Sync for a caller that must not block. It returns at once,
+// false if the next round is full (see MaxThen), and then runs later with
+// nil once the projection has applied every event the stream had
+// acknowledged when SyncThen was called, or with the error that prevented
+// it: the probe and the wait for the projection together take at most the
+// probe timeout. The callbacks of one round run one after another on the
+// goroutine that probed: they must be quick and must not block.
+func (s *Syncer) SyncThen(then func(error)) bool {
+	r, lead, ok := s.join(then)
+	if lead {
 		go s.round(context.Background(), r)
 	}
+	return ok
 }
 
 // round probes for r, hands the round waiting behind it (if any) to a new
 // goroutine, then runs r's callbacks.
 func (s *Syncer) round(ctx context.Context, r *syncRound) {
+	deadline := time.Now().Add(s.timeout)
 	s.probe(ctx, r)
 	if next := s.advance(); next != nil {
 		go s.round(ctx, next)
@@ -130,7 +143,7 @@ func (s *Syncer) round(ctx context.Context, r *syncRound) {
 	}
 	err := r.err
 	if err == nil {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		err = s.w.WaitFor(wctx, r.seq)
 		cancel()
 	}

@@ -356,3 +356,36 @@ func TestSyncerSeesRevocationsOfAnotherConnection(t *testing.T) {
 		}
 	}
 }
+
+// A round holds at most MaxThen callbacks; SyncThen refuses more until a
+// round completes, and every callback it took is called.
+func TestSyncerThenIsBounded(t *testing.T) {
+	p := newScriptedProbe()
+	s, err := NewSyncer(p.last, &seqWaiter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var called atomic.Int64
+	then := func(error) { called.Add(1) }
+	if !s.SyncThen(then) { // starts probe 1
+		t.Fatal("first SyncThen refused")
+	}
+	<-p.started
+	for i := range MaxThen {
+		if !s.SyncThen(then) {
+			t.Fatalf("SyncThen %d of a round refused", i+1)
+		}
+	}
+	if s.SyncThen(then) {
+		t.Fatal("a full round took another callback")
+	}
+	p.release <- struct{}{} // probe 1 answers; probe 2 starts for the full round
+	<-p.started
+	if !s.SyncThen(then) {
+		t.Fatal("refused while the next round is empty")
+	}
+	p.release <- struct{}{}
+	<-p.started
+	p.release <- struct{}{}
+	waitUntil(t, "every callback taken was called", func() bool { return called.Load() == MaxThen+2 })
+}
