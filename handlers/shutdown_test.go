@@ -52,7 +52,7 @@ func TestServiceStopsUnderLoad(t *testing.T) {
 		}
 		answered, refused := 1, 0
 		for {
-			msg, err := replies.NextMsg(300 * time.Millisecond)
+			msg, err := replies.NextMsg(time.Second)
 			if errors.Is(err, nats.ErrNoResponders) {
 				refused++ // sent after the endpoints were gone
 				continue
