@@ -3,6 +3,10 @@
 package natstest
 
 import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -49,4 +53,53 @@ func Connect(tb testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) 
 		tb.Fatalf("jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// StartCluster runs n embedded JetStream servers clustered over loopback
+// routes, each storing in its own temporary directory, and returns them
+// once the JetStream meta group has a leader. They shut down when the
+// test ends.
+func StartCluster(tb testing.TB, n int) []*server.Server {
+	tb.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("cluster port: %v", err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	var routes []*url.URL
+	for _, p := range ports {
+		routes = append(routes, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))})
+	}
+	servers := make([]*server.Server, n)
+	for i := range servers {
+		s, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("tl-%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: tb.TempDir(), NoLog: true, NoSigs: true, MaxPayload: 1 << 20,
+			Cluster: server.ClusterOpts{Name: "tokenledger-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes,
+		})
+		if err != nil {
+			tb.Fatalf("embedded nats %d: %v", i, err)
+		}
+		s.Start()
+		tb.Cleanup(func() {
+			s.Shutdown()
+			s.WaitForShutdown()
+		})
+		servers[i] = s
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range servers {
+		for !s.ReadyForConnections(time.Second) || !s.JetStreamIsCurrent() {
+			if time.Now().After(deadline) {
+				tb.Fatal("embedded cluster not ready within 30 s")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return servers
 }
