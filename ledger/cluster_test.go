@@ -44,8 +44,7 @@ func TestStoreOnAThreeNodeCluster(t *testing.T) {
 	}
 	a, b := New(storeA), New(storeB)
 	client := Client{ID: "web", Scopes: []string{"read"}}
-	policy := Policy{Rotation: RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,
-		RefreshTTL: 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour}
+	policy := testPolicy
 	for i := range 100 {
 		g, err := a.Issue(ctx, IssueRequest{Client: client, Policy: policy, Subject: "alice", Scope: "read"})
 		if err != nil {

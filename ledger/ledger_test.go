@@ -17,8 +17,7 @@ func TestLedgerPrepareSeesTheGrant(t *testing.T) {
 	store, _ := newTestStore(t)
 	l := New(store)
 	client := Client{ID: "web", Scopes: []string{"read"}, Audiences: []string{"api"}}
-	policy := Policy{Rotation: RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,
-		RefreshTTL: 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour}
+	policy := testPolicy
 	same := func(prepared, got Grant) bool {
 		prepared.State.Seq, prepared.State.Head = got.State.Seq, got.State.Head
 		return reflect.DeepEqual(prepared, got)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -85,8 +84,7 @@ func TestStoreLeaderReadsAgreeWithDirectGets(t *testing.T) {
 	leader.directSubject = ""
 	l := New(direct)
 	client := Client{ID: "web", Scopes: []string{"read"}}
-	policy := Policy{Rotation: RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,
-		RefreshTTL: 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour}
+	policy := testPolicy
 	g, err := l.Issue(ctx, IssueRequest{Client: client, Policy: policy, Subject: "alice", Scope: "read"})
 	if err != nil {
 		t.Fatal(err)
