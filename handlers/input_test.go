@@ -88,6 +88,7 @@ func TestOAuthErrorMapping(t *testing.T) {
 		{ledger.ErrUnknownFamily, "400", CodeInvalidGrant},
 		{ledger.ErrWrongClient, "400", CodeInvalidGrant},
 		{errOverloaded, "429", CodeTemporarilyUnavailable},
+		{errStopping, "503", CodeTemporarilyUnavailable},
 		{ledger.ErrUnavailable, "503", CodeTemporarilyUnavailable},
 		{ledger.ErrConflict, "503", CodeTemporarilyUnavailable},
 		{errors.New("disk on fire"), "500", CodeServerError},

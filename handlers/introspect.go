@@ -90,10 +90,17 @@ func (s *Service) introspectAccess(ctx context.Context, raw string) ([]byte, err
 	if !ok {
 		return inactiveReply, nil // forged, expired, another issuer's: no sync needed
 	}
-	if err := in.sync.Sync(ctx); err != nil {
-		return nil, fmt.Errorf("introspect: %w: %w", ledger.ErrUnavailable, err)
+	return in.afterSync(tok, in.sync.Sync(ctx), s.cfg.Ledger.Now())
+}
+
+// afterSync is the answer for a verified, unexpired access token once the
+// view has been synced, or the error that kept it from syncing: the view
+// is asked about the token and its family on every call.
+func (in *introspector) afterSync(tok *verifiedToken, syncErr error, now time.Time) ([]byte, error) {
+	if syncErr != nil {
+		return nil, fmt.Errorf("introspect: %w: %w", ledger.ErrUnavailable, syncErr)
 	}
-	if !in.view.AccessActive(tok.jti, tok.sid, time.Unix(tok.iat, 0), s.cfg.Ledger.Now()) {
+	if !in.view.AccessActive(tok.jti, tok.sid, time.Unix(tok.iat, 0), now) {
 		return inactiveReply, nil
 	}
 	return tok.reply, nil
@@ -138,13 +145,10 @@ func (s *Service) introspectNow(req micro.Request) bool {
 	s.inline.Add(1)
 	joined := in.sync.SyncThen(func(err error) {
 		defer s.inline.Done()
-		switch {
-		case err != nil:
-			s.respondError(req, "introspect", fmt.Errorf("introspect: %w: %w", ledger.ErrUnavailable, err))
-		case !in.view.AccessActive(tok.jti, tok.sid, time.Unix(tok.iat, 0), s.cfg.Ledger.Now()):
-			s.answer(req, inactiveReply)
-		default:
-			s.answer(req, tok.reply)
+		if body, err := in.afterSync(tok, err, s.cfg.Ledger.Now()); err != nil {
+			s.respondError(req, "introspect", err)
+		} else {
+			s.answer(req, body)
 		}
 	})
 	if !joined {

@@ -3,7 +3,6 @@ package handlers
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/tokenledger/tokenledger/ledger"
 )
@@ -31,7 +30,7 @@ func badRequest(desc string) error { return &requestError{desc: desc} }
 var errOverloaded = errors.New("service overloaded")
 
 // errStopping: the instance is shutting down; another one can answer.
-var errStopping = fmt.Errorf("%w: shutting down", errOverloaded)
+var errStopping = errors.New("service stopping")
 
 // oauthError maps an error to the micro status (an HTTP-like code), the
 // OAuth error code and a description safe to return. It is the only place
@@ -65,6 +64,8 @@ func oauthError(err error) (status, code, desc string, known bool) {
 		return "400", CodeInvalidGrant, "refresh token is invalid", true
 	case errors.Is(err, errOverloaded):
 		return "429", CodeTemporarilyUnavailable, "the service is overloaded; retry later", true
+	case errors.Is(err, errStopping):
+		return "503", CodeTemporarilyUnavailable, "this instance is shutting down; retry", true
 	case errors.Is(err, ledger.ErrUnavailable), errors.Is(err, ledger.ErrConflict),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return "503", CodeTemporarilyUnavailable, "the ledger is temporarily unavailable; retry later", true

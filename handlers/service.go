@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +97,7 @@ type Service struct {
 	intro  *introspector  // nil without a view
 	inline sync.WaitGroup // introspections answered outside the pool, not yet answered
 	inHand atomic.Int64   // requests the pool is serving
+	cpus   int64          // GOMAXPROCS when the service was made
 
 	// gate orders taking requests against stopping: a handler holds it
 	// shared while it hands a request on (to the pool, or to a sync round),
@@ -124,7 +126,7 @@ func NewService(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := &Service{cfg: cfg, signer: signer, jwks: jwks}
+	svc := &Service{cfg: cfg, signer: signer, jwks: jwks, cpus: int64(runtime.GOMAXPROCS(0))}
 	if cfg.View != nil {
 		if svc.intro, err = newIntrospector(cfg); err != nil {
 			return nil, err

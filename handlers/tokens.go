@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -226,7 +225,7 @@ type presigned struct {
 // no core is idle during the append, and signing meanwhile would only add
 // a goroutine switch.
 func (p *presigned) prepare(s *Service) func(ledger.Grant) {
-	if s.inHand.Load() > int64(runtime.GOMAXPROCS(0)) {
+	if s.inHand.Load() > s.cpus {
 		return nil
 	}
 	return func(g ledger.Grant) {
