@@ -40,10 +40,9 @@ type StoreConfig struct {
 // events live on their own subject; appends are conditional on that
 // subject's last sequence.
 type Store struct {
-	js          jetstream.JetStream
-	stream      jetstream.Stream
-	prefix      string
-	infoSubject string
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	prefix string
 	// directSubject is set when the stream has one replica; reads then
 	// use direct gets. With more replicas any of them may answer a direct
 	// get, and only the leader is sure to have every acknowledged append,
@@ -98,8 +97,7 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*St
 		return nil, fmt.Errorf("ledger stream %s: %w", cfg.Stream, err)
 	}
 	st := &Store{js: js, stream: stream, prefix: cfg.SubjectPrefix,
-		infoSubject: jsAPIPrefix(js) + "STREAM.INFO." + cfg.Stream,
-		getSubject:  jsAPIPrefix(js) + "STREAM.MSG.GET." + cfg.Stream}
+		getSubject: jsAPIPrefix(js) + "STREAM.MSG.GET." + cfg.Stream}
 	if info := stream.CachedInfo(); info != nil && info.Config.Replicas <= 1 {
 		st.directSubject = jsAPIPrefix(js) + "DIRECT.GET." + cfg.Stream
 	}
@@ -299,35 +297,23 @@ func (s *Store) AppendTo(ctx context.Context, kind, key string, e Event) (uint64
 }
 
 // LastSeq is the stream's last sequence: every append acknowledged before
-// the call is at or below it. Its cost does not grow with the number of
-// families.
-//
-// With one replica it is a direct get of the stream's last message (the
-// server answers a last-by-subject get on ">" from its last sequence,
-// inline, without the JetStream API queue that a stream info request
-// waits in). With more replicas it is the stream info of the leader, as a
-// follower answering a direct get may lag.
+// the call is at or below it. It is the sequence of the stream's last
+// message, read as LastMsg reads (a last-by-subject get on ">", which the
+// server answers from its last sequence, so the cost does not grow with
+// the number of families); with one replica the direct get is answered
+// inline, without the JetStream API queue.
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	if s.directSubject != "" {
 		return s.lastSeqDirect(ctx)
 	}
-	msg, err := s.js.Conn().RequestWithContext(ctx, s.infoSubject, nil)
-	if err != nil {
-		return 0, fmt.Errorf("ledger stream info: %w", unavailable(err))
+	msg, err := s.leaderGet(ctx, msgGetRequest{LastFor: ">"})
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound): // an empty stream
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("ledger last sequence: %w", unavailable(err))
 	}
-	var reply struct {
-		State struct {
-			LastSeq uint64 `json:"last_seq"`
-		} `json:"state"`
-		Error *jetstream.APIError `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return 0, fmt.Errorf("ledger stream info: %w", unavailable(err))
-	}
-	if reply.Error != nil {
-		return 0, fmt.Errorf("ledger stream info: %w", unavailable(reply.Error))
-	}
-	return reply.State.LastSeq, nil
+	return msg.Sequence, nil
 }
 
 // lastAnyRequest asks a direct get for the stream's last message.

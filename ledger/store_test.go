@@ -13,7 +13,7 @@ import (
 )
 
 // TestStoreLastSeq checks both ways LastSeq reads the stream's last
-// sequence (a direct get with one replica, the stream info otherwise)
+// sequence (a direct get with one replica, the leader's message get otherwise)
 // against the stream's own state: empty, after appends to many family
 // subjects, and when the last append is on a security subject.
 func TestStoreLastSeq(t *testing.T) {
@@ -22,8 +22,8 @@ func TestStoreLastSeq(t *testing.T) {
 	if s.directSubject == "" {
 		t.Fatal("a one-replica store does not use the direct get")
 	}
-	byInfo := *s
-	byInfo.directSubject = ""
+	byLeader := *s
+	byLeader.directSubject = ""
 	for _, tc := range []struct {
 		name    string
 		publish []string // subjects appended before the check
@@ -50,7 +50,7 @@ func TestStoreLastSeq(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := info.State.LastSeq
-			for name, st := range map[string]*Store{"direct get": s, "stream info": &byInfo} {
+			for name, st := range map[string]*Store{"direct get": s, "leader get": &byLeader} {
 				got, err := st.LastSeq(ctx)
 				if err != nil || got != want {
 					t.Errorf("%s: LastSeq = %d, %v; the stream's last sequence is %d", name, got, err, want)
