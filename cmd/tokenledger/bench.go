@@ -320,50 +320,12 @@ func bench(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	// The bare pipeline on this machine.
-	var bare *loadTarget
-	if cfg.bare {
-		addr, err := freeAddr()
-		if err != nil {
-			return err
-		}
-		bargs := []string{"--listen", addr, "--data", filepath.Join(tmp, "bare"),
-			"--workers", strconv.Itoa(cfg.bareWorkers)}
-		bare = &loadTarget{kind: "bare", prefix: barePrefix, timeout: cfg.timeout, clientID: "bench", secret: "bench"}
-		var p targetProc
-		if cfg.inProcess {
-			p = startInProcess(ctx, "bare pipeline", func(ctx context.Context) error { return bareServe(ctx, bargs) }, prof)
-			bare.pid, bare.shared = os.Getpid(), true
-		} else {
-			bargs = append([]string{"bench", "bare-child"}, bargs...)
-			if profiling {
-				bargs = append(bargs, "--control")
-			}
-			ch, err := startChild("bare pipeline", exe, bargs, filepath.Join(tmp, "bare.log"), profiling)
-			if err != nil {
-				return err
-			}
-			p, bare.pid = ch, ch.pid()
-			log("bench: bare pipeline pid %d", ch.pid())
-		}
-		defer func() {
-			if err := p.stop(); err != nil {
-				log("bench: %v", err)
-			}
-		}()
-		bare.proc = p
-		if bare.conns, err = dialAll(ctx, "nats://"+addr, cfg.conns, nil, p); err != nil {
-			return err
-		}
-		defer closeAll(bare.conns)
-		if err := waitServed(ctx, bare, 30*time.Second); err != nil {
-			return err
-		}
-		log("bench: bare pipeline on nats://%s", addr)
-	}
-
 	rs := runSettings{duration: cfg.duration, warmup: cfg.warmup, prior: cfg.prior, mix: cfg.mix,
 		profileDir: cfg.profileDir, log: log}
+	var bare *bareStarter
+	if cfg.bare {
+		bare = &bareStarter{cfg: cfg, exe: exe, tmp: tmp, prof: prof, log: log}
+	}
 	bareDone := map[string]int{} // bare case name → index in Results
 	freshDone := map[int]int{}   // concurrency → index of the latest fresh refresh
 	for _, spec := range cfg.cases {
@@ -376,7 +338,10 @@ func bench(ctx context.Context, args []string, stdout io.Writer) error {
 			i, ok := bareDone[key]
 			if !ok {
 				log("bench: %s ...", key)
-				r := runCase(ctx, bare, caseSpec{workload: bareWorkload(spec.workload), concurrency: spec.concurrency}, rs)
+				r, err := bareCase(ctx, bare, spec, rs)
+				if err != nil {
+					return err
+				}
 				r.Name, r.Workload = key, bareName(spec.workload)
 				log("bench: %s", oneLine(r))
 				report.Results = append(report.Results, r)
@@ -449,6 +414,76 @@ func compare(r, base caseResult) *ratios {
 		q.CPUPerOp = &c
 	}
 	return q
+}
+
+// bareStarter starts the bare pipeline, a fresh one for each case.
+type bareStarter struct {
+	cfg  benchConfig
+	exe  string
+	tmp  string
+	prof *profiler
+	log  func(string, ...any)
+	n    int
+}
+
+// bareCase measures the bare counterpart of spec on a bare pipeline of its
+// own, started for it and stopped (its storage removed) after it. So the
+// bare pipeline never carries the data of earlier cases, which with
+// --in-process would share the service's heap and garbage collector, and
+// every bare case starts from the same empty stream.
+func bareCase(ctx context.Context, b *bareStarter, spec caseSpec, rs runSettings) (r caseResult, err error) {
+	t, stop, err := b.start(ctx)
+	if err != nil {
+		return r, err
+	}
+	defer func() { err = errors.Join(err, stop()) }()
+	return runCase(ctx, t, caseSpec{workload: bareWorkload(spec.workload), concurrency: spec.concurrency}, rs), nil
+}
+
+// start starts a bare pipeline, as a child process or in this process, and
+// returns it with the function that stops it.
+func (b *bareStarter) start(ctx context.Context) (*loadTarget, func() error, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, nil, err
+	}
+	b.n++
+	dir := filepath.Join(b.tmp, fmt.Sprintf("bare-%d", b.n))
+	bargs := []string{"--listen", addr, "--data", dir, "--workers", strconv.Itoa(b.cfg.bareWorkers)}
+	bare := &loadTarget{kind: "bare", prefix: barePrefix, timeout: b.cfg.timeout, clientID: "bench", secret: "bench"}
+	var p targetProc
+	if b.cfg.inProcess {
+		p = startInProcess(ctx, "bare pipeline", func(ctx context.Context) error { return bareServe(ctx, bargs) }, b.prof)
+		bare.pid, bare.shared = os.Getpid(), true
+	} else {
+		bargs = append([]string{"bench", "bare-child"}, bargs...)
+		if b.cfg.profileDir != "" {
+			bargs = append(bargs, "--control")
+		}
+		ch, err := startChild("bare pipeline", b.exe, bargs, filepath.Join(b.tmp, fmt.Sprintf("bare-%d.log", b.n)), b.cfg.profileDir != "")
+		if err != nil {
+			return nil, nil, err
+		}
+		p, bare.pid = ch, ch.pid()
+		b.log("bench: bare pipeline pid %d", ch.pid())
+	}
+	bare.proc = p
+	stop := func() error {
+		closeAll(bare.conns)
+		err := p.stop()
+		if b.cfg.inProcess {
+			runtime.GC() // its heap is not the service's to carry
+		}
+		return errors.Join(err, os.RemoveAll(dir))
+	}
+	if bare.conns, err = dialAll(ctx, "nats://"+addr, b.cfg.conns, nil, p); err != nil {
+		return nil, nil, errors.Join(err, stop())
+	}
+	if err := waitServed(ctx, bare, 30*time.Second); err != nil {
+		return nil, nil, errors.Join(err, stop())
+	}
+	b.log("bench: bare pipeline on nats://%s", addr)
+	return bare, stop, nil
 }
 
 // dialAll opens n connections to url, retrying while the server starts.

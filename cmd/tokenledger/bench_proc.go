@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -127,7 +128,8 @@ func (c *child) control(line string) error {
 }
 
 // controlLoop runs in a child: "start PATH" starts a CPU profile written to
-// PATH, "stop" ends it; each line is answered "ok" or an error on stdout.
+// PATH, "stop" ends it and writes the live heap at that moment to
+// PATH.heap; each line is answered "ok" or an error on stdout.
 // It returns when stdin closes.
 func controlLoop(in io.Reader, out io.Writer) {
 	var p profiler
@@ -144,8 +146,9 @@ func controlLoop(in io.Reader, out io.Writer) {
 
 // profiler carries out the profiling protocol's commands in this process.
 type profiler struct {
-	mu sync.Mutex
-	f  *os.File
+	mu   sync.Mutex
+	f    *os.File
+	path string
 }
 
 func (p *profiler) do(line string) error {
@@ -165,7 +168,7 @@ func (p *profiler) do(line string) error {
 			f.Close()
 			return err
 		}
-		p.f = f
+		p.f, p.path = f, arg
 		return nil
 	case "stop":
 		if p.f == nil {
@@ -174,10 +177,20 @@ func (p *profiler) do(line string) error {
 		pprof.StopCPUProfile()
 		err := p.f.Close()
 		p.f = nil
-		return err
+		return errors.Join(err, writeHeapProfile(p.path+".heap"))
 	default:
 		return fmt.Errorf("unknown control command %q", cmd)
 	}
+}
+
+// writeHeapProfile writes the live heap, after a collection, to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	return errors.Join(pprof.WriteHeapProfile(f), f.Close())
 }
 
 // inProcess is a target run as goroutines of the bench's own process
