@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -70,12 +72,27 @@ type FeedConfig struct {
 // Feed announces every revocation in the ledger on the revocation feed. It
 // reads the ledger stream after its checkpoint, skips (by header, without
 // decoding) everything that is not a revocation, and publishes each one
-// de-duplicated by the ledger event id.
+// de-duplicated by the ledger event id. Following the view's runner
+// (Follow), it reads on its own only until it has caught up and is then
+// handed the revocations the runner reads.
 type Feed struct {
 	js   jetstream.JetStream
 	view *View
 	kv   jetstream.KeyValue
 	cfg  FeedConfig
+
+	// handled is the last ledger sequence whose revocations are announced.
+	handled atomic.Uint64
+	save1s  func(context.Context) // saves handled as the checkpoint, at most once a second
+
+	// Following a runner (Follow): while follow is set, the runner's tap
+	// queues every revocation after tapSeq.
+	queue  chan tapped
+	mu     sync.Mutex
+	follow bool   // under mu
+	tapSeq uint64 // under mu: the last sequence the runner's tap saw
+
+	rode, overflows atomic.Uint64 // revocations announced from the queue; queue overflows
 }
 
 // NewFeed creates or updates the feed stream and the checkpoint bucket.
@@ -153,14 +170,120 @@ var revocationTypes = map[string]bool{
 	string(ledger.TypeAccessRevoked): true, string(ledger.TypeAccessCutoff): true,
 }
 
+// isRevocation reports whether the feed announces e.
+func isRevocation(e ledger.Event) bool {
+	switch e.Data.(type) {
+	case ledger.ReuseDetected, ledger.FamilyRevoked, ledger.AccessRevoked, ledger.AccessCutoff:
+		return true
+	}
+	return false
+}
+
+// feedQueue bounds the revocations the runner's tap holds for the feed.
+const feedQueue = 4096
+
+// tapped is a revocation the runner handed over.
+type tapped struct {
+	seq uint64
+	e   ledger.Event
+}
+
+// Follow makes the feed ride on r's reads instead of reading every event
+// of the ledger a second time: r hands over each revocation before
+// applying it. The feed still reads on its own from its checkpoint until
+// it has caught up with r, and again whenever it falls more than
+// feedQueue revocations behind, so r never waits for the feed (a feed
+// stream that is down never stalls the view). Call it before either
+// runs.
+func (f *Feed) Follow(r *Runner) {
+	f.queue = make(chan tapped, feedQueue)
+	r.tap = f.tap
+}
+
+// tap is the runner's hook: it sees every event, in stream order, before
+// the runner applies it.
+func (f *Feed) tap(seq uint64, e ledger.Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tapSeq = seq
+	if !f.follow || seq <= f.handled.Load() || !isRevocation(e) {
+		return
+	}
+	select {
+	case f.queue <- tapped{seq, e}:
+	default:
+		f.follow = false // too far behind: the feed reads the rest itself
+		f.overflows.Add(1)
+	}
+}
+
+// arm starts queueing the runner's revocations and returns the last
+// sequence the runner had seen: every revocation after it is queued (or
+// arm's effect is undone by an overflow).
+func (f *Feed) arm() uint64 {
+	for len(f.queue) > 0 { // left from an overflow: read again on our own
+		<-f.queue
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.follow = true
+	return f.tapSeq
+}
+
+// following reports whether the runner's revocations are being queued,
+// the last sequence the runner has seen, and whether the queue is empty.
+func (f *Feed) following() (on bool, seen uint64, empty bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.follow, f.tapSeq, len(f.queue) == 0
+}
+
 // Run announces revocations until ctx ends, resuming after the checkpoint.
 func (f *Feed) Run(ctx context.Context) error {
 	from, err := f.Checkpoint(ctx)
 	if err != nil {
 		return err
 	}
+	f.handled.Store(from)
+	saved, lastSave := from, time.Now()
+	f.save1s = func(ctx context.Context) {
+		if h := f.handled.Load(); h > saved && time.Since(lastSave) >= time.Second {
+			if err := f.save(ctx, h); err != nil {
+				f.cfg.Log.Warn("feed checkpoint", "error", err)
+			} else {
+				saved, lastSave = h, time.Now()
+			}
+		}
+	}
+	defer func() {
+		if h := f.handled.Load(); h > saved {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := f.save(sctx, h); err != nil {
+				f.cfg.Log.Warn("feed checkpoint on stop", "error", err)
+			}
+		}
+	}()
+	for {
+		err := f.read(ctx)
+		if err == nil && ctx.Err() == nil {
+			err = f.ride(ctx)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// read reads the ledger on its own from after the handled sequence. It
+// returns once it has caught up with the runner it follows, and never
+// when it follows none.
+func (f *Feed) read(ctx context.Context) error {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 0 {
+	if from := f.handled.Load(); from > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
 	}
 	cons, err := f.js.OrderedConsumer(ctx, f.cfg.LedgerStream, cfg)
@@ -172,57 +295,89 @@ func (f *Feed) Run(ctx context.Context) error {
 		return fmt.Errorf("feed: consume %s: %w", f.cfg.LedgerStream, err)
 	}
 	defer it.Stop()
-	saved, handled := from, from
-	lastSave := time.Now()
-	defer func() {
-		if handled > saved {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer cancel()
-			if err := f.save(sctx, handled); err != nil {
-				f.cfg.Log.Warn("feed checkpoint on stop", "error", err)
-			}
-		}
-	}()
+	armed, until := false, uint64(0)
 	for {
 		// Wait at most a second so the checkpoint moves on while idle.
 		msg, err := it.Next(jetstream.NextMaxWait(time.Second))
 		if ctx.Err() != nil {
 			return nil
 		}
+		caughtUp := err != nil
 		if err == nil {
 			meta, merr := msg.Metadata()
 			if merr != nil {
 				return fmt.Errorf("feed: message metadata: %w", merr)
 			}
 			if revocationTypes[msg.Headers().Get(ledger.HeaderEventType)] {
-				if err := f.announce(ctx, meta.Sequence.Stream, msg.Data()); err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
+				e, err := DecodeForView(msg.Data())
+				if err != nil {
+					return fmt.Errorf("feed: seq %d: %w", meta.Sequence.Stream, err)
+				}
+				if err := f.announce(ctx, meta.Sequence.Stream, e); err != nil {
 					return err
 				}
 			}
-			handled = meta.Sequence.Stream
+			f.handled.Store(meta.Sequence.Stream)
+			// Close enough that what is left cannot overflow the queue;
+			// under steady load the consumer may never see zero pending.
+			caughtUp = meta.NumPending < uint64(cap(f.queue))
 		} else if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("feed: read %s: %w", f.cfg.LedgerStream, err)
 		}
-		if handled > saved && time.Since(lastSave) >= time.Second {
-			if err := f.save(ctx, handled); err != nil {
-				f.cfg.Log.Warn("feed checkpoint", "error", err)
-			} else {
-				saved, lastSave = handled, time.Now()
+		f.save1s(ctx)
+		if f.queue == nil {
+			continue
+		}
+		if armed {
+			if on, _, _ := f.following(); !on {
+				armed = false // overflowed already: catch up again first
 			}
+		}
+		if !armed && caughtUp {
+			armed, until = true, f.arm()
+		}
+		if armed && f.handled.Load() >= until {
+			return nil // every revocation after until is queued
 		}
 	}
 }
 
-// announce publishes the announcement for the revocation at seq, retrying
-// until it is stored or ctx ends: a revocation must never be skipped.
-func (f *Feed) announce(ctx context.Context, seq uint64, data []byte) error {
-	e, err := DecodeForView(data)
-	if err != nil {
-		return fmt.Errorf("feed: seq %d: %w", seq, err)
+// ride announces the revocations the runner hands over, until the queue
+// overflows.
+func (f *Feed) ride(ctx context.Context) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case t := <-f.queue:
+			if t.seq > f.handled.Load() {
+				if err := f.announce(ctx, t.seq, t.e); err != nil {
+					return err
+				}
+				f.handled.Store(t.seq)
+				f.rode.Add(1)
+			}
+		case <-tick.C:
+		}
+		on, seen, empty := f.following()
+		if !on {
+			return nil
+		}
+		// Every revocation up to seen was queued, and the queue is
+		// empty: all of them are announced.
+		if empty && seen > f.handled.Load() {
+			f.handled.Store(seen)
+		}
+		f.save1s(ctx)
 	}
+}
+
+// announce publishes the announcement for the revocation e at seq,
+// retrying until it is stored or ctx ends: a revocation must never be
+// skipped.
+func (f *Feed) announce(ctx context.Context, seq uint64, e ledger.Event) error {
 	if err := f.view.WaitFor(ctx, seq); err != nil {
 		return err
 	}

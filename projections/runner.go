@@ -53,6 +53,9 @@ type Runner struct {
 	cfg        RunnerConfig
 	streamLast atomic.Uint64
 	lastPrune  time.Time
+	// tap, if set (Feed.Follow), sees every event before it is applied,
+	// in stream order, on the applying goroutine.
+	tap func(seq uint64, e ledger.Event)
 }
 
 // NewRunner returns a runner feeding p from the ledger stream.
@@ -223,6 +226,9 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 			// changes no family; step over it so the view keeps up.
 			r.cfg.Log.Warn("skipping unknown event outside the families", "runner", r.cfg.Name, "seq", d.seq, "subject", d.subject, "error", d.err)
 			d.event = ledger.Event{}
+		}
+		if r.tap != nil {
+			r.tap(d.seq, d.event)
 		}
 		r.p.Apply(d.seq, d.event)
 		r.maybePrune()

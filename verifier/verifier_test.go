@@ -62,6 +62,7 @@ func startLedger(t *testing.T, srv *server.Server) *nats.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	feed.Follow(runner) // as serve wires it
 	svc, err := handlers.NewService(handlers.Config{
 		Ledger: ledger.New(store), Registry: reg, Keys: keySet, Issuer: issuer, View: view,
 		Defaults: ledger.Policy{Rotation: ledger.RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,

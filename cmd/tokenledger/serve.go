@@ -199,6 +199,9 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The feed is handed the revocations the runner reads rather than
+	// reading every event a second time.
+	feed.Follow(runner)
 	svc, err := handlers.NewService(handlers.Config{
 		View:   view,
 		Ledger: ledger.New(store), Registry: registry, Keys: keySet,
