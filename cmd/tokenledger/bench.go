@@ -51,6 +51,7 @@ type benchConfig struct {
 	keep        bool
 	quiet       bool
 	inProcess   bool
+	slices      int
 }
 
 func parseBench(args []string) (benchConfig, error) {
@@ -65,6 +66,7 @@ func parseBench(args []string) (benchConfig, error) {
 	fs.StringVar(&concurrency, "concurrency", "64", "concurrent callers (comma list runs each)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per case")
 	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured load before each case")
+	fs.IntVar(&c.slices, "slices", 5, "measure each case and its bare pipeline in this many alternating slices of the window (1: one after the other; a profiled run is never interleaved)")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "request timeout")
 	fs.IntVar(&c.prior, "prior-rotations", 10000, "refresh-aged: rotations of each aged family (even callers; odd callers refresh fresh ones) before measuring")
 	fs.BoolVar(&c.bare, "bare", true, "also measure the bare pipelines and report ratios")
@@ -108,6 +110,8 @@ func parseBench(args []string) (benchConfig, error) {
 		return c, errors.New("--duration must be positive")
 	case c.warmup < 0:
 		return c, errors.New("--warmup must not be negative")
+	case c.slices < 1:
+		return c, errors.New("--slices must be at least 1")
 	case c.conns < 1:
 		return c, errors.New("--conns must be at least 1")
 	case c.prior < 0:
@@ -203,6 +207,9 @@ type benchSetting struct {
 	Conns          int     `json:"conns"`
 	PriorRotations int     `json:"prior_rotations"`
 	BareWorkers    int     `json:"bare_workers"`
+	// Slices is how many alternating slices of the window each case and
+	// its bare pipeline were measured in (1: one after the other).
+	Slices int `json:"slices"`
 }
 
 // bench is `tokenledger bench`: it starts the service (unless --nats-url)
@@ -326,32 +333,53 @@ func bench(ctx context.Context, args []string, stdout io.Writer) error {
 	if cfg.bare {
 		bare = &bareStarter{cfg: cfg, exe: exe, tmp: tmp, prof: prof, log: log}
 	}
+	// A profile is of one target at a time: a profiled run measures the
+	// bare pipeline and the service one after the other.
+	interleave := cfg.slices > 1 && cfg.profileDir == ""
+	report.Settings.Slices = 1
+	if interleave {
+		report.Settings.Slices = cfg.slices
+	}
 	bareDone := map[string]int{} // bare case name → index in Results
 	freshDone := map[int]int{}   // concurrency → index of the latest fresh refresh
 	for _, spec := range cfg.cases {
 		if ctx.Err() != nil {
 			break
 		}
+		var r caseResult
 		baseline := -1
-		if bare != nil && bareName(spec.workload) != "" {
+		switch {
+		case bare != nil && bareName(spec.workload) != "" && interleave:
+			log("bench: %s with %s, in %d alternating slices ...", caseName("service", spec), caseName("bare", spec), cfg.slices)
+			b, s, err := bareInterleaved(ctx, bare, svc, spec, rs, cfg.slices)
+			if err != nil {
+				return err
+			}
+			b.Name, b.Workload = caseName("bare", spec), bareName(spec.workload)
+			log("bench: %s", oneLine(b))
+			report.Results = append(report.Results, b)
+			baseline, r = len(report.Results)-1, s
+		case bare != nil && bareName(spec.workload) != "":
 			key := caseName("bare", spec)
 			i, ok := bareDone[key]
 			if !ok {
 				log("bench: %s ...", key)
-				r, err := bareCase(ctx, bare, spec, rs)
+				b, err := bareCase(ctx, bare, spec, rs)
 				if err != nil {
 					return err
 				}
-				r.Name, r.Workload = key, bareName(spec.workload)
-				log("bench: %s", oneLine(r))
-				report.Results = append(report.Results, r)
+				b.Name, b.Workload = key, bareName(spec.workload)
+				log("bench: %s", oneLine(b))
+				report.Results = append(report.Results, b)
 				i = len(report.Results) - 1
 				bareDone[key] = i
 			}
 			baseline = i
+			fallthrough
+		default:
+			log("bench: %s ...", caseName("service", spec))
+			r = runCase(ctx, svc, spec, rs)
 		}
-		log("bench: %s ...", caseName("service", spec))
-		r := runCase(ctx, svc, spec, rs)
 		if baseline >= 0 && report.Results[baseline].Ops > 0 && r.Ops > 0 {
 			r.VsBare = compare(r, report.Results[baseline])
 		}
@@ -438,6 +466,18 @@ func bareCase(ctx context.Context, b *bareStarter, spec caseSpec, rs runSettings
 	}
 	defer func() { err = errors.Join(err, stop()) }()
 	return runCase(ctx, t, caseSpec{workload: bareWorkload(spec.workload), concurrency: spec.concurrency}, rs), nil
+}
+
+// bareInterleaved measures spec on the service and its bare counterpart on
+// a fresh bare pipeline in alternating slices of one window.
+func bareInterleaved(ctx context.Context, b *bareStarter, svc *loadTarget, spec caseSpec, rs runSettings, slices int) (br, sr caseResult, err error) {
+	t, stop, err := b.start(ctx)
+	if err != nil {
+		return br, sr, err
+	}
+	defer func() { err = errors.Join(err, stop()) }()
+	br, sr = runInterleaved(ctx, t, svc, caseSpec{workload: bareWorkload(spec.workload), concurrency: spec.concurrency}, spec, rs, slices)
+	return br, sr, nil
 }
 
 // start starts a bare pipeline, as a child process or in this process, and

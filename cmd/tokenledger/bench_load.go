@@ -474,19 +474,63 @@ type runSettings struct {
 	log              func(format string, args ...any)
 }
 
-// runCase measures one case: set the workers up, warm up, measure a window
-// of the configured duration, stop.
+// runCase measures one case on its own: set the workers up, warm up,
+// measure a window of the configured duration, stop.
 func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) caseResult {
-	res := caseResult{
+	return measure(ctx, []*part{{t: t, spec: spec}}, rs, 1)[0]
+}
+
+// runInterleaved measures a service case and its bare counterpart in the
+// same window: the measured time is cut into slices that alternate
+// between the two (bare first), each after a settling time in which the
+// callers of the other target are paused. Drift in the machine's speed
+// or in foreign load then falls on both alike, so their ratio moves far
+// less from run to run than with one measured after the other.
+func runInterleaved(ctx context.Context, bare, svc *loadTarget, bareSpec, spec caseSpec, rs runSettings, slices int) (caseResult, caseResult) {
+	r := measure(ctx, []*part{{t: bare, spec: bareSpec}, {t: svc, spec: spec}}, rs, slices)
+	return r[0], r[1]
+}
+
+// settle is the unmeasured time a target gets, when its turn comes again,
+// for its callers' pipeline to fill.
+func settle(slice time.Duration) time.Duration { return min(slice/5, 250*time.Millisecond) }
+
+// part is one target's side of a measurement.
+type part struct {
+	t    *loadTarget
+	spec caseSpec
+	res  caseResult
+
+	workers []*caller
+	recs    []*recorder
+	win     window
+	wg      sync.WaitGroup
+
+	mu   sync.Mutex
+	cond *sync.Cond
+	on   atomic.Bool // callers may send (under mu when set)
+	stop bool        // under mu
+
+	// Sums over the measured slices.
+	elapsed, cpu, self, host time.Duration
+	cpuErr, hostErr          error
+	scope                    string
+}
+
+// prepare sets the callers up (families, prior rotations) and starts them
+// paused.
+func (p *part) prepare(ctx context.Context, rs runSettings) error {
+	t, spec := p.t, p.spec
+	p.res = caseResult{
 		Name: caseName(t.kind, spec), Target: t.kind, Workload: spec.workload,
 		Concurrency: spec.concurrency,
 	}
 	if spec.workload == wlAged {
-		res.PriorRotations = rs.prior
+		p.res.PriorRotations = rs.prior
 	}
-	workers := make([]*caller, spec.concurrency)
-	for i := range workers {
-		workers[i] = newCaller(t, i, spec.workload, rs.mix)
+	p.workers = make([]*caller, spec.concurrency)
+	for i := range p.workers {
+		p.workers[i] = newCaller(t, i, spec.workload, rs.mix)
 	}
 	var done atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
@@ -502,83 +546,177 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 				case <-stopProgress:
 					return
 				case <-tick.C:
-					rs.log("  %s: prior rotations %d/%d", res.Name, done.Load(), total)
+					rs.log("  %s: prior rotations %d/%d", p.res.Name, done.Load(), total)
 				}
 			}
 		}()
 	}
-	for _, w := range workers {
+	for _, w := range p.workers {
 		g.Go(func() error { return w.setup(gctx, rs.prior, func() { done.Add(1) }) })
 	}
 	err := g.Wait()
 	close(stopProgress)
 	if err != nil {
-		res.Error = err.Error()
-		return res
+		return err
 	}
 
-	var win window
-	win.start.Store(math.MaxInt64)
-	win.end.Store(math.MaxInt64)
-	var stop atomic.Bool
-	recs := make([]*recorder, len(workers))
-	var wg sync.WaitGroup
-	for i, w := range workers {
-		recs[i] = &recorder{w: &win, ops: map[string]*opStats{}}
-		wg.Go(func() {
-			for !stop.Load() && ctx.Err() == nil {
-				w.step(recs[i])
+	p.cond = sync.NewCond(&p.mu)
+	p.win.start.Store(math.MaxInt64)
+	p.win.end.Store(math.MaxInt64)
+	p.recs = make([]*recorder, len(p.workers))
+	for i, w := range p.workers {
+		p.recs[i] = &recorder{w: &p.win, ops: map[string]*opStats{}}
+		p.wg.Go(func() {
+			for ctx.Err() == nil && p.wait() {
+				w.step(p.recs[i])
 			}
 		})
 	}
-	sleepCtx(ctx, rs.warmup)
+	if t.pid > 0 {
+		p.scope = "case"
+		if resetPeakRSS(t.pid) != nil {
+			p.scope = "process"
+		}
+	}
+	return nil
+}
 
+// wait blocks while the part is paused; false once it is stopped.
+func (p *part) wait() bool {
+	if p.on.Load() {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.on.Load() && !p.stop {
+		p.cond.Wait()
+	}
+	return !p.stop
+}
+
+func (p *part) setRunning(on bool) {
+	p.mu.Lock()
+	p.on.Store(on)
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+// end stops the callers for good and waits for them.
+func (p *part) end() {
+	p.mu.Lock()
+	p.stop = true
+	p.on.Store(false)
+	p.mu.Unlock()
+	p.cond.Broadcast()
+	p.wg.Wait()
+}
+
+// slice measures one slice of d: operations that start in it count.
+func (p *part) slice(ctx context.Context, d time.Duration) {
+	t := p.t
 	var cpu0, cpu1 time.Duration
 	var cpuErr error
-	scope := ""
-	if t.pid > 0 {
-		scope = "case"
-		if resetPeakRSS(t.pid) != nil {
-			scope = "process"
-		}
-	}
-	if rs.profileDir != "" && t.proc != nil {
-		path := rs.profileDir + "/" + profileFile(res.Name, t.kind)
-		if err := t.proc.control("start " + path); err != nil {
-			rs.log("  profile: %v", err)
-		} else {
-			res.Profile = path
-		}
-	}
 	if t.pid > 0 {
 		cpu0, cpuErr = procCPU(t.pid)
 	}
 	self0 := selfCPU()
 	host0, hostErr := hostBusy()
 	t0 := time.Now()
-	win.start.Store(t0.UnixNano())
-	sleepCtx(ctx, rs.duration)
+	p.win.start.Store(t0.UnixNano())
+	p.win.end.Store(math.MaxInt64)
+	sleepCtx(ctx, d)
 	t1 := time.Now()
-	win.end.Store(t1.UnixNano())
+	p.win.end.Store(t1.UnixNano())
 	self1 := selfCPU()
 	host1, hostErr1 := hostBusy()
 	if t.pid > 0 && cpuErr == nil {
 		cpu1, cpuErr = procCPU(t.pid)
 	}
-	if res.Profile != "" {
-		if err := t.proc.control("stop"); err != nil {
-			rs.log("  profile: %v", err)
-			res.Profile = ""
+	p.elapsed += t1.Sub(t0)
+	p.self += self1 - self0
+	p.cpu += cpu1 - cpu0
+	p.host += host1 - host0
+	p.cpuErr = errors.Join(p.cpuErr, cpuErr)
+	p.hostErr = errors.Join(p.hostErr, hostErr, hostErr1)
+}
+
+// measure prepares the parts, then runs slices rounds in which each part
+// in turn settles (the warm-up, the first time) and is measured for its
+// share of the duration, and returns the parts' results in order.
+func measure(ctx context.Context, parts []*part, rs runSettings, slices int) []caseResult {
+	slices = max(1, slices)
+	out := make([]caseResult, len(parts))
+	for i, p := range parts {
+		if err := p.prepare(ctx, rs); err != nil {
+			for _, q := range parts[:i] {
+				q.end()
+			}
+			p.res.Error = err.Error()
+			for j, q := range parts {
+				out[j] = q.res
+			}
+			return out
 		}
 	}
-	var peak int64
-	if t.pid > 0 {
-		peak, _, _ = procMem(t.pid)
+	// A profile covers a part's whole measured time; one at a time, so a
+	// profiled measurement is never interleaved (see bench's --slices).
+	profile := rs.profileDir != "" && len(parts) == 1 && parts[0].t.proc != nil
+	if profile {
+		p := parts[0]
+		path := rs.profileDir + "/" + profileFile(p.res.Name, p.t.kind)
+		p.setRunning(true)
+		sleepCtx(ctx, rs.warmup)
+		if err := p.t.proc.control("start " + path); err != nil {
+			rs.log("  profile: %v", err)
+		} else {
+			p.res.Profile = path
+		}
 	}
-	stop.Store(true)
-	wg.Wait()
+	slice := rs.duration / time.Duration(slices)
+	for i := range slices {
+		for _, p := range parts {
+			if ctx.Err() != nil {
+				break
+			}
+			if !profile {
+				p.setRunning(true)
+				if i == 0 {
+					sleepCtx(ctx, rs.warmup)
+				} else {
+					sleepCtx(ctx, settle(slice))
+				}
+			}
+			p.slice(ctx, slice)
+			if len(parts) > 1 {
+				p.setRunning(false)
+			}
+		}
+	}
+	for _, p := range parts {
+		if p.res.Profile != "" {
+			if err := p.t.proc.control("stop"); err != nil {
+				rs.log("  profile: %v", err)
+				p.res.Profile = ""
+			}
+		}
+	}
+	for i, p := range parts {
+		var peak int64
+		if p.t.pid > 0 {
+			peak, _, _ = procMem(p.t.pid)
+		}
+		p.end()
+		out[i] = p.finish(peak)
+	}
+	return out
+}
 
-	elapsed := t1.Sub(t0)
+// finish turns the part's tallies into its result.
+func (p *part) finish(peak int64) caseResult {
+	t, spec, res := p.t, p.spec, p.res
+	recs, elapsed := p.recs, p.elapsed
+	cpuErr, hostErr := p.cpuErr, p.hostErr
+	scope := p.scope
 	res.DurationS = elapsed.Seconds()
 	merged := map[string]*opStats{}
 	for _, r := range recs {
@@ -609,20 +747,20 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 		}
 	}
 	res.SharedProcess = t.shared
-	res.LoadgenCPUCores = round2(float64(self1-self0) / float64(elapsed))
-	if t.pid > 0 && cpuErr == nil && hostErr == nil && hostErr1 == nil {
-		ours := (cpu1 - cpu0) + (self1 - self0)
+	res.LoadgenCPUCores = round2(float64(p.self) / float64(elapsed))
+	if t.pid > 0 && cpuErr == nil && hostErr == nil {
+		ours := p.cpu + p.self
 		if t.shared {
-			ours = self1 - self0
+			ours = p.self
 		}
-		other := round2(max(0, float64(host1-host0-ours)/float64(elapsed)))
+		other := round2(max(0, float64(p.host-ours)/float64(elapsed)))
 		res.OtherCPUCores = &other
 	}
 	if res.Ops > 0 {
-		res.LoadgenCPUPerOpUS = round2(float64(self1-self0) / float64(time.Microsecond) / float64(res.Ops))
+		res.LoadgenCPUPerOpUS = round2(float64(p.self) / float64(time.Microsecond) / float64(res.Ops))
 		if t.pid > 0 && cpuErr == nil {
-			perOp := round2(float64(cpu1-cpu0) / float64(time.Microsecond) / float64(res.Ops))
-			cores := round2(float64(cpu1-cpu0) / float64(elapsed))
+			perOp := round2(float64(p.cpu) / float64(time.Microsecond) / float64(res.Ops))
+			cores := round2(float64(p.cpu) / float64(elapsed))
 			res.CPUPerOpUS, res.CPUCores = &perOp, &cores
 		}
 	}

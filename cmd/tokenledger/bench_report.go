@@ -69,8 +69,12 @@ func oneLine(r caseResult) string {
 }
 
 func printTable(w io.Writer, rep benchReport) {
-	fmt.Fprintf(w, "tokenledger bench: %s, %d CPUs, %s; %gs per case after %gs warm-up\n\n",
+	fmt.Fprintf(w, "tokenledger bench: %s, %d CPUs, %s; %gs per case after %gs warm-up",
 		rep.Target, rep.Host.CPUs, rep.Host.GoVersion, rep.Settings.DurationS, rep.Settings.WarmupS)
+	if rep.Settings.Slices > 1 {
+		fmt.Fprintf(w, ", each case and its bare pipeline in %d alternating slices", rep.Settings.Slices)
+	}
+	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "case\ttarget\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tCPU µs/op\tcores\tpeak RSS MiB\tvs bare ops/s\tvs bare p99\tvs bare CPU/op\tload cores\tother cores\t")
 	for _, r := range rep.Results {

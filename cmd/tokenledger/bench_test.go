@@ -87,6 +87,16 @@ func TestBenchReport(t *testing.T) {
 	if len(rep.Targets) == 0 {
 		t.Error("no targets evaluated")
 	}
+	// By default each case and its bare pipeline share the window in
+	// alternating slices that add up to the duration.
+	if rep.Settings.Slices != 5 {
+		t.Errorf("measured in %d slices, want 5", rep.Settings.Slices)
+	}
+	for _, r := range rep.Results {
+		if r.DurationS < 0.99 {
+			t.Errorf("%s: measured for %.3fs, want the whole 1s", r.Name, r.DurationS)
+		}
+	}
 }
 
 // TestBenchInProcess: with --in-process the service and the bare pipeline
@@ -99,7 +109,7 @@ func TestBenchInProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	err := run(ctx, []string{"bench", "--in-process", "--quiet", "--json",
+	err := run(ctx, []string{"bench", "--in-process", "--quiet", "--json", "--slices", "1",
 		"--cases", "refresh@2,introspect@2", "--duration", "1s", "--warmup", "200ms"}, &out)
 	if err != nil {
 		t.Fatal(err)
@@ -108,8 +118,8 @@ func TestBenchInProcess(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
 	}
-	if rep.Target != "embedded (in this process)" {
-		t.Errorf("target %q", rep.Target)
+	if rep.Target != "embedded (in this process)" || rep.Settings.Slices != 1 {
+		t.Errorf("target %q, %d slices", rep.Target, rep.Settings.Slices)
 	}
 	want := []string{"bare-rotate/c=2", "refresh/c=2", "bare-echo/c=2", "introspect/c=2"}
 	if len(rep.Results) != len(want) {
@@ -184,6 +194,9 @@ func TestBenchParse(t *testing.T) {
 	cs, err = crossCases("issue,refresh", "1,64")
 	if err != nil || len(cs) != 4 || cs[3] != (caseSpec{wlRefresh, 64}) {
 		t.Errorf("cross: %v %v", cs, err)
+	}
+	if _, err := parseBench([]string{"--slices", "0"}); err == nil {
+		t.Error("--slices 0 accepted")
 	}
 	if _, err := parseMix("refresh=0,issue=0"); err == nil {
 		t.Error("mix of zero weights accepted")
