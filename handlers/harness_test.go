@@ -133,6 +133,9 @@ func (e *env) startService(opts envOptions) *ledger.Ledger {
 	if !opts.useWall {
 		ledgerOpts = append(ledgerOpts, ledger.WithClock(e.clock.Now))
 	}
+	if opts.view != nil { // as serve runs it
+		ledgerOpts = append(ledgerOpts, ledger.WithStateCache(opts.view.Newer, 0))
+	}
 	l := ledger.New(store, ledgerOpts...)
 	svc, err := NewService(Config{
 		Ledger: l, Registry: reg, Keys: keySet,

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,13 +18,29 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/projections"
 )
 
-// Two instances on one NATS split the load and stay correct.
+// Two instances on one NATS split the load and stay correct, also when
+// each decides on the states it cached (with a view, as serve runs): the
+// other instance's writes make those stale all the time.
 func TestTwoInstancesShareTheLoad(t *testing.T) {
+	for _, cached := range []bool{false, true} {
+		t.Run(fmt.Sprintf("state cache %t", cached), func(t *testing.T) {
+			twoInstancesShareTheLoad(t, cached)
+		})
+	}
+}
+
+func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 	e := newEnv(t, "")
-	e.startService(envOptions{grace: 10 * time.Second})
-	e.startService(envOptions{grace: 10 * time.Second})
+	for range 2 {
+		opts := envOptions{grace: 10 * time.Second}
+		if cached {
+			opts.view = projections.NewView()
+		}
+		e.startService(opts)
+	}
 
 	const callers, chain = 16, 20
 	var wg sync.WaitGroup

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/projections"
 )
 
 // The access token verifies against the tokens.jwks reply with go-jose, an
@@ -227,10 +229,18 @@ func TestExpiry(t *testing.T) {
 // appended; with a grace window every caller gets the same successor,
 // without one the others get invalid_grant.
 func TestConcurrentRefreshOneToken(t *testing.T) {
-	for _, grace := range []time.Duration{10 * time.Second, 0} {
-		t.Run("grace="+grace.String(), func(t *testing.T) {
+	for _, tc := range []struct {
+		grace  time.Duration
+		cached bool // a view, and so the ledger's state cache, as serve runs
+	}{{10 * time.Second, false}, {0, false}, {10 * time.Second, true}, {0, true}} {
+		grace := tc.grace
+		t.Run(fmt.Sprintf("grace=%s/state cache %t", grace, tc.cached), func(t *testing.T) {
 			e := newEnv(t, "")
-			e.startService(envOptions{grace: grace})
+			opts := envOptions{grace: grace}
+			if tc.cached {
+				opts.view = projections.NewView()
+			}
+			e.startService(opts)
 			a := e.issue("alice")
 			const n = 64
 			replies := make([]reply, n)

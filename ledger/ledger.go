@@ -25,6 +25,7 @@ type Ledger struct {
 	store *Store
 	now   func() time.Time
 	rand  io.Reader
+	cache *stateCache // nil unless WithStateCache
 }
 
 // Option configures a Ledger.
@@ -103,6 +104,7 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
 	if err != nil {
 		return Grant{}, err
 	}
+	l.cache.put(st)
 	g.State = st
 	return g, nil
 }
@@ -121,6 +123,9 @@ func (l *Ledger) appendPreparing(ctx context.Context, st State, events []Event, 
 	wg.Wait()
 	return after, err
 }
+
+// noCache is a cache miss: the attempts after the first load the state.
+func noCache(string) (State, bool) { return State{}, false }
 
 // fold is the state after the events, as Append computes it (without the
 // sequence and head the stream gives).
@@ -159,10 +164,14 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 	}
 	fid := tok.FamilyID.String()
 	hash := HashToken(req.RefreshToken)
+	load := l.cache.get // the first attempt may decide on the cached state
 	for range maxAttempts {
-		st, err := l.store.Load(ctx, fid)
-		if err != nil {
-			return Grant{}, err
+		st, cached := load(fid)
+		load = noCache
+		if !cached {
+			if st, err = l.store.Load(ctx, fid); err != nil {
+				return Grant{}, err
+			}
 		}
 		if !st.Exists() {
 			return Grant{}, ErrInvalidToken // do not tell forged from unknown
@@ -194,12 +203,17 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 		}
 		events, decided := Decide(st, cmd, now)
 		if decided != nil {
+			if len(events) == 0 && cached {
+				continue // refuse only on the loaded state
+			}
 			if len(events) > 0 { // a reuse: the family is revoked
-				if _, err := l.store.Append(ctx, st, events...); errors.Is(err, ErrConflict) {
+				after, err := l.store.Append(ctx, st, events...)
+				if errors.Is(err, ErrConflict) {
 					continue
 				} else if err != nil {
 					return Grant{}, err
 				}
+				l.cache.put(after)
 			}
 			return Grant{}, decided
 		}
@@ -219,11 +233,15 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 		}
 		after, err := l.appendPreparing(ctx, st, events, g, req.Prepare)
 		if errors.Is(err, ErrConflict) {
+			if cached {
+				l.cache.drop(fid)
+			}
 			continue
 		}
 		if err != nil {
 			return Grant{}, err
 		}
+		l.cache.put(after)
 		g.State = after
 		return g, nil
 	}
@@ -332,6 +350,9 @@ func (l *Ledger) run(ctx context.Context, familyID string, cmd func() Command) (
 		after, err := l.store.Append(ctx, st, events...)
 		if errors.Is(err, ErrConflict) {
 			continue
+		}
+		if err == nil {
+			l.cache.put(after)
 		}
 		return after, err
 	}

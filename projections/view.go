@@ -59,9 +59,10 @@ type exemption struct {
 	exp    uint32
 }
 
-// familyRec is one family, 80 bytes.
+// familyRec is one family, 88 bytes.
 type familyRec struct {
 	key         [16]byte
+	seq         uint64 // stream sequence of the family's last event
 	generation  uint64
 	cutoff      int64 // unix ns of the latest access cutoff, 0 for none
 	client      uint32
@@ -155,7 +156,7 @@ func (v *View) Apply(seq uint64, e ledger.Event) {
 		v.mu.Unlock()
 		return
 	}
-	v.apply(e)
+	v.apply(seq, e)
 	v.last.Store(seq)
 	v.mu.Unlock()
 
@@ -167,7 +168,7 @@ func (v *View) Apply(seq uint64, e ledger.Event) {
 	v.wmu.Unlock()
 }
 
-func (v *View) apply(e ledger.Event) {
+func (v *View) apply(seq uint64, e ledger.Event) {
 	key, ok := parseKey(e.FamilyID)
 	if !ok {
 		return
@@ -178,7 +179,7 @@ func (v *View) apply(e ledger.Event) {
 		}
 		idx := uint32(len(v.fams))
 		r := familyRec{
-			key: key, client: v.intern(d.ClientID), subject: v.intern(d.Subject),
+			key: key, seq: seq, client: v.intern(d.ClientID), subject: v.intern(d.Subject),
 			version: int32(d.Version), created: secs(e.OccurredAt), expires: ceilSecs(d.ExpiresAt),
 			accessUntil: ceilSecs(d.Access.ExpiresAt),
 		}
@@ -195,6 +196,7 @@ func (v *View) apply(e ledger.Event) {
 		return // a family pruned or never issued: nothing can refer to it
 	}
 	r := &v.fams[idx]
+	r.seq = seq
 	switch d := e.Data.(type) {
 	case ledger.RefreshRotated:
 		r.generation = d.ToGeneration
@@ -263,6 +265,20 @@ func (v *View) intern(s string) uint32 {
 	v.strs = append(v.strs, s)
 	v.strIdx[s] = i
 	return i
+}
+
+// Newer reports whether the view has applied an event of the family after
+// stream sequence seq. It is the check ledger.WithStateCache needs: the
+// view reads every event of the stream, whoever appended it.
+func (v *View) Newer(familyID string, seq uint64) bool {
+	key, ok := parseKey(familyID)
+	if !ok {
+		return false
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	idx, ok := v.byKey[key]
+	return ok && v.fams[idx].seq > seq
 }
 
 // Family returns the family, or false if the view does not know it.

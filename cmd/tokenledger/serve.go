@@ -204,7 +204,9 @@ func serve(ctx context.Context, args []string) error {
 	feed.Follow(runner)
 	svc, err := handlers.NewService(handlers.Config{
 		View:   view,
-		Ledger: ledger.New(store), Registry: registry, Keys: keySet,
+		// The ledger decides a refresh on the state it appended last for
+		// the family unless the view has seen a later event of it.
+		Ledger: ledger.New(store, ledger.WithStateCache(view.Newer, 0)), Registry: registry, Keys: keySet,
 		Issuer: cfg.issuer, Prefix: cfg.prefix,
 		Defaults: ledger.Policy{
 			Rotation: ledger.RotateAlways, Grace: cfg.grace, AccessTTL: cfg.accessTTL,
