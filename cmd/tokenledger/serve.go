@@ -203,7 +203,7 @@ func serve(ctx context.Context, args []string) error {
 	// reading every event a second time.
 	feed.Follow(runner)
 	svc, err := handlers.NewService(handlers.Config{
-		View:   view,
+		View: view,
 		// The ledger decides a refresh on the state it appended last for
 		// the family unless the view has seen a later event of it.
 		Ledger: ledger.New(store, ledger.WithStateCache(view.Newer, 0)), Registry: registry, Keys: keySet,
