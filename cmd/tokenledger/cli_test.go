@@ -371,6 +371,9 @@ func TestFlagPrecedence(t *testing.T) {
 	if _, err := parseServe([]string{"--alg", "HS256"}); err == nil {
 		t.Fatal("HMAC accepted")
 	}
+	if _, err := parseServe([]string{"--state-cache", "-1"}); err == nil {
+		t.Fatal("negative state cache accepted")
+	}
 	if _, err := parseServe([]string{"--nope"}); err == nil {
 		t.Fatal("unknown flag accepted")
 	}

@@ -41,6 +41,7 @@ type serveConfig struct {
 	replicas   int
 	stream     string
 	workers    int
+	stateCache int
 	maxRequest int
 	logLevel   string
 	clients    []ledger.Client
@@ -67,6 +68,7 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.IntVar(&c.replicas, "replicas", 1, "stream and bucket replicas (3 on a cluster)")
 	fs.StringVar(&c.stream, "stream", ledger.DefaultStream, "ledger stream name")
 	fs.IntVar(&c.workers, "workers", 128, "requests handled at once")
+	fs.IntVar(&c.stateCache, "state-cache", ledger.DefaultStateCacheSize, "families whose last state this instance keeps, to decide their next refresh without reading it (0 disables)")
 	fs.IntVar(&c.maxRequest, "max-request-bytes", handlers.DefaultMaxRequestBytes, "request size limit")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.worker, "worker", true, "run the security-event worker (false: only create its streams)")
@@ -85,6 +87,9 @@ func parseServe(args []string) (serveConfig, error) {
 	}
 	if !ledger.ValidAlg(c.alg) {
 		return c, fmt.Errorf("--alg %q: want EdDSA, ES256 or RS256", c.alg)
+	}
+	if c.stateCache < 0 {
+		return c, errors.New("--state-cache must not be negative")
 	}
 	return c, nil
 }
@@ -202,11 +207,16 @@ func serve(ctx context.Context, args []string) error {
 	// The feed is handed the revocations the runner reads rather than
 	// reading every event a second time.
 	feed.Follow(runner)
+	// The service's ledger decides a refresh on the state it appended last
+	// for the family unless the view has seen a later event of it.
+	var ledgerOpts []ledger.Option
+	if cfg.stateCache > 0 {
+		ledgerOpts = append(ledgerOpts, ledger.WithStateCache(view.Newer, cfg.stateCache))
+	}
+	svcLedger := ledger.New(store, ledgerOpts...)
 	svc, err := handlers.NewService(handlers.Config{
-		View: view,
-		// The ledger decides a refresh on the state it appended last for
-		// the family unless the view has seen a later event of it.
-		Ledger: ledger.New(store, ledger.WithStateCache(view.Newer, 0)), Registry: registry, Keys: keySet,
+		View:   view,
+		Ledger: svcLedger, Registry: registry, Keys: keySet,
 		Issuer: cfg.issuer, Prefix: cfg.prefix,
 		Defaults: ledger.Policy{
 			Rotation: ledger.RotateAlways, Grace: cfg.grace, AccessTTL: cfg.accessTTL,
