@@ -84,7 +84,43 @@ func (t *loadTarget) call(nc *nats.Conn, subject string, body []byte) ([]byte, s
 
 // window is the measured interval in Unix nanoseconds: operations that
 // start inside it are recorded.
-type window struct{ start, end atomic.Int64 }
+// window is the measured time of one target: its current (or last) slice,
+// and the slices before it. An operation counts if it started in any.
+type window struct {
+	start, end atomic.Int64 // the current slice; end is MaxInt64 while open
+
+	mu   sync.Mutex
+	past [][2]int64 // earlier slices, [start, end)
+}
+
+// open starts a slice at t, after closing the current one.
+func (w *window) open(t int64) {
+	if s := w.start.Load(); s != math.MaxInt64 {
+		w.mu.Lock()
+		w.past = append(w.past, [2]int64{s, w.end.Load()})
+		w.mu.Unlock()
+	}
+	w.start.Store(t)
+	w.end.Store(math.MaxInt64)
+}
+
+// contains reports whether an operation that started at s counts: an
+// operation still running when its target's next slice opens is judged by
+// the slice it started in.
+func (w *window) contains(s int64) bool {
+	start := w.start.Load()
+	if s >= start {
+		return s < w.end.Load()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, iv := range w.past {
+		if iv[0] <= s && s < iv[1] {
+			return true
+		}
+	}
+	return false
+}
 
 type opStats struct {
 	lat  []int64 // nanoseconds, successful operations
@@ -99,7 +135,7 @@ type recorder struct {
 
 func (r *recorder) add(kind string, start time.Time, code string) {
 	s := start.UnixNano()
-	if s < r.w.start.Load() || s >= r.w.end.Load() {
+	if !r.w.contains(s) {
 		return
 	}
 	d := time.Since(start)
@@ -521,13 +557,6 @@ type part struct {
 // paused.
 func (p *part) prepare(ctx context.Context, rs runSettings) error {
 	t, spec := p.t, p.spec
-	p.res = caseResult{
-		Name: caseName(t.kind, spec), Target: t.kind, Workload: spec.workload,
-		Concurrency: spec.concurrency,
-	}
-	if spec.workload == wlAged {
-		p.res.PriorRotations = rs.prior
-	}
 	p.workers = make([]*caller, spec.concurrency)
 	for i := range p.workers {
 		p.workers[i] = newCaller(t, i, spec.workload, rs.mix)
@@ -622,8 +651,7 @@ func (p *part) slice(ctx context.Context, d time.Duration) {
 	self0 := selfCPU()
 	host0, hostErr := hostBusy()
 	t0 := time.Now()
-	p.win.start.Store(t0.UnixNano())
-	p.win.end.Store(math.MaxInt64)
+	p.win.open(t0.UnixNano())
 	sleepCtx(ctx, d)
 	t1 := time.Now()
 	p.win.end.Store(t1.UnixNano())
@@ -646,14 +674,23 @@ func (p *part) slice(ctx context.Context, d time.Duration) {
 func measure(ctx context.Context, parts []*part, rs runSettings, slices int) []caseResult {
 	slices = max(1, slices)
 	out := make([]caseResult, len(parts))
+	for _, p := range parts {
+		p.res = caseResult{
+			Name: caseName(p.t.kind, p.spec), Target: p.t.kind, Workload: p.spec.workload,
+			Concurrency: p.spec.concurrency, SharedProcess: p.t.shared,
+		}
+		if p.spec.workload == wlAged {
+			p.res.PriorRotations = rs.prior
+		}
+	}
 	for i, p := range parts {
 		if err := p.prepare(ctx, rs); err != nil {
 			for _, q := range parts[:i] {
 				q.end()
 			}
-			p.res.Error = err.Error()
 			for j, q := range parts {
 				out[j] = q.res
+				out[j].Error = fmt.Sprintf("setting up %s: %v", p.res.Name, err)
 			}
 			return out
 		}
@@ -704,6 +741,9 @@ func measure(ctx context.Context, parts []*part, rs runSettings, slices int) []c
 		var peak int64
 		if p.t.pid > 0 {
 			peak, _, _ = procMem(p.t.pid)
+		}
+		if p.t.shared && len(parts) > 1 {
+			p.scope = "process" // one peak for both targets and the load
 		}
 		p.end()
 		out[i] = p.finish(peak)

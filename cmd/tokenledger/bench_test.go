@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
@@ -212,5 +213,33 @@ func TestBenchParse(t *testing.T) {
 	}
 	if got := jsonString([]byte(`{"a":"x","refresh_token":"tlr_abc","b":1}`), "refresh_token"); got != "tlr_abc" {
 		t.Errorf("jsonString = %q", got)
+	}
+}
+
+// An operation counts by the slice it started in, even when it ends after
+// its target's next slice opened; starts between slices never count.
+func TestBenchWindow(t *testing.T) {
+	var w window
+	w.start.Store(math.MaxInt64)
+	w.end.Store(math.MaxInt64)
+	if w.contains(5) {
+		t.Fatal("counted before the first slice")
+	}
+	w.open(10)
+	w.end.Store(20)
+	w.open(30) // the next slice of this target
+	for _, tc := range []struct {
+		start int64
+		want  bool
+	}{
+		{9, false}, {10, true}, {19, true}, {20, false}, {25, false}, {30, true}, {1 << 40, true},
+	} {
+		if got := w.contains(tc.start); got != tc.want {
+			t.Errorf("started at %d: counted %t, want %t", tc.start, got, tc.want)
+		}
+	}
+	w.end.Store(40)
+	if w.contains(40) || !w.contains(39) {
+		t.Error("the closed last slice is [30, 40)")
 	}
 }
