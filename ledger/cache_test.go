@@ -127,3 +127,12 @@ func TestStateCache(t *testing.T) {
 		t.Fatal("a cache without a view check")
 	}
 }
+
+// The ledger's clock carries no monotonic reading, so a cached state and
+// one loaded from the stream compare with now alike.
+func TestLedgerClockIsWallOnly(t *testing.T) {
+	now := New(nil).Now()
+	if now != now.Round(0) {
+		t.Fatal("the ledger's clock has a monotonic reading")
+	}
+}

@@ -40,6 +40,11 @@ func New(store *Store, opts ...Option) *Ledger {
 	for _, o := range opts {
 		o(l)
 	}
+	// Wall-clock readings only: a state decided here (and kept by the state
+	// cache) must compare with the clock as one loaded from the stream
+	// does, and those carry no monotonic reading.
+	clock := l.now
+	l.now = func() time.Time { return clock().Round(0) }
 	return l
 }
 
