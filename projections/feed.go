@@ -81,9 +81,12 @@ type Feed struct {
 	kv   jetstream.KeyValue
 	cfg  FeedConfig
 
-	// handled is the last ledger sequence whose revocations are announced.
-	handled atomic.Uint64
-	save1s  func(context.Context) // saves handled as the checkpoint, at most once a second
+	// handled is the last ledger sequence whose revocations are announced;
+	// saved is the checkpoint stored last, at lastSave (the feed's
+	// goroutine only).
+	handled  atomic.Uint64
+	saved    uint64
+	lastSave time.Time
 
 	// Following a runner (Follow): while follow is set, the runner's tap
 	// queues every revocation after tapSeq.
@@ -165,18 +168,9 @@ func (f *Feed) save(ctx context.Context, seq uint64) error {
 }
 
 // revocationTypes are the ledger events the feed announces.
-var revocationTypes = map[string]bool{
-	string(ledger.TypeReuseDetected): true, string(ledger.TypeFamilyRevoked): true,
-	string(ledger.TypeAccessRevoked): true, string(ledger.TypeAccessCutoff): true,
-}
-
-// isRevocation reports whether the feed announces e.
-func isRevocation(e ledger.Event) bool {
-	switch e.Data.(type) {
-	case ledger.ReuseDetected, ledger.FamilyRevoked, ledger.AccessRevoked, ledger.AccessCutoff:
-		return true
-	}
-	return false
+var revocationTypes = map[ledger.EventType]bool{
+	ledger.TypeReuseDetected: true, ledger.TypeFamilyRevoked: true,
+	ledger.TypeAccessRevoked: true, ledger.TypeAccessCutoff: true,
 }
 
 // feedQueue bounds the revocations the runner's tap holds for the feed.
@@ -206,7 +200,7 @@ func (f *Feed) tap(seq uint64, e ledger.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.tapSeq = seq
-	if !f.follow || seq <= f.handled.Load() || !isRevocation(e) {
+	if !f.follow || seq <= f.handled.Load() || !revocationTypes[e.Type] {
 		return
 	}
 	select {
@@ -245,18 +239,9 @@ func (f *Feed) Run(ctx context.Context) error {
 		return err
 	}
 	f.handled.Store(from)
-	saved, lastSave := from, time.Now()
-	f.save1s = func(ctx context.Context) {
-		if h := f.handled.Load(); h > saved && time.Since(lastSave) >= time.Second {
-			if err := f.save(ctx, h); err != nil {
-				f.cfg.Log.Warn("feed checkpoint", "error", err)
-			} else {
-				saved, lastSave = h, time.Now()
-			}
-		}
-	}
+	f.saved, f.lastSave = from, time.Now()
 	defer func() {
-		if h := f.handled.Load(); h > saved {
+		if h := f.handled.Load(); h > f.saved {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
 			if err := f.save(sctx, h); err != nil {
@@ -276,6 +261,20 @@ func (f *Feed) Run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// maybeSave stores the handled sequence as the checkpoint, at most once a
+// second.
+func (f *Feed) maybeSave(ctx context.Context) {
+	h := f.handled.Load()
+	if h <= f.saved || time.Since(f.lastSave) < time.Second {
+		return
+	}
+	if err := f.save(ctx, h); err != nil {
+		f.cfg.Log.Warn("feed checkpoint", "error", err)
+		return
+	}
+	f.saved, f.lastSave = h, time.Now()
 }
 
 // read reads the ledger on its own from after the handled sequence. It
@@ -308,7 +307,7 @@ func (f *Feed) read(ctx context.Context) error {
 			if merr != nil {
 				return fmt.Errorf("feed: message metadata: %w", merr)
 			}
-			if revocationTypes[msg.Headers().Get(ledger.HeaderEventType)] {
+			if revocationTypes[ledger.EventType(msg.Headers().Get(ledger.HeaderEventType))] {
 				e, err := DecodeForView(msg.Data())
 				if err != nil {
 					return fmt.Errorf("feed: seq %d: %w", meta.Sequence.Stream, err)
@@ -324,7 +323,7 @@ func (f *Feed) read(ctx context.Context) error {
 		} else if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("feed: read %s: %w", f.cfg.LedgerStream, err)
 		}
-		f.save1s(ctx)
+		f.maybeSave(ctx)
 		if f.queue == nil {
 			continue
 		}
@@ -370,7 +369,7 @@ func (f *Feed) ride(ctx context.Context) error {
 		if empty && seen > f.handled.Load() {
 			f.handled.Store(seen)
 		}
-		f.save1s(ctx)
+		f.maybeSave(ctx)
 	}
 }
 
