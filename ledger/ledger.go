@@ -129,9 +129,6 @@ func (l *Ledger) appendPreparing(ctx context.Context, st State, events []Event, 
 	return after, err
 }
 
-// noCache is a cache miss: the attempts after the first load the state.
-func noCache(string) (State, bool) { return State{}, false }
-
 // fold is the state after the events, as Append computes it (without the
 // sequence and head the stream gives).
 func fold(st State, events []Event) State {
@@ -169,10 +166,12 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 	}
 	fid := tok.FamilyID.String()
 	hash := HashToken(req.RefreshToken)
-	load := l.cache.get // the first attempt may decide on the cached state
-	for range maxAttempts {
-		st, cached := load(fid)
-		load = noCache
+	for attempt := range maxAttempts {
+		var st State
+		cached := false
+		if attempt == 0 { // only the first attempt may decide on the cached state
+			st, cached = l.cache.get(fid)
+		}
 		if !cached {
 			if st, err = l.store.Load(ctx, fid); err != nil {
 				return Grant{}, err

@@ -18,12 +18,7 @@ import (
 // subjects, and when the last append is on a security subject.
 func TestStoreLastSeq(t *testing.T) {
 	ctx := context.Background()
-	s, js := newTestStore(t)
-	if s.directSubject == "" {
-		t.Fatal("a one-replica store does not use the direct get")
-	}
-	byLeader := *s
-	byLeader.directSubject = ""
+	s, byLeader, js := directAndLeaderStores(t)
 	for _, tc := range []struct {
 		name    string
 		publish []string // subjects appended before the check
@@ -50,7 +45,7 @@ func TestStoreLastSeq(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := info.State.LastSeq
-			for name, st := range map[string]*Store{"direct get": s, "leader get": &byLeader} {
+			for name, st := range map[string]*Store{"direct get": s, "leader get": byLeader} {
 				got, err := st.LastSeq(ctx)
 				if err != nil || got != want {
 					t.Errorf("%s: LastSeq = %d, %v; the stream's last sequence is %d", name, got, err, want)
@@ -61,6 +56,20 @@ func TestStoreLastSeq(t *testing.T) {
 }
 
 // newTestStore is a store on a fresh embedded JetStream server.
+// directAndLeaderStores returns a one-replica store, which reads by direct
+// gets, and a copy of it that reads from the stream leader as a store with
+// more replicas does.
+func directAndLeaderStores(t *testing.T) (direct, leader *Store, js jetstream.JetStream) {
+	t.Helper()
+	direct, js = newTestStore(t)
+	if direct.directSubject == "" {
+		t.Fatal("a one-replica store does not use direct gets")
+	}
+	l := *direct
+	l.directSubject = ""
+	return direct, &l, js
+}
+
 func newTestStore(t *testing.T) (*Store, jetstream.JetStream) {
 	t.Helper()
 	_, js := natstest.Connect(t, natstest.Start(t, ""))
@@ -76,12 +85,7 @@ func newTestStore(t *testing.T) (*Store, jetstream.JetStream) {
 // event after a sequence, and nothing for what was never stored.
 func TestStoreLeaderReadsAgreeWithDirectGets(t *testing.T) {
 	ctx := context.Background()
-	direct, _ := newTestStore(t)
-	if direct.directSubject == "" {
-		t.Fatal("a one-replica store does not use direct gets")
-	}
-	leader := *direct
-	leader.directSubject = ""
+	direct, leader, _ := directAndLeaderStores(t)
 	l := New(direct)
 	client := Client{ID: "web", Scopes: []string{"read"}}
 	policy := testPolicy
@@ -93,7 +97,7 @@ func TestStoreLeaderReadsAgreeWithDirectGets(t *testing.T) {
 		t.Fatal(err)
 	}
 	fid := g.State.FamilyID
-	for name, st := range map[string]*Store{"direct": direct, "leader": &leader} {
+	for name, st := range map[string]*Store{"direct": direct, "leader": leader} {
 		got, err := st.Load(ctx, fid)
 		want, _ := direct.Load(ctx, fid)
 		if err != nil || !reflect.DeepEqual(got, want) || got.Generation != 1 {
