@@ -786,7 +786,6 @@ func (p *part) finish(peak int64) caseResult {
 			res.PerOp[kind] = summarize(m, elapsed)
 		}
 	}
-	res.SharedProcess = t.shared
 	res.LoadgenCPUCores = round2(float64(p.self) / float64(elapsed))
 	if t.pid > 0 && cpuErr == nil && hostErr == nil {
 		ours := p.cpu + p.self
