@@ -106,7 +106,16 @@ type Service struct {
 	// handlers can still run after it.
 	gate    sync.RWMutex
 	stopped bool
+
+	// bodies holds the buffers token responses are encoded in (see
+	// pooledBody): the reply's publish copies a body into the connection's
+	// buffer, so it is reused once sent.
+	bodies sync.Pool
 }
+
+// pooledBody is a reply encoded in a buffer from Service.bodies; serve
+// returns the buffer to the pool once the reply is published.
+type pooledBody struct{ b []byte }
 
 // NewService validates the configuration and prepares the signer.
 func NewService(cfg Config) (*Service, error) {
@@ -239,11 +248,17 @@ func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) 
 		return
 	}
 	var body []byte
-	if b, ok := reply.([]byte); ok {
-		body = b
-	} else if body, err = json.Marshal(reply); err != nil {
-		s.respondError(req, ep.name, err)
-		return
+	switch r := reply.(type) {
+	case []byte:
+		body = r
+	case *pooledBody:
+		body = r.b
+		defer s.bodies.Put(r)
+	default:
+		if body, err = json.Marshal(reply); err != nil {
+			s.respondError(req, ep.name, err)
+			return
+		}
 	}
 	if err := s.reply(req, body, nil); err != nil {
 		s.cfg.Log.Warn("reply failed", "endpoint", ep.name, "error", err)

@@ -244,25 +244,38 @@ func (p *presigned) tokenFor(claims ledger.AccessClaims, sign func(ledger.Access
 }
 
 // tokenResponse encodes the reply, signing the access token unless sig
-// holds it already signed for exactly these claims.
-func (s *Service) tokenResponse(g ledger.Grant, sig *presigned) ([]byte, error) {
+// holds it already signed for exactly these claims, in a buffer serve
+// reuses once the reply is sent.
+func (s *Service) tokenResponse(g ledger.Grant, sig *presigned) (*pooledBody, error) {
 	at, err := sig.tokenFor(ledger.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt), s.signer.Sign)
 	if err != nil {
 		return nil, err
 	}
-	return TokenResponse{
+	body, _ := s.bodies.Get().(*pooledBody)
+	if body == nil {
+		body = &pooledBody{}
+	}
+	body.b, err = TokenResponse{
 		AccessToken: at, TokenType: "Bearer",
 		ExpiresIn:             seconds(g.Access.ExpiresAt.Sub(g.IssuedAt)),
 		RefreshToken:          g.RefreshToken,
 		RefreshTokenExpiresIn: seconds(g.State.RefreshExpiresAt.Sub(g.IssuedAt)),
 		FamilyID:              g.State.FamilyID,
 		Scope:                 g.Access.Scope,
-	}.encode()
+	}.appendTo(body.b[:0])
+	if err != nil {
+		s.bodies.Put(body)
+		return nil, err
+	}
+	return body, nil
 }
 
-// encode writes the response as json.Marshal would, without reflection
-// for the common case of strings that need no escaping.
-func (r TokenResponse) encode() ([]byte, error) {
+// encode writes the response as json.Marshal would.
+func (r TokenResponse) encode() ([]byte, error) { return r.appendTo(nil) }
+
+// appendTo appends the response to b as json.Marshal would write it,
+// without reflection for the common case of strings that need no escaping.
+func (r TokenResponse) appendTo(b []byte) ([]byte, error) {
 	plain := func(s string) bool {
 		for i := 0; i < len(s); i++ {
 			if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
@@ -272,9 +285,10 @@ func (r TokenResponse) encode() ([]byte, error) {
 		return true
 	}
 	if !plain(r.AccessToken) || !plain(r.RefreshToken) || !plain(r.FamilyID) || !plain(r.Scope) || !plain(r.TokenType) {
-		return json.Marshal(r)
+		m, err := json.Marshal(r)
+		return append(b, m...), err
 	}
-	b := make([]byte, 0, 160+len(r.AccessToken)+len(r.RefreshToken)+len(r.Scope))
+	b = slices.Grow(b, 160+len(r.AccessToken)+len(r.RefreshToken)+len(r.Scope))
 	b = append(b, `{"access_token":"`...)
 	b = append(b, r.AccessToken...)
 	b = append(b, `","token_type":"`...)

@@ -215,11 +215,17 @@ type outEvent struct {
 
 // EncodeEvent returns the event's stored JSON.
 func EncodeEvent(e Event) ([]byte, error) {
+	return appendEncoded(make([]byte, 0, 2048), e) // a rotation with its snapshot is ~1.6 KB
+}
+
+// appendEncoded is EncodeEvent writing into b's spare capacity when it
+// can (the bytes then alias b).
+func appendEncoded(b []byte, e Event) ([]byte, error) {
 	t := typeOf(e.Data)
 	if t == "" {
 		return nil, fmt.Errorf("encode event %s: unknown payload %T", e.ID, e.Data)
 	}
-	if b, ok := appendEvent(make([]byte, 0, 2048), e, t); ok { // a rotation with its snapshot is ~1.6 KB
+	if b, ok := appendEvent(b, e, t); ok {
 		return b, nil
 	}
 	b, err := json.Marshal(outEvent{

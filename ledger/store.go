@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,6 +50,10 @@ type Store struct {
 	// so reads go to the leader's API (getSubject) instead.
 	directSubject string
 	getSubject    string
+	// bufs holds *[]byte buffers to encode appended events in: the
+	// publish copies them into the connection's buffer, and nothing
+	// keeps them after the append.
+	bufs sync.Pool
 }
 
 // jsAPIPrefix is the JetStream API prefix js uses (as jetstream.New,
@@ -252,15 +257,21 @@ func (s *Store) EventAfter(ctx context.Context, familyID string, seq uint64) (Ev
 // If another writer got there first it returns ErrConflict and the caller
 // reloads and decides again.
 func (s *Store) Append(ctx context.Context, st State, events ...Event) (State, error) {
+	buf, _ := s.bufs.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	defer s.bufs.Put(buf)
 	for _, e := range events {
 		e.Prev = st.Head
 		next := Apply(st, e)
 		snapshot := next
 		e.State = &snapshot
-		data, err := EncodeEvent(e)
+		data, err := appendEncoded((*buf)[:0], e)
 		if err != nil {
 			return st, err
 		}
+		*buf = data
 		msg := nats.NewMsg(s.FamilySubject(e.FamilyID))
 		msg.Data = data
 		msg.Header.Set(HeaderEventType, string(typeOf(e.Data)))
