@@ -33,7 +33,9 @@ type StoreConfig struct {
 	SubjectPrefix string // default DefaultSubjectPrefix
 	Replicas      int    // default 1; 3 on a cluster
 	// DuplicateWindow is how long message ids are remembered for
-	// de-duplication (default 2 minutes).
+	// de-duplication (default 2 minutes). Only events outside the
+	// families carry one (AppendTo); family appends are guarded by the
+	// expected subject sequence.
 	DuplicateWindow time.Duration
 }
 
@@ -70,8 +72,8 @@ func jsAPIPrefix(js jetstream.JetStream) string {
 }
 
 // NewStore creates or updates the ledger stream and returns a store on it.
-// The stream denies delete and purge, de-duplicates by message id and
-// allows direct gets.
+// The stream denies delete and purge, de-duplicates by message id (the
+// events AppendTo publishes) and allows direct gets.
 func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream
@@ -275,8 +277,12 @@ func (s *Store) Append(ctx context.Context, st State, events ...Event) (State, e
 		msg := nats.NewMsg(s.FamilySubject(e.FamilyID))
 		msg.Data = data
 		msg.Header.Set(HeaderEventType, string(typeOf(e.Data)))
+		// No Nats-Msg-Id: the expected subject sequence already makes a
+		// repeated append fail (every attempt decides anew, with a new
+		// event id, so an id would never match), and the stream's
+		// de-duplication index is one entry per message for two minutes
+		// that the server keeps and the garbage collector scans.
 		ack, err := s.js.PublishMsg(ctx, msg,
-			jetstream.WithMsgID(e.ID),
 			jetstream.WithExpectLastSequencePerSubject(st.Seq))
 		if err != nil {
 			return st, fmt.Errorf("append %s to family %s: %w", e.ID, e.FamilyID, translate(err))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -55,21 +56,20 @@ func TestStoreLastSeq(t *testing.T) {
 	}
 }
 
-// newTestStore is a store on a fresh embedded JetStream server.
 // directAndLeaderStores returns a one-replica store, which reads by direct
-// gets, and a copy of it that reads from the stream leader as a store with
-// more replicas does.
+// gets, and a store on the same stream that reads from the stream leader
+// as a store with more replicas does.
 func directAndLeaderStores(t *testing.T) (direct, leader *Store, js jetstream.JetStream) {
 	t.Helper()
 	direct, js = newTestStore(t)
 	if direct.directSubject == "" {
 		t.Fatal("a one-replica store does not use direct gets")
 	}
-	l := *direct
-	l.directSubject = ""
-	return direct, &l, js
+	leader = &Store{js: direct.js, stream: direct.stream, prefix: direct.prefix, getSubject: direct.getSubject}
+	return direct, leader, js
 }
 
+// newTestStore is a store on a fresh embedded JetStream server.
 func newTestStore(t *testing.T) (*Store, jetstream.JetStream) {
 	t.Helper()
 	_, js := natstest.Connect(t, natstest.Start(t, ""))
@@ -116,5 +116,51 @@ func TestStoreLeaderReadsAgreeWithDirectGets(t *testing.T) {
 		if _, err := st.LastMsg(ctx, st.SecuritySubject("never")); !errors.Is(err, jetstream.ErrMsgNotFound) {
 			t.Errorf("%s: LastMsg of an empty subject: %v", name, err)
 		}
+	}
+}
+
+// An append repeated from the same state (a retry after a lost
+// acknowledgement, with the very same event) is refused by the expected
+// subject sequence and stores nothing: family appends carry no message id
+// and need none.
+func TestStoreRepeatedAppendLandsOnce(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newTestStore(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	issued, err := Decide(State{}, issueCmd(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Append(ctx, State{}, issued...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := Decide(st, refreshCmd("E-rot", "H0", "H1"), now.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.Append(ctx, st, rotated...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		from   State
+		events []Event
+	}{
+		{"the issue", State{}, issued},
+		{"the rotation", st, rotated},
+	} {
+		if _, err := s.Append(ctx, tc.from, tc.events...); !errors.Is(err, ErrConflict) {
+			t.Errorf("%s appended again: %v, want ErrConflict", tc.name, err)
+		}
+	}
+	got, err := s.Load(ctx, famID)
+	if err != nil || got.Seq != after.Seq || got.Generation != 1 {
+		t.Fatalf("Load = seq %d generation %d, %v; want seq %d generation 1", got.Seq, got.Generation, err, after.Seq)
+	}
+	last, err := s.LastSeq(ctx)
+	if err != nil || last != after.Seq {
+		t.Errorf("stream last sequence = %d, %v; want %d (nothing stored by the repeats)", last, err, after.Seq)
 	}
 }
