@@ -62,6 +62,7 @@ type Signer struct {
 	key    Key
 	method jwt.SigningMethod
 	header string
+	sigLen int // encoded signature length, to size tokens in one allocation
 }
 
 // NewSigner returns a signer for the key.
@@ -74,7 +75,11 @@ func NewSigner(key Key) (*Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Signer{key: key, method: method, header: b64.EncodeToString(h)}, nil
+	sig, err := method.Sign("", key.Private)
+	if err != nil {
+		return nil, fmt.Errorf("signer: key %s: %w", key.KID, err)
+	}
+	return &Signer{key: key, method: method, header: b64.EncodeToString(h), sigLen: b64.EncodedLen(len(sig))}, nil
 }
 
 // KID is the id of the signing key.
@@ -82,7 +87,8 @@ func (s *Signer) KID() string { return s.key.KID }
 
 // Sign returns the compact JWS of the claims.
 func (s *Signer) Sign(c AccessClaims) (string, error) {
-	payload, ok := appendClaims(make([]byte, 0, 512), c)
+	var scratch [512]byte
+	payload, ok := appendClaims(scratch[:0], c)
 	if !ok {
 		var err error
 		if payload, err = json.Marshal(c); err != nil {
@@ -95,12 +101,17 @@ func (s *Signer) Sign(c AccessClaims) (string, error) {
 		payload = append(payload[:len(payload)-1], ',')
 		payload = append(payload, bytes.TrimSpace(c.Custom)[1:]...)
 	}
-	signing := s.header + "." + b64.EncodeToString(payload)
-	sig, err := s.method.Sign(signing, s.key.Private)
+	// One buffer for header.payload.signature.
+	tok := make([]byte, 0, len(s.header)+2+b64.EncodedLen(len(payload))+s.sigLen)
+	tok = append(tok, s.header...)
+	tok = append(tok, '.')
+	tok = b64.AppendEncode(tok, payload)
+	sig, err := s.method.Sign(string(tok), s.key.Private)
 	if err != nil {
 		return "", fmt.Errorf("sign with %s: %w", s.key.KID, err)
 	}
-	return signing + "." + b64.EncodeToString(sig), nil
+	tok = append(tok, '.')
+	return string(b64.AppendEncode(tok, sig)), nil
 }
 
 // appendClaims writes the standard claims as json.Marshal would, or

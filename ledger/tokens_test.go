@@ -276,3 +276,21 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkSign(b *testing.B) {
+	now := time.Now()
+	for _, alg := range []string{AlgEdDSA, AlgES256} {
+		b.Run(alg, func(b *testing.B) {
+			key, _ := GenerateKey(alg, now)
+			signer, _ := NewSigner(key)
+			c := AccessClaims{Issuer: "iss", Subject: "alice", Audience: []string{"api"}, ExpiresAt: now.Add(time.Hour).Unix(),
+				IssuedAt: now.Unix(), NotBefore: now.Unix(), JTI: "01JDQ80000000000000000ACC1", ClientID: "web", Scope: "read write", SID: famID, Version: 1}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := signer.Sign(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
