@@ -19,26 +19,38 @@ func TestLedgerStateCacheNeverDecidesOnAStaleState(t *testing.T) {
 	refresh := func(l *Ledger, token string) (Grant, error) {
 		return l.Refresh(ctx, RefreshRequest{Client: client, Policy: testPolicy, RefreshToken: token})
 	}
-	g0, err := a.Issue(ctx, IssueRequest{Client: client, Policy: testPolicy, Subject: "alice", Scope: "read", Audience: []string{"api"}})
+	issue := func(subject string) Grant {
+		t.Helper()
+		g, err := a.Issue(ctx, IssueRequest{Client: client, Policy: testPolicy, Subject: subject, Scope: "read", Audience: []string{"api"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := a.cache.get(g.State.FamilyID); ok {
+			t.Fatal("a family just issued is cached (its next refresh is an access-token lifetime away)")
+		}
+		return g
+	}
+	g0 := issue("alice")
+	ga, err := refresh(a, g0.RefreshToken)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := a.cache.get(g0.State.FamilyID); !ok {
-		t.Fatal("the issued family is not cached")
+	if _, ok := a.cache.get(ga.State.FamilyID); !ok {
+		t.Fatal("the refreshed family is not cached")
 	}
 
 	// b rotates; a, presented the same token inside the grace window,
 	// answers with b's successor (a grace retry), not a second rotation.
-	g1, err := refresh(b, g0.RefreshToken)
+	g1, err := refresh(b, ga.RefreshToken)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := refresh(a, g0.RefreshToken)
+	r, err := refresh(a, ga.RefreshToken)
 	if err != nil || !r.Retried || r.RefreshToken != g1.RefreshToken {
 		t.Fatalf("stale cache, rotated token: retried %t, same successor %t, %v", r.Retried, r.RefreshToken == g1.RefreshToken, err)
 	}
 	g2, err := refresh(a, g1.RefreshToken)
-	if err != nil || g2.State.Generation != 2 {
+	if err != nil || g2.State.Generation != 3 {
 		t.Fatalf("rotation on the cached state: generation %d, %v", g2.State.Generation, err)
 	}
 
@@ -50,7 +62,7 @@ func TestLedgerStateCacheNeverDecidesOnAStaleState(t *testing.T) {
 		t.Fatal(err)
 	}
 	g4, err := refresh(a, g3.RefreshToken)
-	if err != nil || g4.State.Generation != 4 {
+	if err != nil || g4.State.Generation != 5 {
 		t.Fatalf("token newer than the cache: generation %d, %v", g4.State.Generation, err)
 	}
 
@@ -67,8 +79,8 @@ func TestLedgerStateCacheNeverDecidesOnAStaleState(t *testing.T) {
 		t.Fatalf("after the revocation the family moved from seq %d to %d (%v)", revoked.Seq, st.Seq, err)
 	}
 
-	// 16 refreshers of one token on the caching instance: one rotation.
-	g5, err := a.Issue(ctx, IssueRequest{Client: client, Policy: testPolicy, Subject: "bob", Scope: "read", Audience: []string{"api"}})
+	// 16 refreshers of one token of a cached family: one rotation.
+	g5, err := refresh(a, issue("bob").RefreshToken)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,7 +109,8 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
 	if err != nil {
 		return Grant{}, err
 	}
-	l.cache.put(st)
+	// Not cached: a new family's first refresh is an access-token
+	// lifetime away (no grace retry or racing refresh can come sooner).
 	g.State = st
 	return g, nil
 }
