@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -83,9 +84,22 @@ func (c Client) Validate() error {
 	return nil
 }
 
-// Authenticate reports whether secret is the client's, in constant time.
+// Authenticate reports whether secret is the client's, in constant time
+// and without allocating (it runs on every request).
 func (c Client) Authenticate(secret string) bool {
-	return HashEqual(SecretSHA256(secret), strings.ToLower(c.SecretSHA256))
+	var in [64]byte // secrets up to 64 bytes are hashed from the stack
+	sum := sha256.Sum256(append(in[:0], secret...))
+	var got [64]byte
+	hex.Encode(got[:], sum[:])
+	want := c.SecretSHA256 // 64 hex digits (Validate), either case
+	if len(want) != len(got) {
+		return false
+	}
+	var diff byte
+	for i := range got {
+		diff |= got[i] ^ (want[i] | 0x20) // | 0x20 lowers A-F and keeps 0-9
+	}
+	return subtle.ConstantTimeByteEq(diff, 0) == 1
 }
 
 // Policy is the client's rotation policy over the service defaults.

@@ -89,7 +89,14 @@ func HashToken(raw string) string {
 
 // HashEqual compares two hashes in constant time.
 func HashEqual(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+	if len(a) != len(b) {
+		return false // as subtle.ConstantTimeCompare: lengths are not secret
+	}
+	var diff byte
+	for i := 0; i < len(a); i++ {
+		diff |= a[i] ^ b[i]
+	}
+	return subtle.ConstantTimeByteEq(diff, 0) == 1
 }
 
 // sealKey derives the key that seals a successor from its predecessor's raw
