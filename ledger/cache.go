@@ -9,11 +9,13 @@ const DefaultStateCacheSize = 32768
 // last, so that the next refresh of one (a grace retry, a racing refresh,
 // a retry after a timeout) can decide on it without loading it first.
 // Families it has just issued are not held: their first refresh is an
-// access-token lifetime away. A cached state is only ever a guess: every append is still
-// conditional on the family's last sequence, so a state another writer
-// has moved past fails its append and the command reloads. To keep such
-// conflicts rare, an entry is used only while newer (the view, fed from
-// the whole stream) knows of no later event of its family.
+// access-token lifetime away.
+//
+// A cached state is only ever a guess: every append is still conditional
+// on the family's last sequence, so a state another writer has moved past
+// fails its append and the command reloads. To keep such conflicts rare,
+// an entry is used only while newer (the view, fed from the whole stream)
+// knows of no later event of its family.
 type stateCache struct {
 	newer func(familyID string, seq uint64) bool
 	size  int

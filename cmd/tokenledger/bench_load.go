@@ -82,10 +82,9 @@ func (t *loadTarget) call(nc *nats.Conn, subject string, body []byte) ([]byte, s
 	return msg.Data, ""
 }
 
-// window is the measured interval in Unix nanoseconds: operations that
-// start inside it are recorded.
-// window is the measured time of one target: its current (or last) slice,
-// and the slices before it. An operation counts if it started in any.
+// window is the measured time of one target in Unix nanoseconds: its
+// current (or last) slice, and the slices before it. An operation counts
+// if it started in any.
 type window struct {
 	start, end atomic.Int64 // the current slice; end is MaxInt64 while open
 
