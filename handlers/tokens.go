@@ -270,9 +270,6 @@ func (s *Service) tokenResponse(g ledger.Grant, sig *presigned) (*pooledBody, er
 	return body, nil
 }
 
-// encode writes the response as json.Marshal would.
-func (r TokenResponse) encode() ([]byte, error) { return r.appendTo(nil) }
-
 // appendTo appends the response to b as json.Marshal would write it,
 // without reflection for the common case of strings that need no escaping.
 func (r TokenResponse) appendTo(b []byte) ([]byte, error) {

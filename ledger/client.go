@@ -89,17 +89,15 @@ func (c Client) Validate() error {
 func (c Client) Authenticate(secret string) bool {
 	var in [64]byte // secrets up to 64 bytes are hashed from the stack
 	sum := sha256.Sum256(append(in[:0], secret...))
-	var got [64]byte
+	var got, want [64]byte
 	hex.Encode(got[:], sum[:])
-	want := c.SecretSHA256 // 64 hex digits (Validate), either case
-	if len(want) != len(got) {
+	if len(c.SecretSHA256) != len(want) { // 64 hex digits (Validate), either case
 		return false
 	}
-	var diff byte
-	for i := range got {
-		diff |= got[i] ^ (want[i] | 0x20) // | 0x20 lowers A-F and keeps 0-9
+	for i := range want {
+		want[i] = c.SecretSHA256[i] | 0x20 // lowers A-F, keeps 0-9
 	}
-	return subtle.ConstantTimeByteEq(diff, 0) == 1
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
 // Policy is the client's rotation policy over the service defaults.
