@@ -8,15 +8,17 @@ import (
 
 	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 )
 
-// history is a ledger written by the real ledger.Ledger on a controlled
+// history is a ledger written by the real jsstore.Ledger on a controlled
 // clock, with the instants and tokens whose fate the test knows.
 type history struct {
 	src                *Source
 	t0, rotA, revokeA  time.Time
-	a, b, c            ledger.Grant // as issued
-	a1                 ledger.Grant // A after its rotation
+	a, b, c            jsstore.Grant // as issued
+	a1                 jsstore.Grant // A after its rotation
 	revokeASeq         uint64
 	reuseB, revokeJTIC time.Time
 	cutC               time.Time
@@ -27,26 +29,26 @@ func buildHistory(t *testing.T) history {
 	s := natstest.Start(t, "")
 	_, js := natstest.Connect(t, s)
 	ctx := context.Background()
-	store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{})
+	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var h history
 	h.t0 = time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
 	now := h.t0
-	l := ledger.New(store, ledger.WithClock(func() time.Time { return now }))
+	l := jsstore.New(store, jsstore.WithClock(func() time.Time { return now }))
 	client := ledger.Client{ID: "web"}
 	policy := ledger.Policy{Rotation: ledger.RotateAlways, Grace: 10 * time.Second,
 		AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour, FamilyTTL: 30 * 24 * time.Hour}
-	issue := func(subject string) ledger.Grant {
-		g, err := l.Issue(ctx, ledger.IssueRequest{Client: client, Policy: policy, Subject: subject, Scope: "read"})
+	issue := func(subject string) jsstore.Grant {
+		g, err := l.Issue(ctx, jsstore.IssueRequest{Client: client, Policy: policy, Subject: subject, Scope: "read"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return g
 	}
-	refresh := func(tok string) (ledger.Grant, error) {
-		return l.Refresh(ctx, ledger.RefreshRequest{Client: client, Policy: policy, RefreshToken: tok})
+	refresh := func(tok string) (jsstore.Grant, error) {
+		return l.Refresh(ctx, jsstore.RefreshRequest{Client: client, Policy: policy, RefreshToken: tok})
 	}
 	h.a, h.b, h.c = issue("alice"), issue("bob"), issue("carol")
 
@@ -93,7 +95,7 @@ func TestAtKnownOutcomes(t *testing.T) {
 	h := buildHistory(t)
 	ms := time.Millisecond
 	famA, famB, famC := h.a.State.FamilyID, h.b.State.FamilyID, h.c.State.FamilyID
-	hashA0, hashA1 := ledger.HashToken(h.a.RefreshToken), ledger.HashToken(h.a1.RefreshToken)
+	hashA0, hashA1 := token.HashToken(h.a.RefreshToken), token.HashToken(h.a1.RefreshToken)
 	cases := []struct {
 		name       string
 		opts       AtOptions

@@ -13,6 +13,8 @@ import (
 
 	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 )
 
 // stored is one generated ledger message: the subject under the prefix
@@ -93,12 +95,12 @@ var clients = []string{"billing", "mobile", "web", "cli"}
 // issue starts a family.
 func (g *generator) issue() *genFamily {
 	fid := ulid.MustNew(ulid.Timestamp(g.now), g.entropy)
-	raw, _ := ledger.MintRefreshToken(g.entropy, fid, 0)
+	raw, _ := token.MintRefreshToken(g.entropy, fid, 0)
 	f := &genFamily{raw: raw}
 	g.append(f, g.decide(f, ledger.Issue{
 		EventID: g.id(), FamilyID: fid.String(), Cause: ledger.Cause{Kind: ledger.CauseRequest, ID: g.id()},
 		ClientID: clients[g.rng.IntN(len(clients))], Subject: fmt.Sprintf("user-%d", g.rng.IntN(1000)),
-		Scope: "read write", TokenHash: ledger.HashToken(raw), AccessJTI: g.id(), Policy: g.policy,
+		Scope: "read write", TokenHash: token.HashToken(raw), AccessJTI: g.id(), Policy: g.policy,
 	}))
 	return f
 }
@@ -106,12 +108,12 @@ func (g *generator) issue() *genFamily {
 // rotate presents the current token and rotates it.
 func (g *generator) rotate(f *genFamily) {
 	fid, _ := ulid.ParseStrict(f.st.FamilyID)
-	next, _ := ledger.MintRefreshToken(g.entropy, fid, f.st.Seq)
-	sealed, _ := ledger.SealSuccessor(g.entropy, f.raw, next)
+	next, _ := token.MintRefreshToken(g.entropy, fid, f.st.Seq)
+	sealed, _ := token.SealSuccessor(g.entropy, f.raw, next)
 	g.append(f, g.decide(f, ledger.Refresh{
 		EventID: g.id(), Cause: ledger.Cause{Kind: ledger.CauseRequest, ID: g.id()}, ClientID: f.st.ClientID,
-		Presented: ledger.Presented{Hash: ledger.HashToken(f.raw)}, Policy: g.policy,
-		NextHash: ledger.HashToken(next), SealedNext: sealed, AccessJTI: g.id(),
+		Presented: ledger.Presented{Hash: token.HashToken(f.raw)}, Policy: g.policy,
+		NextHash: token.HashToken(next), SealedNext: sealed, AccessJTI: g.id(),
 	}))
 	if f.prev != "" {
 		f.older = append(f.older, f.prev)
@@ -124,7 +126,7 @@ func (g *generator) rotate(f *genFamily) {
 func (g *generator) retry(f *genFamily) {
 	g.append(f, g.decide(f, ledger.Refresh{
 		EventID: g.id(), Cause: ledger.Cause{Kind: ledger.CauseRequest, ID: g.id()}, ClientID: f.st.ClientID,
-		Presented: ledger.Presented{Hash: ledger.HashToken(f.prev)}, Policy: g.policy, AccessJTI: g.id(),
+		Presented: ledger.Presented{Hash: token.HashToken(f.prev)}, Policy: g.policy, AccessJTI: g.id(),
 	}))
 }
 
@@ -240,7 +242,7 @@ func publish(t testing.TB, js jetstream.JetStream, prefix string, msgs []stored)
 			msg := nats.NewMsg(prefix + "." + m.Subject)
 			msg.Data = m.Data
 			if m.Type != "" {
-				msg.Header.Set(ledger.HeaderEventType, string(m.Type))
+				msg.Header.Set(jsstore.HeaderEventType, string(m.Type))
 			}
 			if _, err := js.PublishMsgAsync(msg); err != nil {
 				t.Fatalf("publish: %v", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // Source reads a ledger stream with read-only permissions: ordered
@@ -22,15 +23,15 @@ type Source struct {
 	prefix string
 }
 
-// NewSource returns a source over the named stream (ledger.DefaultStream
-// when empty) whose subjects start with prefix (ledger.DefaultSubjectPrefix
+// NewSource returns a source over the named stream (jsstore.DefaultStream
+// when empty) whose subjects start with prefix (jsstore.DefaultSubjectPrefix
 // when empty). Tests point it at tampered copies of a ledger.
 func NewSource(js jetstream.JetStream, stream, prefix string) *Source {
 	if stream == "" {
-		stream = ledger.DefaultStream
+		stream = jsstore.DefaultStream
 	}
 	if prefix == "" {
-		prefix = ledger.DefaultSubjectPrefix
+		prefix = jsstore.DefaultSubjectPrefix
 	}
 	return &Source{js: js, stream: stream, prefix: prefix}
 }
@@ -151,7 +152,7 @@ func (s *Source) Scan(ctx context.Context, opts ScanOptions, fn func(Msg) error)
 		}
 		msg := Msg{
 			Seq: md.Sequence.Stream, Subject: m.Subject(), StoredAt: md.Timestamp,
-			Type: ledger.EventType(m.Headers().Get(ledger.HeaderEventType)), Data: m.Data(),
+			Type: ledger.EventType(m.Headers().Get(jsstore.HeaderEventType)), Data: m.Data(),
 			Pending: md.NumPending,
 		}
 		if err := fn(msg); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // callers runs b.N operations spread over n goroutines, each with its own
@@ -91,7 +92,7 @@ func BenchmarkRefreshHistory(b *testing.B) {
 			policy := client.Policy(ledger.Policy{Rotation: ledger.RotateAlways, Grace: 10 * time.Second,
 				AccessTTL: 15 * time.Minute, RefreshTTL: 336 * time.Hour, FamilyTTL: 2160 * time.Hour})
 			for range prior {
-				g, err := l.Refresh(context.Background(), ledger.RefreshRequest{Client: client, Policy: policy, RefreshToken: tok, RequestID: "warm"})
+				g, err := l.Refresh(context.Background(), jsstore.RefreshRequest{Client: client, Policy: policy, RefreshToken: tok, RequestID: "warm"})
 				if err != nil {
 					b.Fatal(err)
 				}

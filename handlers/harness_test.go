@@ -17,6 +17,8 @@ import (
 
 	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
@@ -51,9 +53,9 @@ type env struct {
 	srv   *server.Server
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	store *ledger.Store
+	store *jsstore.Store
 	clock *testClock
-	first *ledger.Ledger // the first service's ledger
+	first *jsstore.Ledger // the first service's ledger
 	// services are the started service instances, in order, and stops
 	// their stop functions (each stops its service once and returns what
 	// Run returned; the test's cleanup calls them too).
@@ -62,7 +64,7 @@ type env struct {
 }
 
 // ledger is the first started service's ledger (same clock as it).
-func (e *env) ledger() *ledger.Ledger {
+func (e *env) ledger() *jsstore.Ledger {
 	e.t.Helper()
 	if e.first == nil {
 		e.t.Fatal("no service started")
@@ -85,7 +87,7 @@ func newEnv(t testing.TB, dir string) *env {
 	t.Helper()
 	srv := natstest.Start(t, dir)
 	nc, js := natstest.Connect(t, srv)
-	store, err := ledger.NewStore(context.Background(), js, ledger.StoreConfig{})
+	store, err := jsstore.NewStore(context.Background(), js, jsstore.StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,36 +109,36 @@ func testClient(opts envOptions) ledger.Client {
 
 // startService runs one service instance on its own connection until the
 // test ends and returns its ledger.
-func (e *env) startService(opts envOptions) *ledger.Ledger {
+func (e *env) startService(opts envOptions) *jsstore.Ledger {
 	t := e.t
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	nc, js := natstest.Connect(t, e.srv)
-	store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{})
+	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kek, _ := ledger.ParseKEK(testKEK)
-	keys, err := ledger.NewKeyStore(ctx, js, kek, 1)
+	kek, _ := token.ParseKEK(testKEK)
+	keys, err := jsstore.NewKeyStore(ctx, js, kek, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keySet, err := keys.LoadOrCreate(ctx, ledger.AlgEdDSA, time.Now())
+	keySet, err := keys.LoadOrCreate(ctx, token.AlgEdDSA, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := ledger.NewRegistry(ctx, js, []ledger.Client{testClient(opts)}, 1, nil)
+	reg, err := jsstore.NewRegistry(ctx, js, []ledger.Client{testClient(opts)}, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ledgerOpts []ledger.Option
+	var ledgerOpts []jsstore.Option
 	if !opts.useWall {
-		ledgerOpts = append(ledgerOpts, ledger.WithClock(e.clock.Now))
+		ledgerOpts = append(ledgerOpts, jsstore.WithClock(e.clock.Now))
 	}
 	if opts.view != nil { // as serve runs it
-		ledgerOpts = append(ledgerOpts, ledger.WithStateCache(opts.view.Newer, 0))
+		ledgerOpts = append(ledgerOpts, jsstore.WithStateCache(opts.view.Newer, 0))
 	}
-	l := ledger.New(store, ledgerOpts...)
+	l := jsstore.New(store, ledgerOpts...)
 	svc, err := NewService(Config{
 		Ledger: l, Registry: reg, Keys: keySet,
 		Defaults: ledger.Policy{

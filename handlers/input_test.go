@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/token"
 )
 
 // Malformed input gets the right OAuth error and appends nothing.
@@ -130,7 +131,7 @@ func FuzzDecodeIssueRequest(f *testing.F) {
 			t.Fatalf("accepted a request without credentials or subject: %q", body)
 		}
 		for name := range r.Claims {
-			if ledger.IsReservedClaim(name) {
+			if token.IsReservedClaim(name) {
 				t.Fatalf("accepted reserved claim %q", name)
 			}
 		}
@@ -260,9 +261,9 @@ func FuzzDecodeFlat(f *testing.F) {
 // A presigned access token is used only for exactly the claims it was
 // signed for; otherwise the token is signed anew.
 func TestPresignedTokenOnlyForItsClaims(t *testing.T) {
-	claims := ledger.AccessClaims{Issuer: "i", Subject: "alice", JTI: "j1", SID: "f", ExpiresAt: 10}
+	claims := token.AccessClaims{Issuer: "i", Subject: "alice", JTI: "j1", SID: "f", ExpiresAt: 10}
 	var signed int
-	sign := func(c ledger.AccessClaims) (string, error) { signed++; return "fresh-" + c.JTI, nil }
+	sign := func(c token.AccessClaims) (string, error) { signed++; return "fresh-" + c.JTI, nil }
 	other := claims
 	other.JTI = "j2"
 	for _, tc := range []struct {

@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
@@ -168,11 +170,11 @@ func TestRestartKeepsFamiliesAndKey(t *testing.T) {
 		t.Fatal("family changed")
 	}
 	// The old access token still verifies with the published keys.
-	var set struct{ Keys []ledger.JWK }
+	var set struct{ Keys []token.JWK }
 	if err := json.Unmarshal(jwks1, &set); err != nil {
 		t.Fatal(err)
 	}
-	v, err := ledger.NewVerifier(set.Keys, []string{ledger.AlgEdDSA}, "tokenledger", time.Now)
+	v, err := token.NewVerifier(set.Keys, []string{token.AlgEdDSA}, "tokenledger", time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,12 +214,12 @@ func TestNoSecretAtRest(t *testing.T) {
 	add(e.call("tokens.issue", `{"client_id":"web","client_secret":"`+testSecret+`","subject":"x","bogus":1}`))
 	add(e.call("tokens.refresh", `{"client_id":"web","client_secret":"wrong-`+testSecret+`","refresh_token":"`+c.RefreshToken+`"}`))
 
-	kek, _ := ledger.ParseKEK(testKEK)
-	keys, err := ledger.NewKeyStore(context.Background(), e.js, kek, 1)
+	kek, _ := token.ParseKEK(testKEK)
+	keys, err := jsstore.NewKeyStore(context.Background(), e.js, kek, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks, err := keys.LoadOrCreate(context.Background(), ledger.AlgEdDSA, time.Now())
+	ks, err := keys.LoadOrCreate(context.Background(), token.AlgEdDSA, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +233,7 @@ func TestNoSecretAtRest(t *testing.T) {
 	needles := map[string][]byte{"client secret": []byte(testSecret), "kek": kek[:]}
 	for i, s := range secrets {
 		needles["refresh token "+string(rune('0'+i))] = []byte(s)
-		tok, _ := ledger.ParseRefreshToken(s)
+		tok, _ := token.ParseRefreshToken(s)
 		needles["refresh secret bytes"] = tok.Secret[:]
 	}
 	for name, raw := range map[string][]byte{"private key": der, "private seed": seed} {
@@ -242,7 +244,7 @@ func TestNoSecretAtRest(t *testing.T) {
 	}
 
 	files := 0
-	control := []byte(ledger.HashToken(a.RefreshToken)) // stored, so must be found
+	control := []byte(token.HashToken(a.RefreshToken)) // stored, so must be found
 	foundControl := false
 	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {

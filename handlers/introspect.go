@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
@@ -170,7 +171,7 @@ func (s *Service) answer(req micro.Request, body []byte) {
 // family's current one, within its idle lifetime, and the family active.
 // The ledger's state is authoritative and one direct get away.
 func (s *Service) introspectRefresh(ctx context.Context, client ledger.Client, raw string) (any, error) {
-	tok, err := ledger.ParseRefreshToken(raw)
+	tok, err := token.ParseRefreshToken(raw)
 	if err != nil {
 		return inactiveReply, nil
 	}
@@ -184,7 +185,7 @@ func (s *Service) introspectRefresh(ctx context.Context, client ledger.Client, r
 	now := s.cfg.Ledger.Now()
 	switch {
 	case !st.Exists(), st.ClientID != client.ID,
-		!ledger.HashEqual(ledger.HashToken(raw), st.TokenHash),
+		!token.HashEqual(token.HashToken(raw), st.TokenHash),
 		st.StatusAt(now) != ledger.StatusActive, !now.Before(st.RefreshExpiresAt):
 		return inactiveReply, nil
 	}
@@ -207,7 +208,7 @@ func (s *Service) introspector() (*introspector, error) {
 // the ledger. It holds nothing a revocation can change: whether a token is
 // revoked is asked of the view on every call.
 type introspector struct {
-	keys   ledger.KeySet
+	keys   token.KeySet
 	algs   []string
 	issuer string
 	maxAge time.Duration // how long a retired key still verifies tokens
@@ -241,8 +242,8 @@ func newIntrospector(cfg Config) (*introspector, error) {
 // leaving the set also takes its tokens out of the cache.
 type keyEpoch struct {
 	gen         uint64
-	v           *ledger.Verifier // nil if the configuration is unusable
-	from, until time.Time        // until is zero when no change is due
+	v           *token.Verifier // nil if the configuration is unusable
+	from, until time.Time       // until is zero when no change is due
 }
 
 func (e *keyEpoch) covers(now time.Time) bool {
@@ -278,7 +279,7 @@ func (in *introspector) keyEpoch(now time.Time) *keyEpoch {
 			e.from = edge
 		}
 	}
-	e.v, _ = ledger.NewVerifier(in.keys.JWKS(now, in.maxAge), in.algs, in.issuer, in.now)
+	e.v, _ = token.NewVerifier(in.keys.JWKS(now, in.maxAge), in.algs, in.issuer, in.now)
 	in.epoch.Store(e)
 	return e
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
@@ -105,7 +107,7 @@ func introspectorOf(t *testing.T, e *env, v *projections.View) *introspector {
 // answered from the cache.
 func TestIntrospectCacheNeverHidesARevocation(t *testing.T) {
 	e, _, v := viewEnv(t, envOptions{grace: 10 * time.Second})
-	other := ledger.New(e.store, ledger.WithClock(e.clock.Now)) // another connection, as another instance
+	other := jsstore.New(e.store, jsstore.WithClock(e.clock.Now)) // another connection, as another instance
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name   string
@@ -175,7 +177,7 @@ func TestIntrospectConcurrentReadsOtherInstancesWrites(t *testing.T) {
 	e := newEnv(t, "")
 	e.startService(envOptions{grace: 10 * time.Second, view: projections.NewView()})
 	e.startService(envOptions{grace: 10 * time.Second, view: projections.NewView()})
-	other := ledger.New(e.store, ledger.WithClock(e.clock.Now)) // a third writer on its own connection
+	other := jsstore.New(e.store, jsstore.WithClock(e.clock.Now)) // a third writer on its own connection
 	ctx := context.Background()
 	const rounds, callers = 12, 48
 	for round := range rounds {
@@ -300,26 +302,26 @@ func FuzzDecodeTokenRequestFast(f *testing.F) {
 func TestIntrospectCacheFollowsTheKeySet(t *testing.T) {
 	clock := &testClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
 	start := clock.Now()
-	old, err := ledger.GenerateKey(ledger.AlgEdDSA, start.Add(-time.Hour))
+	old, err := token.GenerateKey(token.AlgEdDSA, start.Add(-time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cur, err := ledger.GenerateKey(ledger.AlgEdDSA, start)
+	cur, err := token.GenerateKey(token.AlgEdDSA, start)
 	if err != nil {
 		t.Fatal(err)
 	}
 	old.RetiredAt = start
-	keys := ledger.KeySet{Keys: []ledger.Key{old, cur}}
+	keys := token.KeySet{Keys: []token.Key{old, cur}}
 	const maxAge = 16 * time.Minute
-	in := &introspector{keys: keys, algs: []string{ledger.AlgEdDSA}, issuer: "tokenledger",
+	in := &introspector{keys: keys, algs: []string{token.AlgEdDSA}, issuer: "tokenledger",
 		maxAge: maxAge, now: clock.Now, cache: newTokenCache()}
-	signer, err := ledger.NewSigner(old)
+	signer, err := token.NewSigner(old)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Longer-lived than any token the service signs, so that only the key
 	// set can make it invalid.
-	raw, err := signer.Sign(ledger.AccessClaims{
+	raw, err := signer.Sign(token.AccessClaims{
 		Issuer: "tokenledger", Subject: "alice", ExpiresAt: start.Add(time.Hour).Unix(),
 		IssuedAt: start.Unix(), NotBefore: start.Unix(), JTI: ulid.Make().String(),
 		ClientID: testClientID, SID: ulid.Make().String(),
@@ -339,7 +341,7 @@ func TestIntrospectCacheFollowsTheKeySet(t *testing.T) {
 	if _, ok := in.verify(raw, clock.Now()); ok {
 		t.Fatal("token of a key no longer published accepted from the cache")
 	}
-	v, err := ledger.NewVerifier(keys.JWKS(clock.Now(), maxAge), []string{ledger.AlgEdDSA}, "tokenledger", clock.Now)
+	v, err := token.NewVerifier(keys.JWKS(clock.Now(), maxAge), []string{token.AlgEdDSA}, "tokenledger", clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/token"
 )
 
 // Token type hints (RFC 7009 §2.1, RFC 7662 §2.1).
@@ -93,7 +94,7 @@ func DecodeTokenRequest(body []byte, limit int) (TokenRequest, error) {
 // isRefreshToken tells the two token formats apart: refresh tokens carry
 // their prefix and access tokens are JWTs, so the hint only names what the
 // format already says and is not needed to find the token.
-func isRefreshToken(raw string) bool { return strings.HasPrefix(raw, ledger.RefreshPrefix) }
+func isRefreshToken(raw string) bool { return strings.HasPrefix(raw, token.RefreshPrefix) }
 
 // revoke implements RFC 7009. A refresh token revokes its family (and so
 // every access token of it); an access token is denied until it expires.
@@ -189,11 +190,11 @@ func (s *Service) revokeAccess(ctx context.Context, client ledger.Client, raw st
 
 // verifyAccess checks an access token's signature, type, issuer and expiry
 // against the service's own published keys.
-func (s *Service) verifyAccess(raw string) (ledger.AccessClaims, bool) {
+func (s *Service) verifyAccess(raw string) (token.AccessClaims, bool) {
 	now := s.cfg.Ledger.Now()
-	v, err := ledger.NewVerifier(s.cfg.Keys.JWKS(now, s.cfg.Defaults.AccessTTL+time.Minute), s.cfg.Algs, s.cfg.Issuer, s.cfg.Ledger.Now)
+	v, err := token.NewVerifier(s.cfg.Keys.JWKS(now, s.cfg.Defaults.AccessTTL+time.Minute), s.cfg.Algs, s.cfg.Issuer, s.cfg.Ledger.Now)
 	if err != nil {
-		return ledger.AccessClaims{}, false
+		return token.AccessClaims{}, false
 	}
 	c, err := v.Verify(raw)
 	return c, err == nil

@@ -10,11 +10,13 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
 // viewEnv is an env with one service instance that serves the view.
-func viewEnv(t *testing.T, opts envOptions) (*env, *ledger.Ledger, *projections.View) {
+func viewEnv(t *testing.T, opts envOptions) (*env, *jsstore.Ledger, *projections.View) {
 	t.Helper()
 	e := newEnv(t, "")
 	opts.view = projections.NewView()
@@ -140,7 +142,7 @@ func TestRevokeChangesNothingForUnknownForgedOrForeignTokens(t *testing.T) {
 	wantOK(t, g)
 
 	// Another client, registered at runtime.
-	reg, err := ledger.NewRegistry(context.Background(), e.js, nil, 1, nil)
+	reg, err := jsstore.NewRegistry(context.Background(), e.js, nil, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +150,7 @@ func TestRevokeChangesNothingForUnknownForgedOrForeignTokens(t *testing.T) {
 	if err := reg.Create(context.Background(), ledger.Client{ID: "other", SecretSHA256: ledger.SecretSHA256(otherSecret), Scopes: []string{"read"}}); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := ledger.ParseRefreshToken(g.RefreshToken)
+	tok, err := token.ParseRefreshToken(g.RefreshToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +161,7 @@ func TestRevokeChangesNothingForUnknownForgedOrForeignTokens(t *testing.T) {
 	for name, body := range map[string]map[string]any{
 		"garbage":         {"client_id": testClientID, "client_secret": testSecret, "token": "not a token"},
 		"garbage jwt":     {"client_id": testClientID, "client_secret": testSecret, "token": "eyJhbGciOiJub25lIn0.e30.", "token_type_hint": "access_token"},
-		"unknown family":  {"client_id": testClientID, "client_secret": testSecret, "token": ledger.RefreshToken{FamilyID: ulid.Make()}.String()},
+		"unknown family":  {"client_id": testClientID, "client_secret": testSecret, "token": token.RefreshToken{FamilyID: ulid.Make()}.String()},
 		"forged secret":   {"client_id": testClientID, "client_secret": testSecret, "token": forged.String()},
 		"other's refresh": {"client_id": "other", "client_secret": otherSecret, "token": g.RefreshToken},
 		"other's access":  {"client_id": "other", "client_secret": otherSecret, "token": g.AccessToken},

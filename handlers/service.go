@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
@@ -30,9 +32,9 @@ var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
 
 // Config is what the service needs. Ledger, Registry and Keys are required.
 type Config struct {
-	Ledger   *ledger.Ledger
-	Registry *ledger.Registry
-	Keys     ledger.KeySet
+	Ledger   *jsstore.Ledger
+	Registry *jsstore.Registry
+	Keys     token.KeySet
 	Issuer   string
 	// Algs are the algorithms the verifier side accepts (default: the
 	// current key's).
@@ -90,7 +92,7 @@ func (c *Config) validate() error {
 // Service is the tokenledger micro service.
 type Service struct {
 	cfg    Config
-	signer *ledger.Signer
+	signer *token.Signer
 	jwks   []byte
 	nc     *nats.Conn     // set by Run
 	stats  sync.Map       // endpoint name -> *endpointStats
@@ -123,7 +125,7 @@ func NewService(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	key, _ := cfg.Keys.Current()
-	signer, err := ledger.NewSigner(key)
+	signer, err := token.NewSigner(key)
 	if err != nil {
 		return nil, err
 	}

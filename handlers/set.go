@@ -18,7 +18,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/token"
 )
 
 // SETType is the JWT typ of a Security Event Token (RFC 8417 §2.3).
@@ -73,7 +73,7 @@ func ParseTransmitterKeys(b []byte) ([]TransmitterKey, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) > 0 && b[0] == '{' {
 		var set struct {
-			Keys []ledger.JWK `json:"keys"`
+			Keys []token.JWK `json:"keys"`
 		}
 		if err := json.Unmarshal(b, &set); err != nil {
 			return nil, fmt.Errorf("transmitter JWKS: %w", err)

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 )
 
 // TokenResponse is the reply of issue and refresh.
@@ -74,7 +76,7 @@ func DecodeIssueRequest(body []byte, limit int) (IssueRequest, error) {
 		if err := validText("claim name", name, 64); err != nil {
 			return r, err
 		}
-		if ledger.IsReservedClaim(name) {
+		if token.IsReservedClaim(name) {
 			return r, badRequest(fmt.Sprintf("claim %q is reserved", clip(name)))
 		}
 	}
@@ -170,7 +172,7 @@ func (s *Service) issue(ctx context.Context, req micro.Request) (any, error) {
 		}
 	}
 	var sig presigned
-	g, err := s.cfg.Ledger.Issue(ctx, ledger.IssueRequest{
+	g, err := s.cfg.Ledger.Issue(ctx, jsstore.IssueRequest{
 		Client: client, Policy: client.Policy(s.cfg.Defaults), Subject: r.Subject,
 		Scope: scope, Audience: aud, Claims: claims, RequestID: s.requestID(req),
 		Prepare: sig.prepare(s),
@@ -192,7 +194,7 @@ func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
 	}
 	reqID := s.requestID(req)
 	var sig presigned
-	g, err := s.cfg.Ledger.Refresh(ctx, ledger.RefreshRequest{
+	g, err := s.cfg.Ledger.Refresh(ctx, jsstore.RefreshRequest{
 		Client: client, Policy: client.Policy(s.cfg.Defaults), RefreshToken: r.RefreshToken,
 		Scope: strings.Join(strings.Fields(r.Scope), " "), RequestID: reqID,
 		Prepare: sig.prepare(s),
@@ -200,7 +202,7 @@ func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
 	if errors.Is(err, ledger.ErrRefreshReused) {
 		// A security signal operators want to see; the token itself is
 		// never logged, its family id is not secret.
-		tok, _ := ledger.ParseRefreshToken(r.RefreshToken)
+		tok, _ := token.ParseRefreshToken(r.RefreshToken)
 		s.cfg.Log.Warn("refresh token reuse detected: family revoked",
 			"client_id", client.ID, "family_id", tok.FamilyID.String(), "request_id", reqID)
 	}
@@ -215,7 +217,7 @@ func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
 // It is used only if the ledger then returns a grant with the same claims:
 // the append succeeded, and it was the attempt that signed last.
 type presigned struct {
-	claims ledger.AccessClaims
+	claims token.AccessClaims
 	token  string
 	err    error
 }
@@ -224,19 +226,19 @@ type presigned struct {
 // the append) when the service has more requests in hand than CPUs: then
 // no core is idle during the append, and signing meanwhile would only add
 // a goroutine switch.
-func (p *presigned) prepare(s *Service) func(ledger.Grant) {
+func (p *presigned) prepare(s *Service) func(jsstore.Grant) {
 	if s.inHand.Load() > s.cpus {
 		return nil
 	}
-	return func(g ledger.Grant) {
-		p.claims = ledger.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt)
+	return func(g jsstore.Grant) {
+		p.claims = token.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt)
 		p.token, p.err = s.signer.Sign(p.claims)
 	}
 }
 
 // tokenFor returns the token signed for claims: the presigned one if it
 // was signed for exactly these claims, else a new signature.
-func (p *presigned) tokenFor(claims ledger.AccessClaims, sign func(ledger.AccessClaims) (string, error)) (string, error) {
+func (p *presigned) tokenFor(claims token.AccessClaims, sign func(token.AccessClaims) (string, error)) (string, error) {
 	if p != nil && p.token != "" && p.err == nil && p.claims.Equal(claims) {
 		return p.token, nil
 	}
@@ -246,8 +248,8 @@ func (p *presigned) tokenFor(claims ledger.AccessClaims, sign func(ledger.Access
 // tokenResponse encodes the reply, signing the access token unless sig
 // holds it already signed for exactly these claims, in a buffer serve
 // reuses once the reply is sent.
-func (s *Service) tokenResponse(g ledger.Grant, sig *presigned) (*pooledBody, error) {
-	at, err := sig.tokenFor(ledger.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt), s.signer.Sign)
+func (s *Service) tokenResponse(g jsstore.Grant, sig *presigned) (*pooledBody, error) {
+	at, err := sig.tokenFor(token.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt), s.signer.Sign)
 	if err != nil {
 		return nil, err
 	}

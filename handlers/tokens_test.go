@@ -15,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
@@ -180,9 +181,9 @@ func TestForgedTokenRevokesNothing(t *testing.T) {
 	a := e.issue("alice")
 	b := e.refresh(a.RefreshToken)
 	before := e.lastSeq()
-	tok, _ := ledger.ParseRefreshToken(a.RefreshToken)
+	tok, _ := token.ParseRefreshToken(a.RefreshToken)
 	for _, afterSeq := range []uint64{0, tok.AfterSeq, 1, 2, 1 << 60} {
-		forged, _ := ledger.MintRefreshToken(rand.Reader, tok.FamilyID, afterSeq)
+		forged, _ := token.MintRefreshToken(rand.Reader, tok.FamilyID, afterSeq)
 		wantError(t, e.refresh(forged), CodeInvalidGrant, "400")
 	}
 	for _, junk := range []string{"tlr_", "tlr_AAAA", "eyJhbGciOi.x.y", strings.Repeat("z", 300)} {

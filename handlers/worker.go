@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // Defaults of the security-event worker (SPEC §5).
@@ -135,7 +136,7 @@ type Waiter interface {
 // WorkerConfig is what the security-event worker needs. Ledger and Selector
 // are required; every other field has a default.
 type WorkerConfig struct {
-	Ledger   *ledger.Ledger
+	Ledger   *jsstore.Ledger
 	Selector Selector
 	// Waiter, when set, is waited on before each selection.
 	Waiter Waiter
@@ -267,7 +268,7 @@ type WorkerStats struct {
 type Worker struct {
 	cfg      WorkerConfig
 	js       jetstream.JetStream
-	store    *ledger.Store
+	store    *jsstore.Store
 	consumer jetstream.Consumer
 	claims   jetstream.KeyValue
 	sets     *setVerifier

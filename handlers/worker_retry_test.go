@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // fixedSelector selects the same families for any subject or client.
@@ -32,7 +33,7 @@ func TestWorkerRetryDoesNotCutAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	w, err := NewWorker(ctx, e.js, WorkerConfig{
-		Ledger: ledger.New(e.store), Selector: fixedSelector{[]string{good, bad}},
+		Ledger: jsstore.New(e.store), Selector: fixedSelector{[]string{good, bad}},
 		FamilyConcurrency: 1, AckWait: 5 * time.Second, MaxDeliver: 3,
 	})
 	if err != nil {

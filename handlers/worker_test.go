@@ -22,6 +22,8 @@ import (
 
 	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
@@ -47,7 +49,7 @@ func (e *env) runWorker(o workerOptions) (*Worker, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	_, js := natstest.Connect(t, e.srv)
-	store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{})
+	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +63,7 @@ func (e *env) runWorker(o workerOptions) (*Worker, func()) {
 		t.Fatal(err)
 	}
 	w, err := NewWorker(ctx, js, WorkerConfig{
-		Ledger: ledger.New(store, ledger.WithClock(now)), Selector: view, Waiter: view,
+		Ledger: jsstore.New(store, jsstore.WithClock(now)), Selector: view, Waiter: view,
 		Transmitters: o.transmitters, Concurrency: o.concurrency, AckWait: 5 * time.Second,
 	})
 	if err != nil {
@@ -177,9 +179,9 @@ func (e *env) familyState(fid string) ledger.State {
 
 // issueDirect starts a family for any client straight through the ledger
 // (the service knows one client only).
-func issueDirect(t testing.TB, l *ledger.Ledger, clientID, subject string) string {
+func issueDirect(t testing.TB, l *jsstore.Ledger, clientID, subject string) string {
 	t.Helper()
-	g, err := l.Issue(context.Background(), ledger.IssueRequest{
+	g, err := l.Issue(context.Background(), jsstore.IssueRequest{
 		Client: ledger.Client{ID: clientID}, Subject: subject, RequestID: "test",
 		Policy: ledger.Policy{Rotation: ledger.RotateAlways, AccessTTL: 15 * time.Minute,
 			RefreshTTL: 14 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour},
@@ -740,11 +742,11 @@ func TestSETMapping(t *testing.T) {
 }
 
 func TestParseTransmitterKeys(t *testing.T) {
-	k, err := ledger.GenerateKey(ledger.AlgES256, time.Now())
+	k, err := token.GenerateKey(token.AlgES256, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	jwks, _ := json.Marshal(map[string]any{"keys": []ledger.JWK{k.PublicJWK()}})
+	jwks, _ := json.Marshal(map[string]any{"keys": []token.JWK{k.PublicJWK()}})
 	keys, err := ParseTransmitterKeys(jwks)
 	if err != nil || len(keys) != 1 || keys[0].KID != k.KID {
 		t.Fatalf("JWKS: %v %+v", err, keys)
@@ -856,7 +858,7 @@ func FuzzDecodeSecurityEvent(f *testing.F) {
 }
 
 // issueMany starts n families, one per subject s<i>, through the ledger.
-func issueMany(tb testing.TB, l *ledger.Ledger, n int) {
+func issueMany(tb testing.TB, l *jsstore.Ledger, n int) {
 	tb.Helper()
 	var wg sync.WaitGroup
 	next := make(chan int)
@@ -888,7 +890,7 @@ func BenchmarkWorker(b *testing.B) {
 	} {
 		b.Run(fmt.Sprintf("families=10000,action=%s", bc.action), func(b *testing.B) {
 			e := newEnv(b, "")
-			l := ledger.New(e.store)
+			l := jsstore.New(e.store)
 			n := 10000
 			if bc.action == ActionRevokeFamilies {
 				n = max(n, b.N) // every event revokes a family still active

@@ -144,3 +144,6 @@ func (c Client) AllowAudience(aud []string) bool {
 	}
 	return true
 }
+
+// ValidClientID reports whether id has the form of a client id.
+func ValidClientID(id string) bool { return clientIDPattern.MatchString(id) }

@@ -34,25 +34,6 @@ func TestClientAuthenticate(t *testing.T) {
 	}
 }
 
-func TestHashEqual(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		want bool
-	}{
-		{"", "", true},
-		{"abc", "abc", true},
-		{"abc", "abd", false},
-		{"abc", "ab", false},
-		{"", "a", false},
-		{HashToken("x"), HashToken("x"), true},
-		{HashToken("x"), HashToken("y"), false},
-	} {
-		if got := HashEqual(tc.a, tc.b); got != tc.want {
-			t.Errorf("HashEqual(%q, %q) = %t, want %t", tc.a, tc.b, got, tc.want)
-		}
-	}
-}
-
 func BenchmarkClientAuthenticate(b *testing.B) {
 	const secret = "tlcs_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 	c := Client{ID: "web", SecretSHA256: SecretSHA256(secret)}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"strconv"
@@ -996,4 +997,23 @@ func (w *jw) grant(key string, g AccessGrant) {
 	w.str(`,"scope":`, g.Scope)
 	w.time(`,"expires_at":`, g.ExpiresAt)
 	w.raw(`}`)
+}
+
+// DecodeState reads only the state snapshot of a stored event.
+func DecodeState(data []byte) (State, error) {
+	snap, schema, ok := decodeStateFast(data)
+	if !ok {
+		var w struct {
+			Schema int64  `json:"schema"`
+			State  *State `json:"state"`
+		}
+		if err := json.Unmarshal(data, &w); err != nil {
+			return State{}, fmt.Errorf("no readable state: %w", err)
+		}
+		snap, schema = w.State, w.Schema
+	}
+	if schema != SchemaVersion || snap == nil {
+		return State{}, fmt.Errorf("no state of schema %d: %w", SchemaVersion, ErrUnknownEvent)
+	}
+	return *snap, nil
 }

@@ -190,8 +190,8 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("want one %s event, got %d", tc.wantType, len(events))
 			}
 			e := events[0]
-			if typeOf(e.Data) != tc.wantType || !e.OccurredAt.Equal(tc.at) || e.FamilyID != famID {
-				t.Fatalf("event %s at %s for %s, want %s at %s", typeOf(e.Data), e.OccurredAt, e.FamilyID, tc.wantType, tc.at)
+			if TypeOf(e.Data) != tc.wantType || !e.OccurredAt.Equal(tc.at) || e.FamilyID != famID {
+				t.Fatalf("event %s at %s for %s, want %s at %s", TypeOf(e.Data), e.OccurredAt, e.FamilyID, tc.wantType, tc.at)
 			}
 			if tc.check != nil {
 				tc.check(t, e)

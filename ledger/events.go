@@ -1,9 +1,14 @@
 package ledger
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // SchemaVersion is the envelope schema every event is written with.
@@ -163,7 +168,7 @@ type Selector struct {
 }
 
 // Type returns the wire type of a payload, or "" for an unknown one.
-func typeOf(data any) EventType {
+func TypeOf(data any) EventType {
 	switch data.(type) {
 	case FamilyIssued:
 		return TypeFamilyIssued
@@ -215,13 +220,13 @@ type outEvent struct {
 
 // EncodeEvent returns the event's stored JSON.
 func EncodeEvent(e Event) ([]byte, error) {
-	return appendEncoded(make([]byte, 0, 2048), e) // a rotation with its snapshot is ~1.6 KB
+	return AppendEvent(make([]byte, 0, 2048), e) // a rotation with its snapshot is ~1.6 KB
 }
 
 // appendEncoded is EncodeEvent writing into b's spare capacity when it
 // can (the bytes then alias b).
-func appendEncoded(b []byte, e Event) ([]byte, error) {
-	t := typeOf(e.Data)
+func AppendEvent(b []byte, e Event) ([]byte, error) {
+	t := TypeOf(e.Data)
 	if t == "" {
 		return nil, fmt.Errorf("encode event %s: unknown payload %T", e.ID, e.Data)
 	}
@@ -305,4 +310,18 @@ func decodeData[T any](b json.RawMessage) (T, error) {
 	var v T
 	err := json.Unmarshal(b, &v)
 	return v, err
+}
+
+// ValidFamilyID reports whether id is a family id (a ULID), which also makes
+// it safe to put in a subject.
+func ValidFamilyID(id string) bool {
+	_, err := ulid.ParseStrict(id)
+	return err == nil && len(id) == ulid.EncodedSize
+}
+
+// EventHash is the hex SHA-256 of an event's stored bytes: the link the
+// next event of the family carries in Prev.
+func EventHash(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }

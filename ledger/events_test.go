@@ -52,7 +52,7 @@ func sampleEvents() []Event {
 func TestEventGolden(t *testing.T) {
 	seen := map[EventType]bool{}
 	for _, e := range sampleEvents() {
-		typ := typeOf(e.Data)
+		typ := TypeOf(e.Data)
 		seen[typ] = true
 		t.Run(string(typ), func(t *testing.T) {
 			got, err := EncodeEvent(e)

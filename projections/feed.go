@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // Revocation feed defaults. The wire format is documented in
@@ -57,7 +58,7 @@ func FeedSubject(prefix, kind string) string { return prefix + ".revocations." +
 type FeedConfig struct {
 	Prefix       string // subject prefix (default "tokens"): <prefix>.revocations.<kind>
 	Stream       string // the feed's stream (default DefaultFeedStream)
-	LedgerStream string // default ledger.DefaultStream
+	LedgerStream string // default jsstore.DefaultStream
 	// MaxAge is how long announcements are kept (default 24 h). It must
 	// exceed the longest access-token lifetime: a subscriber that starts
 	// reads the whole stream and must find every revocation still relevant.
@@ -112,7 +113,7 @@ func NewFeed(ctx context.Context, js jetstream.JetStream, view *View, cfg FeedCo
 		cfg.Stream = DefaultFeedStream
 	}
 	if cfg.LedgerStream == "" {
-		cfg.LedgerStream = ledger.DefaultStream
+		cfg.LedgerStream = jsstore.DefaultStream
 	}
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = 24 * time.Hour
@@ -307,7 +308,7 @@ func (f *Feed) read(ctx context.Context) error {
 			if merr != nil {
 				return fmt.Errorf("feed: message metadata: %w", merr)
 			}
-			if revocationTypes[ledger.EventType(msg.Headers().Get(ledger.HeaderEventType))] {
+			if revocationTypes[ledger.EventType(msg.Headers().Get(jsstore.HeaderEventType))] {
 				e, err := DecodeForView(msg.Data())
 				if err != nil {
 					return fmt.Errorf("feed: seq %d: %w", meta.Sequence.Stream, err)

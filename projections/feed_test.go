@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // feedAnnouncements reads the whole feed stream.
@@ -142,7 +143,7 @@ func TestFeedAnnouncesEveryRevocationOnceAndResumes(t *testing.T) {
 			var wg sync.WaitGroup
 			for i := range burst {
 				wg.Go(func() {
-					g, err := f.l.Issue(ctx, ledger.IssueRequest{Client: testClient, Policy: testPolicy, Subject: fmt.Sprint("u", i), Scope: "read"})
+					g, err := f.l.Issue(ctx, jsstore.IssueRequest{Client: testClient, Policy: testPolicy, Subject: fmt.Sprint("u", i), Scope: "read"})
 					if err == nil {
 						_, err = f.l.Revoke(ctx, g.State.FamilyID, ledger.Cause{Kind: ledger.CauseRevoke})
 					}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // Projection is a read model a Runner feeds. Apply must ignore a sequence at
@@ -23,7 +24,7 @@ type Projection interface {
 
 // RunnerConfig configures a Runner.
 type RunnerConfig struct {
-	// Stream is the ledger stream (default ledger.DefaultStream).
+	// Stream is the ledger stream (default jsstore.DefaultStream).
 	Stream string
 	// Name names the runner in logs (default "view").
 	Name string
@@ -64,13 +65,13 @@ func NewRunner(js jetstream.JetStream, p Projection, cfg RunnerConfig) (*Runner,
 		return nil, errors.New("projections: runner needs a JetStream context and a projection")
 	}
 	if cfg.Stream == "" {
-		cfg.Stream = ledger.DefaultStream
+		cfg.Stream = jsstore.DefaultStream
 	}
 	if cfg.Name == "" {
 		cfg.Name = "view"
 	}
 	if cfg.FamilySubjects == "" {
-		cfg.FamilySubjects = ledger.DefaultSubjectPrefix + ".family."
+		cfg.FamilySubjects = jsstore.DefaultSubjectPrefix + ".family."
 	}
 	if cfg.PruneEvery == 0 {
 		cfg.PruneEvery = 10 * time.Minute

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 type clock struct {
@@ -38,8 +39,8 @@ var (
 type fixture struct {
 	t     testing.TB
 	js    jetstream.JetStream
-	store *ledger.Store
-	l     *ledger.Ledger
+	store *jsstore.Store
+	l     *jsstore.Ledger
 	clock *clock
 }
 
@@ -47,12 +48,12 @@ func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	srv := natstest.Start(t, "")
 	_, js := natstest.Connect(t, srv)
-	store, err := ledger.NewStore(context.Background(), js, ledger.StoreConfig{})
+	store, err := jsstore.NewStore(context.Background(), js, jsstore.StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &clock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
-	return &fixture{t: t, js: js, store: store, l: ledger.New(store, ledger.WithClock(c.Now)), clock: c}
+	return &fixture{t: t, js: js, store: store, l: jsstore.New(store, jsstore.WithClock(c.Now)), clock: c}
 }
 
 func (f *fixture) runner(p Projection) *Runner {
@@ -64,9 +65,9 @@ func (f *fixture) runner(p Projection) *Runner {
 	return r
 }
 
-func (f *fixture) issue(subject string) ledger.Grant {
+func (f *fixture) issue(subject string) jsstore.Grant {
 	f.t.Helper()
-	g, err := f.l.Issue(context.Background(), ledger.IssueRequest{Client: testClient, Policy: testPolicy, Subject: subject, Scope: "read"})
+	g, err := f.l.Issue(context.Background(), jsstore.IssueRequest{Client: testClient, Policy: testPolicy, Subject: subject, Scope: "read"})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -111,8 +112,8 @@ func (f *fixture) workload(n int, seed uint64) {
 		var err error
 		switch {
 		case op < 60: // rotate
-			var g ledger.Grant
-			g, err = f.l.Refresh(ctx, ledger.RefreshRequest{Client: testClient, Policy: testPolicy, RefreshToken: x.current})
+			var g jsstore.Grant
+			g, err = f.l.Refresh(ctx, jsstore.RefreshRequest{Client: testClient, Policy: testPolicy, RefreshToken: x.current})
 			if err == nil {
 				if g.RefreshToken != x.current {
 					x.older = append(x.older, x.current)
@@ -120,7 +121,7 @@ func (f *fixture) workload(n int, seed uint64) {
 				x.current, x.access = g.RefreshToken, g.Access
 			}
 		case op < 70 && len(x.older) > 0: // retry or reuse an older token
-			_, err = f.l.Refresh(ctx, ledger.RefreshRequest{Client: testClient, Policy: testPolicy, RefreshToken: x.older[len(x.older)-1]})
+			_, err = f.l.Refresh(ctx, jsstore.RefreshRequest{Client: testClient, Policy: testPolicy, RefreshToken: x.older[len(x.older)-1]})
 		case op < 78:
 			_, err = f.l.Revoke(ctx, x.id, ledger.Cause{Kind: ledger.CauseRevoke})
 		case op < 90:

@@ -54,7 +54,7 @@ type syncRound struct {
 
 // NewSyncer returns a barrier for the projection w waits on. last reads the
 // stream's last sequence; it must observe every append acknowledged before
-// it was called. ledger.Store.LastSeq does: with one replica by a direct
+// it was called. jsstore.Store.LastSeq does: with one replica by a direct
 // get of the stream's last message, with more by asking the stream leader
 // (a direct get may be answered by a replica that lags).
 func NewSyncer(last func(context.Context) (uint64, error), w Waiter) (*Syncer, error) {

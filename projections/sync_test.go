@@ -11,6 +11,7 @@ import (
 
 	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // scriptedProbe answers probe n with sequence n once the test releases it.
@@ -279,13 +280,13 @@ func TestSyncerSeesRevocationsOfAnotherConnection(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := &clock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
-	open := func() (*ledger.Store, *ledger.Ledger) {
+	open := func() (*jsstore.Store, *jsstore.Ledger) {
 		_, js := natstest.Connect(t, srv)
-		store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{})
+		store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return store, ledger.New(store, ledger.WithClock(c.Now))
+		return store, jsstore.New(store, jsstore.WithClock(c.Now))
 	}
 	ours, _ := open()   // this instance: its view and its probe
 	_, theirs := open() // another instance, appending
@@ -310,7 +311,7 @@ func TestSyncerSeesRevocationsOfAnotherConnection(t *testing.T) {
 
 	const rounds, callers = 10, 32
 	for round := range rounds {
-		g, err := theirs.Issue(ctx, ledger.IssueRequest{Client: testClient, Policy: testPolicy, Subject: fmt.Sprint("user-", round)})
+		g, err := theirs.Issue(ctx, jsstore.IssueRequest{Client: testClient, Policy: testPolicy, Subject: fmt.Sprint("user-", round)})
 		if err != nil {
 			t.Fatal(err)
 		}

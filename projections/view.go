@@ -268,7 +268,7 @@ func (v *View) intern(s string) uint32 {
 }
 
 // Newer reports whether the view has applied an event of the family after
-// stream sequence seq. It is the check ledger.WithStateCache needs: the
+// stream sequence seq. It is the check jsstore.WithStateCache needs: the
 // view reads every event of the stream, whoever appended it.
 func (v *View) Newer(familyID string, seq uint64) bool {
 	key, ok := parseKey(familyID)

@@ -6,15 +6,15 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/token"
 )
 
 type claimsKey struct{}
 
 // ClaimsFrom returns the verified claims the middleware put in the
 // request's context.
-func ClaimsFrom(ctx context.Context) (ledger.AccessClaims, bool) {
-	c, ok := ctx.Value(claimsKey{}).(ledger.AccessClaims)
+func ClaimsFrom(ctx context.Context) (token.AccessClaims, bool) {
+	c, ok := ctx.Value(claimsKey{}).(token.AccessClaims)
 	return c, ok
 }
 

@@ -14,12 +14,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
-// Errors Verify returns besides ledger.ErrTokenInvalid and
-// ledger.ErrUnknownKey.
+// Errors Verify returns besides token.ErrTokenInvalid and
+// token.ErrUnknownKey.
 var (
 	// ErrRevoked: the token, its family, or the family's access tokens
 	// were revoked.
@@ -63,7 +63,7 @@ type Verifier struct {
 	js  jetstream.JetStream
 	cfg Config
 
-	keys      atomic.Pointer[ledger.Verifier]
+	keys      atomic.Pointer[token.Verifier]
 	fetchMu   sync.Mutex
 	lastFetch time.Time
 
@@ -93,10 +93,10 @@ func New(nc *nats.Conn, cfg Config) (*Verifier, error) {
 		return nil, errors.New("verifier: Issuer is required")
 	}
 	if len(cfg.Algs) == 0 {
-		cfg.Algs = []string{ledger.AlgEdDSA}
+		cfg.Algs = []string{token.AlgEdDSA}
 	}
 	for _, a := range cfg.Algs {
-		if !ledger.ValidAlg(a) {
+		if !token.ValidAlg(a) {
 			return nil, fmt.Errorf("verifier: algorithm %q not allowed", a)
 		}
 	}
@@ -269,22 +269,22 @@ func (v *Verifier) prune(now time.Time) {
 
 // Verify checks the token's signature, type, issuer, expiry and audience
 // offline, then that it is not revoked, and returns its claims.
-func (v *Verifier) Verify(ctx context.Context, token string) (ledger.AccessClaims, error) {
+func (v *Verifier) Verify(ctx context.Context, raw string) (token.AccessClaims, error) {
 	select {
 	case <-v.ready:
 	default:
-		return ledger.AccessClaims{}, ErrNotReady
+		return token.AccessClaims{}, ErrNotReady
 	}
 	if since := v.staleSince.Load(); since != 0 && v.cfg.MaxStale > 0 &&
 		v.cfg.Now().Sub(time.Unix(0, since)) > v.cfg.MaxStale {
-		return ledger.AccessClaims{}, ErrStale
+		return token.AccessClaims{}, ErrStale
 	}
-	c, err := v.keys.Load().Verify(token)
-	if errors.Is(err, ledger.ErrUnknownKey) {
+	c, err := v.keys.Load().Verify(raw)
+	if errors.Is(err, token.ErrUnknownKey) {
 		if ferr := v.refetch(ctx); ferr != nil {
 			return c, err
 		}
-		c, err = v.keys.Load().Verify(token)
+		c, err = v.keys.Load().Verify(raw)
 	}
 	if err != nil {
 		return c, err
@@ -298,7 +298,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (ledger.AccessClaim
 	return c, nil
 }
 
-func (v *Verifier) revoked(c ledger.AccessClaims) bool {
+func (v *Verifier) revoked(c token.AccessClaims) bool {
 	now := v.cfg.Now()
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -333,18 +333,18 @@ func (v *Verifier) fetchKeys(ctx context.Context) error {
 		return fmt.Errorf("verifier: fetch JWKS: %w", err)
 	}
 	var set struct {
-		Keys []ledger.JWK `json:"keys"`
+		Keys []token.JWK `json:"keys"`
 	}
 	if err := json.Unmarshal(msg.Data, &set); err != nil {
 		return fmt.Errorf("verifier: JWKS: %w", err)
 	}
-	var usable []ledger.JWK
+	var usable []token.JWK
 	for _, k := range set.Keys {
 		if slices.Contains(v.cfg.Algs, k.Alg) {
 			usable = append(usable, k)
 		}
 	}
-	kv, err := ledger.NewVerifier(usable, v.cfg.Algs, v.cfg.Issuer, v.cfg.Now)
+	kv, err := token.NewVerifier(usable, v.cfg.Algs, v.cfg.Issuer, v.cfg.Now)
 	if err != nil {
 		return fmt.Errorf("verifier: JWKS: %w", err)
 	}

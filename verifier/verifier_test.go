@@ -18,6 +18,8 @@ import (
 	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 	"github.com/tokenledger/tokenledger/verifier"
 )
@@ -34,20 +36,20 @@ func startLedger(t *testing.T, srv *server.Server) *nats.Conn {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	nc, js := natstest.Connect(t, srv)
-	store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{})
+	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var kek ledger.KEK
-	keys, err := ledger.NewKeyStore(ctx, js, kek, 1)
+	var kek token.KEK
+	keys, err := jsstore.NewKeyStore(ctx, js, kek, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keySet, err := keys.LoadOrCreate(ctx, ledger.AlgEdDSA, time.Now())
+	keySet, err := keys.LoadOrCreate(ctx, token.AlgEdDSA, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := ledger.NewRegistry(ctx, js, []ledger.Client{{
+	reg, err := jsstore.NewRegistry(ctx, js, []ledger.Client{{
 		ID: clientID, SecretSHA256: ledger.SecretSHA256(secret), Scopes: []string{"read"}, Audiences: []string{"api"},
 	}}, 1, nil)
 	if err != nil {
@@ -64,7 +66,7 @@ func startLedger(t *testing.T, srv *server.Server) *nats.Conn {
 	}
 	feed.Follow(runner) // as serve wires it
 	svc, err := handlers.NewService(handlers.Config{
-		Ledger: ledger.New(store), Registry: reg, Keys: keySet, Issuer: issuer, View: view,
+		Ledger: jsstore.New(store), Registry: reg, Keys: keySet, Issuer: issuer, View: view,
 		Defaults: ledger.Policy{Rotation: ledger.RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,
 			RefreshTTL: time.Hour, FamilyTTL: 24 * time.Hour},
 	})
@@ -181,7 +183,7 @@ func TestVerifierDeniesRevokedTokensWithinASecond(t *testing.T) {
 			t.Fatalf("fresh token: %+v %v", claims, err)
 		}
 	}
-	if _, err := v.Verify(context.Background(), a.access+"x"); !errors.Is(err, ledger.ErrTokenInvalid) {
+	if _, err := v.Verify(context.Background(), a.access+"x"); !errors.Is(err, token.ErrTokenInvalid) {
 		t.Fatalf("tampered token: %v", err)
 	}
 

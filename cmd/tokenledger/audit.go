@@ -18,6 +18,7 @@ import (
 	"github.com/tokenledger/tokenledger/audit"
 	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 const auditUsage = `usage: tokenledger audit <replay|verify|at|diff> [flags]
@@ -44,8 +45,8 @@ type auditFlags struct {
 func (a *auditFlags) register(fs *flag.FlagSet) {
 	a.nats.register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&a.config, "config", "", "JSON config file")
-	fs.StringVar(&a.stream, "stream", ledger.DefaultStream, "ledger stream name")
-	fs.StringVar(&a.prefix, "subject-prefix", ledger.DefaultSubjectPrefix, "ledger subject prefix")
+	fs.StringVar(&a.stream, "stream", jsstore.DefaultStream, "ledger stream name")
+	fs.StringVar(&a.prefix, "subject-prefix", jsstore.DefaultSubjectPrefix, "ledger subject prefix")
 }
 
 func (a *auditFlags) source() (*audit.Source, func(), error) {

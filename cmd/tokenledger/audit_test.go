@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokenledger/tokenledger/audit"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // auditorPermissions are the auditor's permissions of
@@ -52,26 +53,26 @@ func TestAuditCommandsReadOnly(t *testing.T) {
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{})
+	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	now := t0
-	l := ledger.New(store, ledger.WithClock(func() time.Time { return now }))
+	l := jsstore.New(store, jsstore.WithClock(func() time.Time { return now }))
 	policy := ledger.Policy{Grace: 10 * time.Second, AccessTTL: time.Minute, RefreshTTL: time.Hour, FamilyTTL: 24 * time.Hour}
 	client := ledger.Client{ID: "web"}
-	g, err := l.Issue(ctx, ledger.IssueRequest{Client: client, Policy: policy, Subject: "alice"})
+	g, err := l.Issue(ctx, jsstore.IssueRequest{Client: client, Policy: policy, Subject: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fid := g.State.FamilyID
 	now = t0.Add(time.Minute)
-	if _, err := l.Refresh(ctx, ledger.RefreshRequest{Client: client, Policy: policy, RefreshToken: g.RefreshToken}); err != nil {
+	if _, err := l.Refresh(ctx, jsstore.RefreshRequest{Client: client, Policy: policy, RefreshToken: g.RefreshToken}); err != nil {
 		t.Fatal(err)
 	}
 	now = t0.Add(2 * time.Minute)
-	if _, err := l.Issue(ctx, ledger.IssueRequest{Client: ledger.Client{ID: "cli"}, Policy: policy, Subject: "bob"}); err != nil {
+	if _, err := l.Issue(ctx, jsstore.IssueRequest{Client: ledger.Client{ID: "cli"}, Policy: policy, Subject: "bob"}); err != nil {
 		t.Fatal(err)
 	}
 	now = t0.Add(3 * time.Minute)
@@ -172,7 +173,7 @@ func TestAuditCommandsReadOnly(t *testing.T) {
 	})
 
 	t.Run("nothing written", func(t *testing.T) {
-		st, err := js.Stream(ctx, ledger.DefaultStream)
+		st, err := js.Stream(ctx, jsstore.DefaultStream)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // standardSuite is the suite of issue 6, in the order it runs: each bare
@@ -566,10 +567,10 @@ func benchClient(ctx context.Context, nc *nats.Conn) (string, string, error) {
 		return "", "", err
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	var reg *ledger.Registry
+	var reg *jsstore.Registry
 	for {
 		// The service creates the bucket at start; create it if it has not.
-		if reg, err = ledger.NewRegistry(ctx, js, nil, 1, nil); err == nil || time.Now().After(deadline) {
+		if reg, err = jsstore.NewRegistry(ctx, js, nil, 1, nil); err == nil || time.Now().After(deadline) {
 			break
 		}
 		sleepCtx(ctx, 200*time.Millisecond)

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // clientCreate registers a client in the clients bucket and prints its
@@ -80,7 +81,7 @@ func clientCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reg, err := ledger.NewRegistry(ctx, js, nil, replicas, nil)
+	reg, err := jsstore.NewRegistry(ctx, js, nil, replicas, nil)
 	if err != nil {
 		return err
 	}

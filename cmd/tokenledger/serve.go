@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
@@ -62,13 +65,13 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.DurationVar(&c.familyTTL, "family-ttl", 2160*time.Hour, "token family absolute lifetime")
 	fs.StringVar(&c.prefix, "prefix", "tokens", "subject prefix of the endpoints")
 	fs.StringVar(&c.issuer, "issuer", "tokenledger", "iss claim of access tokens")
-	fs.StringVar(&c.alg, "alg", ledger.AlgEdDSA, "signing algorithm: EdDSA, ES256 or RS256")
+	fs.StringVar(&c.alg, "alg", token.AlgEdDSA, "signing algorithm: EdDSA, ES256 or RS256")
 	fs.StringVar(&c.kek, "kek", "", "key-encryption key, base64 32 bytes (prefer TOKENLEDGER_KEK)")
 	fs.StringVar(&c.kekFile, "kek-file", "", "file holding the key-encryption key (default: generated under --data when embedded)")
 	fs.IntVar(&c.replicas, "replicas", 1, "stream and bucket replicas (3 on a cluster)")
-	fs.StringVar(&c.stream, "stream", ledger.DefaultStream, "ledger stream name")
+	fs.StringVar(&c.stream, "stream", jsstore.DefaultStream, "ledger stream name")
 	fs.IntVar(&c.workers, "workers", 128, "requests handled at once")
-	fs.IntVar(&c.stateCache, "state-cache", ledger.DefaultStateCacheSize, "families whose last state this instance keeps, to decide their next refresh without reading it (0 disables)")
+	fs.IntVar(&c.stateCache, "state-cache", jsstore.DefaultStateCacheSize, "families whose last state this instance keeps, to decide their next refresh without reading it (0 disables)")
 	fs.IntVar(&c.maxRequest, "max-request-bytes", handlers.DefaultMaxRequestBytes, "request size limit")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.worker, "worker", true, "run the security-event worker (false: only create its streams)")
@@ -85,7 +88,7 @@ func parseServe(args []string) (serveConfig, error) {
 	if c.grace < 0 || c.grace > ledger.MaxGrace {
 		return c, fmt.Errorf("--grace must be between 0 and %s", ledger.MaxGrace)
 	}
-	if !ledger.ValidAlg(c.alg) {
+	if !token.ValidAlg(c.alg) {
 		return c, fmt.Errorf("--alg %q: want EdDSA, ES256 or RS256", c.alg)
 	}
 	if c.stateCache < 0 {
@@ -115,7 +118,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 
 	var nc *nats.Conn
-	var kek ledger.KEK
+	var kek token.KEK
 	closed := make(chan struct{})
 	onClose := nats.ClosedHandler(func(*nats.Conn) { close(closed) })
 	// The projections read every event the service appends. They get a
@@ -141,7 +144,7 @@ func serve(ctx context.Context, args []string) error {
 		}
 		if cfg.kek == "" && cfg.kekFile == "" {
 			cfg.kekFile = filepath.Join(cfg.data, "kek")
-			if kek, err = ledger.LoadOrCreateKEK(cfg.kekFile); err != nil {
+			if kek, err = loadOrCreateKEK(cfg.kekFile); err != nil {
 				return err
 			}
 		}
@@ -154,7 +157,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	// Runs before the embedded server's shutdown, deferred earlier.
 	defer drainAndWait(nc, closed, log)
-	if kek == (ledger.KEK{}) {
+	if kek == (token.KEK{}) {
 		if kek, err = readKEK(cfg.kek, cfg.kekFile); err != nil {
 			return err
 		}
@@ -164,11 +167,11 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{Stream: cfg.stream, Replicas: cfg.replicas})
+	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{Stream: cfg.stream, Replicas: cfg.replicas})
 	if err != nil {
 		return err
 	}
-	keys, err := ledger.NewKeyStore(ctx, js, kek, cfg.replicas)
+	keys, err := jsstore.NewKeyStore(ctx, js, kek, cfg.replicas)
 	if err != nil {
 		return err
 	}
@@ -176,7 +179,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	registry, err := ledger.NewRegistry(ctx, js, cfg.clients, cfg.replicas, log)
+	registry, err := jsstore.NewRegistry(ctx, js, cfg.clients, cfg.replicas, log)
 	if err != nil {
 		return err
 	}
@@ -209,11 +212,11 @@ func serve(ctx context.Context, args []string) error {
 	feed.Follow(runner)
 	// The service's ledger decides a refresh on the state it appended last
 	// for the family unless the view has seen a later event of it.
-	var ledgerOpts []ledger.Option
+	var ledgerOpts []jsstore.Option
 	if cfg.stateCache > 0 {
-		ledgerOpts = append(ledgerOpts, ledger.WithStateCache(view.Newer, cfg.stateCache))
+		ledgerOpts = append(ledgerOpts, jsstore.WithStateCache(view.Newer, cfg.stateCache))
 	}
-	svcLedger := ledger.New(store, ledgerOpts...)
+	svcLedger := jsstore.New(store, ledgerOpts...)
 	svc, err := handlers.NewService(handlers.Config{
 		View:   view,
 		Ledger: svcLedger, Registry: registry, Keys: keySet,
@@ -239,7 +242,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	var secWorker *handlers.Worker
 	if cfg.worker {
-		secCfg.Ledger, secCfg.Selector, secCfg.Waiter = ledger.New(store), view, view
+		secCfg.Ledger, secCfg.Selector, secCfg.Waiter = jsstore.New(store), view, view
 		if secWorker, err = handlers.NewWorker(ctx, js, secCfg); err != nil {
 			return err
 		}
@@ -277,18 +280,49 @@ func serve(ctx context.Context, args []string) error {
 	return err
 }
 
-func readKEK(value, file string) (ledger.KEK, error) {
+func readKEK(value, file string) (token.KEK, error) {
 	switch {
 	case value != "":
-		return ledger.ParseKEK(value)
+		return token.ParseKEK(value)
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return ledger.KEK{}, fmt.Errorf("--kek-file: %w", err)
+			return token.KEK{}, fmt.Errorf("--kek-file: %w", err)
 		}
-		return ledger.ParseKEK(string(b))
+		return token.ParseKEK(string(b))
 	}
-	return ledger.KEK{}, errors.New("with --nats-url a key-encryption key is required: set TOKENLEDGER_KEK or --kek-file (every instance must share it)")
+	return token.KEK{}, errors.New("with --nats-url a key-encryption key is required: set TOKENLEDGER_KEK or --kek-file (every instance must share it)")
+}
+
+// loadOrCreateKEK reads a KEK file, creating it (mode 0600) with a fresh key
+// if it does not exist. Only the embedded default uses this.
+func loadOrCreateKEK(path string) (token.KEK, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return token.ParseKEK(string(b))
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return token.KEK{}, fmt.Errorf("read kek: %w", err)
+	}
+	k, err := token.NewKEK(rand.Reader)
+	if err != nil {
+		return k, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) { // another process won the race
+			return loadOrCreateKEK(path)
+		}
+		return k, fmt.Errorf("create kek: %w", err)
+	}
+	_, err = f.WriteString(k.String() + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return k, fmt.Errorf("write kek: %w", err)
+	}
+	return k, nil
 }
 
 // startEmbedded starts a NATS server with JetStream storing under dataDir.

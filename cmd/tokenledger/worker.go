@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tokenledger/tokenledger/handlers"
-	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/projections"
 )
 
@@ -110,7 +110,7 @@ func worker(ctx context.Context, args []string) error {
 	nf.register(fs, "nats://127.0.0.1:4222")
 	sec.register(fs)
 	fs.StringVar(&config, "config", "", "JSON config file: any flag by name")
-	fs.StringVar(&stream, "stream", ledger.DefaultStream, "ledger stream name")
+	fs.StringVar(&stream, "stream", jsstore.DefaultStream, "ledger stream name")
 	fs.IntVar(&replicas, "replicas", 1, "stream and bucket replicas (3 on a cluster)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -135,7 +135,7 @@ func worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	store, err := ledger.NewStore(ctx, js, ledger.StoreConfig{Stream: stream, Replicas: replicas})
+	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{Stream: stream, Replicas: replicas})
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	wcfg.Ledger, wcfg.Selector, wcfg.Waiter = ledger.New(store), view, view
+	wcfg.Ledger, wcfg.Selector, wcfg.Waiter = jsstore.New(store), view, view
 	w, err := handlers.NewWorker(ctx, js, wcfg)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package ledger
+package jsstore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+
+	"github.com/tokenledger/tokenledger/ledger"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -19,19 +21,19 @@ var ErrClientExists = errors.New("ledger: client already exists")
 // them). Reads are served from memory, kept current by a watch.
 type Registry struct {
 	kv     jetstream.KeyValue
-	static map[string]Client
+	static map[string]ledger.Client
 	log    *slog.Logger
 
 	mu      sync.RWMutex
-	dynamic map[string]Client
+	dynamic map[string]ledger.Client
 }
 
 // NewRegistry opens the clients bucket and validates the static clients.
-func NewRegistry(ctx context.Context, js jetstream.JetStream, static []Client, replicas int, log *slog.Logger) (*Registry, error) {
+func NewRegistry(ctx context.Context, js jetstream.JetStream, static []ledger.Client, replicas int, log *slog.Logger) (*Registry, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Registry{static: map[string]Client{}, dynamic: map[string]Client{}, log: log}
+	r := &Registry{static: map[string]ledger.Client{}, dynamic: map[string]ledger.Client{}, log: log}
 	for _, c := range static {
 		if err := c.Validate(); err != nil {
 			return nil, err
@@ -86,7 +88,7 @@ func (r *Registry) apply(e jetstream.KeyValueEntry) {
 		delete(r.dynamic, e.Key())
 		return
 	}
-	var c Client
+	var c ledger.Client
 	if err := json.Unmarshal(e.Value(), &c); err != nil || c.Validate() != nil {
 		r.log.Warn("ignoring malformed client record", "client_id", e.Key(), "revision", e.Revision())
 		return
@@ -96,7 +98,7 @@ func (r *Registry) apply(e jetstream.KeyValueEntry) {
 
 // Known returns a client the registry holds in memory (from the config or
 // seen by the watch) without asking the bucket: it never blocks.
-func (r *Registry) Known(id string) (Client, bool) {
+func (r *Registry) Known(id string) (ledger.Client, bool) {
 	if c, ok := r.static[id]; ok {
 		return c, true
 	}
@@ -107,19 +109,19 @@ func (r *Registry) Known(id string) (Client, bool) {
 }
 
 // Get returns a client, looking in the bucket if the watch has not seen it.
-func (r *Registry) Get(ctx context.Context, id string) (Client, error) {
+func (r *Registry) Get(ctx context.Context, id string) (ledger.Client, error) {
 	if c, ok := r.Known(id); ok {
 		return c, nil
 	}
-	if !clientIDPattern.MatchString(id) {
-		return Client{}, ErrInvalidClient
+	if !ledger.ValidClientID(id) {
+		return ledger.Client{}, ledger.ErrInvalidClient
 	}
 	e, err := r.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Client{}, ErrInvalidClient
+		return ledger.Client{}, ledger.ErrInvalidClient
 	}
 	if err != nil {
-		return Client{}, fmt.Errorf("load client: %w", unavailable(err))
+		return ledger.Client{}, fmt.Errorf("load client: %w", unavailable(err))
 	}
 	r.apply(e)
 	r.mu.RLock()
@@ -127,23 +129,23 @@ func (r *Registry) Get(ctx context.Context, id string) (Client, error) {
 	if c, ok := r.dynamic[id]; ok {
 		return c, nil
 	}
-	return Client{}, ErrInvalidClient
+	return ledger.Client{}, ledger.ErrInvalidClient
 }
 
 // Authenticate returns the client if secret is its secret.
-func (r *Registry) Authenticate(ctx context.Context, id, secret string) (Client, error) {
+func (r *Registry) Authenticate(ctx context.Context, id, secret string) (ledger.Client, error) {
 	c, err := r.Get(ctx, id)
 	if err != nil {
-		return Client{}, err
+		return ledger.Client{}, err
 	}
 	if !c.Authenticate(secret) {
-		return Client{}, ErrInvalidClient
+		return ledger.Client{}, ledger.ErrInvalidClient
 	}
 	return c, nil
 }
 
 // Create registers a client; it fails if the id is taken.
-func (r *Registry) Create(ctx context.Context, c Client) error {
+func (r *Registry) Create(ctx context.Context, c ledger.Client) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}

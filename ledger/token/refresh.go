@@ -1,4 +1,4 @@
-package ledger
+package token
 
 import (
 	"crypto/aes"
@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/tokenledger/tokenledger/ledger"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -59,22 +61,22 @@ func (t RefreshToken) String() string {
 func ParseRefreshToken(raw string) (RefreshToken, error) {
 	var t RefreshToken
 	if len(raw) > maxRefreshLen || !strings.HasPrefix(raw, RefreshPrefix) {
-		return t, ErrInvalidToken
+		return t, ledger.ErrInvalidToken
 	}
 	buf, err := b64.DecodeString(raw[len(RefreshPrefix):])
 	if err != nil || len(buf) < 16+1+secretLen {
-		return t, ErrInvalidToken
+		return t, ledger.ErrInvalidToken
 	}
 	copy(t.FamilyID[:], buf[:16])
 	seq, n := binary.Uvarint(buf[16:])
 	if n <= 0 || len(buf) != 16+n+secretLen {
-		return t, ErrInvalidToken
+		return t, ledger.ErrInvalidToken
 	}
 	t.AfterSeq = seq
 	copy(t.Secret[:], buf[16+n:])
 	// Re-encoding must give the same string: one token, one spelling.
 	if t.String() != raw {
-		return t, ErrInvalidToken
+		return t, ledger.ErrInvalidToken
 	}
 	return t, nil
 }

@@ -1,4 +1,4 @@
-package ledger
+package token
 
 import (
 	"crypto/hmac"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -59,7 +61,7 @@ func TestParseRefreshTokenRejects(t *testing.T) {
 		"whitespace pad": " " + good,
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := ParseRefreshToken(raw); !errors.Is(err, ErrInvalidToken) {
+			if _, err := ParseRefreshToken(raw); !errors.Is(err, ledger.ErrInvalidToken) {
 				if name == "non-canonical" && err == nil {
 					return // flipping the low bit may still be a canonical different token
 				}
@@ -79,7 +81,7 @@ func FuzzParseRefreshToken(f *testing.F) {
 		tok, err := ParseRefreshToken(raw)
 		if err != nil {
 			// The error is the bare sentinel: nothing of the input in it.
-			if err != ErrInvalidToken {
+			if err != ledger.ErrInvalidToken {
 				t.Fatalf("error %v must be exactly ErrInvalidToken", err)
 			}
 			return
@@ -124,7 +126,7 @@ func TestKeysAndJWKS(t *testing.T) {
 			}
 			var kek KEK
 			rand.Read(kek[:])
-			b, err := marshalKeySet(kek, KeySet{Keys: []Key{key}})
+			b, err := SealKeySet(kek, KeySet{Keys: []Key{key}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,10 +138,10 @@ func TestKeysAndJWKS(t *testing.T) {
 				t.Fatal("key stored in the clear")
 			}
 			var wrong KEK
-			if _, err := unmarshalKeySet(wrong, b); err == nil {
+			if _, err := OpenKeySet(wrong, b); err == nil {
 				t.Fatal("wrong KEK opened the key set")
 			}
-			ks, err := unmarshalKeySet(kek, b)
+			ks, err := OpenKeySet(kek, b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -294,3 +296,6 @@ func BenchmarkSign(b *testing.B) {
 		})
 	}
 }
+
+// famID is the family id the token tests mint and sign for.
+const famID = "01JDQ7Z6M3XGJ8Y9W4V2T1S0RQ"

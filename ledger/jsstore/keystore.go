@@ -1,10 +1,13 @@
-package ledger
+package jsstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/token"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -21,11 +24,11 @@ const (
 // the key survives restarts.
 type KeyStore struct {
 	kv  jetstream.KeyValue
-	kek KEK
+	kek token.KEK
 }
 
 // NewKeyStore opens (creating if needed) the keys bucket.
-func NewKeyStore(ctx context.Context, js jetstream.JetStream, kek KEK, replicas int) (*KeyStore, error) {
+func NewKeyStore(ctx context.Context, js jetstream.JetStream, kek token.KEK, replicas int) (*KeyStore, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: KeysBucket, Description: "tokenledger signing keys, sealed with the KEK",
 		History: 16, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
@@ -40,27 +43,27 @@ func NewKeyStore(ctx context.Context, js jetstream.JetStream, kek KEK, replicas 
 // and rotating to a new one if the current key uses another algorithm (the
 // old key stays published until its tokens expire). Concurrent instances
 // agree: writes are compare-and-set on the bucket revision.
-func (s *KeyStore) LoadOrCreate(ctx context.Context, alg string, now time.Time) (KeySet, error) {
+func (s *KeyStore) LoadOrCreate(ctx context.Context, alg string, now time.Time) (token.KeySet, error) {
 	for range 8 {
 		entry, err := s.kv.Get(ctx, signingKey)
-		var ks KeySet
+		var ks token.KeySet
 		var rev uint64
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:
-			return KeySet{}, fmt.Errorf("load signing keys: %w", err)
+			return token.KeySet{}, fmt.Errorf("load signing keys: %w", err)
 		default:
-			if ks, err = unmarshalKeySet(s.kek, entry.Value()); err != nil {
-				return KeySet{}, err
+			if ks, err = token.OpenKeySet(s.kek, entry.Value()); err != nil {
+				return token.KeySet{}, err
 			}
 			rev = entry.Revision()
 		}
 		if cur, ok := ks.Current(); ok && cur.Alg == alg {
 			return ks, nil
 		}
-		next, err := GenerateKey(alg, now)
+		next, err := token.GenerateKey(alg, now)
 		if err != nil {
-			return KeySet{}, err
+			return token.KeySet{}, err
 		}
 		for i := range ks.Keys {
 			if ks.Keys[i].RetiredAt.IsZero() {
@@ -68,9 +71,9 @@ func (s *KeyStore) LoadOrCreate(ctx context.Context, alg string, now time.Time) 
 			}
 		}
 		ks.Keys = append(ks.Keys, next)
-		b, err := marshalKeySet(s.kek, ks)
+		b, err := token.SealKeySet(s.kek, ks)
 		if err != nil {
-			return KeySet{}, err
+			return token.KeySet{}, err
 		}
 		if rev == 0 {
 			_, err = s.kv.Create(ctx, signingKey, b)
@@ -81,11 +84,11 @@ func (s *KeyStore) LoadOrCreate(ctx context.Context, alg string, now time.Time) 
 			continue // another instance wrote first: read its keys
 		}
 		if err != nil {
-			return KeySet{}, fmt.Errorf("store signing keys: %w", err)
+			return token.KeySet{}, fmt.Errorf("store signing keys: %w", err)
 		}
 		return ks, nil
 	}
-	return KeySet{}, fmt.Errorf("store signing keys: too many concurrent writers: %w", ErrUnavailable)
+	return token.KeySet{}, fmt.Errorf("store signing keys: too many concurrent writers: %w", ledger.ErrUnavailable)
 }
 
 func isWrongLast(err error) bool {

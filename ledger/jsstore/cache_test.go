@@ -1,10 +1,12 @@
-package ledger
+package jsstore
 
 import (
 	"context"
 	"errors"
 	"sync"
 	"testing"
+
+	"github.com/tokenledger/tokenledger/ledger"
 )
 
 // A ledger deciding on cached states decides exactly as one that loads:
@@ -15,7 +17,7 @@ func TestLedgerStateCacheNeverDecidesOnAStaleState(t *testing.T) {
 	store, _ := newTestStore(t)
 	a := New(store, WithStateCache(func(string, uint64) bool { return false }, 0))
 	b := New(store) // another instance
-	client := Client{ID: "web", Scopes: []string{"read"}, Audiences: []string{"api"}}
+	client := ledger.Client{ID: "web", Scopes: []string{"read"}, Audiences: []string{"api"}}
 	refresh := func(l *Ledger, token string) (Grant, error) {
 		return l.Refresh(ctx, RefreshRequest{Client: client, Policy: testPolicy, RefreshToken: token})
 	}
@@ -68,11 +70,11 @@ func TestLedgerStateCacheNeverDecidesOnAStaleState(t *testing.T) {
 
 	// b revokes; a's cached state still shows a live family, but the
 	// refresh is refused and nothing is appended after the revocation.
-	revoked, err := b.Revoke(ctx, g4.State.FamilyID, Cause{Kind: CauseAdmin})
+	revoked, err := b.Revoke(ctx, g4.State.FamilyID, ledger.Cause{Kind: ledger.CauseAdmin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := refresh(a, g4.RefreshToken); !errors.Is(err, ErrFamilyRevoked) {
+	if _, err := refresh(a, g4.RefreshToken); !errors.Is(err, ledger.ErrFamilyRevoked) {
 		t.Fatalf("refresh of a revoked family: %v", err)
 	}
 	if st, err := store.Load(ctx, g4.State.FamilyID); err != nil || st.Seq != revoked.Seq {
@@ -116,8 +118,8 @@ func TestStateCache(t *testing.T) {
 		return ok && v.(uint64) > seq
 	}, 2))
 	c := l.cache
-	c.put(State{FamilyID: "a", Seq: 5})
-	c.put(State{FamilyID: "a", Seq: 3}) // older: ignored
+	c.put(ledger.State{FamilyID: "a", Seq: 5})
+	c.put(ledger.State{FamilyID: "a", Seq: 3}) // older: ignored
 	if st, ok := c.get("a"); !ok || st.Seq != 5 {
 		t.Fatalf("get a: %d %t", st.Seq, ok)
 	}
@@ -125,8 +127,8 @@ func TestStateCache(t *testing.T) {
 	if _, ok := c.get("a"); ok {
 		t.Fatal("a state the view knows to be old was used")
 	}
-	c.put(State{FamilyID: "b", Seq: 7})
-	c.put(State{FamilyID: "c", Seq: 8})
+	c.put(ledger.State{FamilyID: "b", Seq: 7})
+	c.put(ledger.State{FamilyID: "c", Seq: 8})
 	if n := len(c.m); n != 2 {
 		t.Fatalf("%d entries held, want at most 2", n)
 	}
@@ -134,7 +136,7 @@ func TestStateCache(t *testing.T) {
 	if _, ok := c.get("c"); ok {
 		t.Fatal("dropped entry still served")
 	}
-	c.put(State{}) // no family: not cached
+	c.put(ledger.State{}) // no family: not cached
 	if New(nil).cache != nil || New(nil, WithStateCache(nil, 0)).cache != nil {
 		t.Fatal("a cache without a view check")
 	}

@@ -1,4 +1,4 @@
-package ledger
+package jsstore
 
 import (
 	"context"
@@ -9,6 +9,9 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/token"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -63,9 +66,9 @@ func (l *Ledger) NewID() string {
 // the event, the raw refresh token (to return once, never to store) and the
 // access token to sign.
 type Grant struct {
-	State        State
+	State        ledger.State
 	RefreshToken string
-	Access       AccessGrant
+	Access       ledger.AccessGrant
 	IssuedAt     time.Time
 	// Retried is set when the grant answers a grace retry.
 	Retried bool
@@ -73,8 +76,8 @@ type Grant struct {
 
 // IssueRequest asks for a new family.
 type IssueRequest struct {
-	Client    Client
-	Policy    Policy
+	Client    ledger.Client
+	Policy    ledger.Policy
 	Subject   string
 	Scope     string
 	Audience  []string
@@ -90,22 +93,22 @@ type IssueRequest struct {
 func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
 	now := l.now()
 	fid := ulid.MustNew(ulid.Timestamp(now), l.rand)
-	raw, err := MintRefreshToken(l.rand, fid, 0)
+	raw, err := token.MintRefreshToken(l.rand, fid, 0)
 	if err != nil {
 		return Grant{}, err
 	}
-	cmd := Issue{
-		EventID: l.NewID(), FamilyID: fid.String(), Cause: Cause{Kind: CauseRequest, ID: req.RequestID},
+	cmd := ledger.Issue{
+		EventID: l.NewID(), FamilyID: fid.String(), Cause: ledger.Cause{Kind: ledger.CauseRequest, ID: req.RequestID},
 		ClientID: req.Client.ID, Subject: req.Subject, Scope: req.Scope, Audience: req.Audience,
-		Claims: req.Claims, Version: req.Version, TokenHash: HashToken(raw),
+		Claims: req.Claims, Version: req.Version, TokenHash: token.HashToken(raw),
 		AccessJTI: l.NewID(), Policy: req.Policy,
 	}
-	events, err := Decide(State{}, cmd, now)
+	events, err := ledger.Decide(ledger.State{}, cmd, now)
 	if err != nil {
 		return Grant{}, err
 	}
-	g := Grant{State: fold(State{}, events), RefreshToken: raw, Access: events[0].Data.(FamilyIssued).Access, IssuedAt: now}
-	st, err := l.appendPreparing(ctx, State{}, events, g, req.Prepare)
+	g := Grant{State: fold(ledger.State{}, events), RefreshToken: raw, Access: events[0].Data.(ledger.FamilyIssued).Access, IssuedAt: now}
+	st, err := l.appendPreparing(ctx, ledger.State{}, events, g, req.Prepare)
 	if err != nil {
 		return Grant{}, err
 	}
@@ -119,7 +122,7 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
 // runs prepare (if set) with the grant g they give: the caller's work on
 // the grant (signing the access token) overlaps the append's round trip
 // instead of following it. It returns once both are done.
-func (l *Ledger) appendPreparing(ctx context.Context, st State, events []Event, g Grant, prepare func(Grant)) (State, error) {
+func (l *Ledger) appendPreparing(ctx context.Context, st ledger.State, events []ledger.Event, g Grant, prepare func(Grant)) (ledger.State, error) {
 	if prepare == nil {
 		return l.store.Append(ctx, st, events...)
 	}
@@ -132,22 +135,22 @@ func (l *Ledger) appendPreparing(ctx context.Context, st State, events []Event, 
 
 // fold is the state after the events, as Append computes it (without the
 // sequence and head the stream gives).
-func fold(st State, events []Event) State {
+func fold(st ledger.State, events []ledger.Event) ledger.State {
 	for _, e := range events {
-		st = Apply(st, e)
+		st = ledger.Apply(st, e)
 	}
 	return st
 }
 
 // RefreshRequest presents a refresh token.
 type RefreshRequest struct {
-	Client       Client
-	Policy       Policy
+	Client       ledger.Client
+	Policy       ledger.Policy
 	RefreshToken string
 	Scope        string
 	RequestID    string
 	// Rollout returns the version the family must reach, if any.
-	Rollout func(State) *Rollout
+	Rollout func(ledger.State) *ledger.Rollout
 	// Prepare, if set, runs while the events are appended, on another
 	// goroutine, with the grant the refresh gives if the append succeeds
 	// (its State lacks only Seq and Head), so work on it such as signing
@@ -161,14 +164,14 @@ type RefreshRequest struct {
 // grace retry with the same successor, or refuses; a genuine rotated token
 // outside the grace window revokes the family.
 func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error) {
-	tok, err := ParseRefreshToken(req.RefreshToken)
+	tok, err := token.ParseRefreshToken(req.RefreshToken)
 	if err != nil {
 		return Grant{}, err
 	}
 	fid := tok.FamilyID.String()
-	hash := HashToken(req.RefreshToken)
+	hash := token.HashToken(req.RefreshToken)
 	for attempt := range maxAttempts {
-		var st State
+		var st ledger.State
 		cached := false
 		if attempt == 0 { // only the first attempt may decide on the cached state
 			st, cached = l.cache.get(fid)
@@ -179,17 +182,17 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 			}
 		}
 		if !st.Exists() {
-			return Grant{}, ErrInvalidToken // do not tell forged from unknown
+			return Grant{}, ledger.ErrInvalidToken // do not tell forged from unknown
 		}
-		presented := Presented{Hash: hash}
+		presented := ledger.Presented{Hash: hash}
 		if hash != st.TokenHash && (st.Previous == nil || hash != st.Previous.Hash) && tok.AfterSeq < st.Seq {
 			if presented.Older, err = l.older(ctx, fid, tok.AfterSeq, hash); err != nil {
 				return Grant{}, err
 			}
 		}
 		now := l.now()
-		cmd := Refresh{
-			EventID: l.NewID(), Cause: Cause{Kind: CauseRequest, ID: req.RequestID},
+		cmd := ledger.Refresh{
+			EventID: l.NewID(), Cause: ledger.Cause{Kind: ledger.CauseRequest, ID: req.RequestID},
 			ClientID: req.Client.ID, Presented: presented, Scope: req.Scope,
 			Policy: req.Policy, AccessJTI: l.NewID(),
 		}
@@ -198,22 +201,22 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 		}
 		var next string
 		if hash == st.TokenHash && st.Revoked == nil {
-			if next, err = MintRefreshToken(l.rand, tok.FamilyID, st.Seq); err != nil {
+			if next, err = token.MintRefreshToken(l.rand, tok.FamilyID, st.Seq); err != nil {
 				return Grant{}, err
 			}
-			cmd.NextHash = HashToken(next)
-			if cmd.SealedNext, err = SealSuccessor(l.rand, req.RefreshToken, next); err != nil {
+			cmd.NextHash = token.HashToken(next)
+			if cmd.SealedNext, err = token.SealSuccessor(l.rand, req.RefreshToken, next); err != nil {
 				return Grant{}, err
 			}
 		}
-		events, decided := Decide(st, cmd, now)
+		events, decided := ledger.Decide(st, cmd, now)
 		if decided != nil {
 			if len(events) == 0 && cached {
 				continue // refuse only on the loaded state
 			}
 			if len(events) > 0 { // a reuse: the family is revoked
 				after, err := l.store.Append(ctx, st, events...)
-				if errors.Is(err, ErrConflict) {
+				if errors.Is(err, ledger.ErrConflict) {
 					continue
 				} else if err != nil {
 					return Grant{}, err
@@ -224,20 +227,20 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 		}
 		g := Grant{State: fold(st, events), IssuedAt: now}
 		switch d := events[0].Data.(type) {
-		case RefreshRotated:
+		case ledger.RefreshRotated:
 			g.RefreshToken, g.Access = next, d.Access
-		case RefreshUsed:
+		case ledger.RefreshUsed:
 			g.RefreshToken, g.Access = req.RefreshToken, d.Access
-		case GraceRetried:
+		case ledger.GraceRetried:
 			g.Access, g.Retried = d.Access, true
-			if g.RefreshToken, err = OpenSuccessor(req.RefreshToken, st.Previous.SealedSuccessor); err != nil {
+			if g.RefreshToken, err = token.OpenSuccessor(req.RefreshToken, st.Previous.SealedSuccessor); err != nil {
 				return Grant{}, fmt.Errorf("grace retry of family %s: %w", fid, err)
 			}
 		default:
 			return Grant{}, fmt.Errorf("refresh decided %T", d)
 		}
 		after, err := l.appendPreparing(ctx, st, events, g, req.Prepare)
-		if errors.Is(err, ErrConflict) {
+		if errors.Is(err, ledger.ErrConflict) {
 			if cached {
 				l.cache.drop(fid)
 			}
@@ -250,25 +253,25 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 		g.State = after
 		return g, nil
 	}
-	return Grant{}, fmt.Errorf("refresh family %s: %d conflicting writers: %w", fid, maxAttempts, ErrUnavailable)
+	return Grant{}, fmt.Errorf("refresh family %s: %d conflicting writers: %w", fid, maxAttempts, ledger.ErrUnavailable)
 }
 
 // Family loads the family a refresh token names and reports whether the
 // token is a genuine one of it: current, previous or an older generation.
 // A string that is not a genuine token is not an error, just not ok: it
 // must not be able to change anything.
-func (l *Ledger) Family(ctx context.Context, raw string) (State, bool, error) {
-	tok, err := ParseRefreshToken(raw)
+func (l *Ledger) Family(ctx context.Context, raw string) (ledger.State, bool, error) {
+	tok, err := token.ParseRefreshToken(raw)
 	if err != nil {
-		return State{}, false, nil
+		return ledger.State{}, false, nil
 	}
 	fid := tok.FamilyID.String()
 	st, err := l.store.Load(ctx, fid)
 	if err != nil || !st.Exists() {
 		return st, false, err
 	}
-	hash := HashToken(raw)
-	if HashEqual(hash, st.TokenHash) || (st.Previous != nil && HashEqual(hash, st.Previous.Hash)) {
+	hash := token.HashToken(raw)
+	if token.HashEqual(hash, st.TokenHash) || (st.Previous != nil && token.HashEqual(hash, st.Previous.Hash)) {
 		return st, true, nil
 	}
 	if tok.AfterSeq >= st.Seq {
@@ -283,23 +286,23 @@ func (l *Ledger) Family(ctx context.Context, raw string) (State, bool, error) {
 // event after it is the one that minted it. It returns nil for a token that
 // is not genuine. It costs one read, plus a few to find the rotation that
 // replaced it for the reuse lineage.
-func (l *Ledger) older(ctx context.Context, fid string, afterSeq uint64, hash string) (*OlderToken, error) {
+func (l *Ledger) older(ctx context.Context, fid string, afterSeq uint64, hash string) (*ledger.OlderToken, error) {
 	minted, seq, err := l.store.EventAfter(ctx, fid, afterSeq)
-	if errors.Is(err, ErrUnknownFamily) {
+	if errors.Is(err, ledger.ErrUnknownFamily) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var o OlderToken
+	var o ledger.OlderToken
 	switch d := minted.Data.(type) {
-	case FamilyIssued:
-		if !HashEqual(d.TokenHash, hash) {
+	case ledger.FamilyIssued:
+		if !token.HashEqual(d.TokenHash, hash) {
 			return nil, nil
 		}
 		o.Generation = 0
-	case RefreshRotated:
-		if !HashEqual(d.TokenHash, hash) {
+	case ledger.RefreshRotated:
+		if !token.HashEqual(d.TokenHash, hash) {
 			return nil, nil
 		}
 		o.Generation = d.ToGeneration
@@ -314,7 +317,7 @@ func (l *Ledger) older(ctx context.Context, fid string, afterSeq uint64, hash st
 			break
 		}
 		seq = s
-		if r, ok := e.Data.(RefreshRotated); ok && r.FromGeneration == o.Generation {
+		if r, ok := e.Data.(ledger.RefreshRotated); ok && r.FromGeneration == o.Generation {
 			o.RotatedAt, o.WinnerEventID, o.WinnerRequest = e.OccurredAt, e.ID, e.Cause.ID
 			break
 		}
@@ -324,36 +327,36 @@ func (l *Ledger) older(ctx context.Context, fid string, afterSeq uint64, hash st
 
 // Revoke revokes a family for the cause. Revoking a revoked family changes
 // nothing and is not an error.
-func (l *Ledger) Revoke(ctx context.Context, familyID string, cause Cause) (State, error) {
-	return l.run(ctx, familyID, func() Command { return Revoke{EventID: l.NewID(), Cause: cause} })
+func (l *Ledger) Revoke(ctx context.Context, familyID string, cause ledger.Cause) (ledger.State, error) {
+	return l.run(ctx, familyID, func() ledger.Command { return ledger.Revoke{EventID: l.NewID(), Cause: cause} })
 }
 
 // RevokeAccess denies one access token of the family until it expires.
-func (l *Ledger) RevokeAccess(ctx context.Context, familyID, jti string, expiresAt time.Time, cause Cause) (State, error) {
-	return l.run(ctx, familyID, func() Command {
-		return RevokeAccess{EventID: l.NewID(), Cause: cause, JTI: jti, ExpiresAt: expiresAt}
+func (l *Ledger) RevokeAccess(ctx context.Context, familyID, jti string, expiresAt time.Time, cause ledger.Cause) (ledger.State, error) {
+	return l.run(ctx, familyID, func() ledger.Command {
+		return ledger.RevokeAccess{EventID: l.NewID(), Cause: cause, JTI: jti, ExpiresAt: expiresAt}
 	})
 }
 
 // CutAccess denies every access token of the family issued so far.
-func (l *Ledger) CutAccess(ctx context.Context, familyID string, cause Cause) (State, error) {
-	return l.run(ctx, familyID, func() Command { return CutAccess{EventID: l.NewID(), Cause: cause} })
+func (l *Ledger) CutAccess(ctx context.Context, familyID string, cause ledger.Cause) (ledger.State, error) {
+	return l.run(ctx, familyID, func() ledger.Command { return ledger.CutAccess{EventID: l.NewID(), Cause: cause} })
 }
 
 // run loads, decides and appends a command that needs nothing minted but
 // its event id, retrying on conflicts.
-func (l *Ledger) run(ctx context.Context, familyID string, cmd func() Command) (State, error) {
+func (l *Ledger) run(ctx context.Context, familyID string, cmd func() ledger.Command) (ledger.State, error) {
 	for range maxAttempts {
 		st, err := l.store.Load(ctx, familyID)
 		if err != nil {
-			return State{}, err
+			return ledger.State{}, err
 		}
-		events, err := Decide(st, cmd(), l.now())
+		events, err := ledger.Decide(st, cmd(), l.now())
 		if err != nil {
 			return st, err
 		}
 		after, err := l.store.Append(ctx, st, events...)
-		if errors.Is(err, ErrConflict) {
+		if errors.Is(err, ledger.ErrConflict) {
 			continue
 		}
 		if err == nil {
@@ -361,5 +364,5 @@ func (l *Ledger) run(ctx context.Context, familyID string, cmd func() Command) (
 		}
 		return after, err
 	}
-	return State{}, fmt.Errorf("family %s: %d conflicting writers: %w", familyID, maxAttempts, ErrUnavailable)
+	return ledger.State{}, fmt.Errorf("family %s: %d conflicting writers: %w", familyID, maxAttempts, ledger.ErrUnavailable)
 }

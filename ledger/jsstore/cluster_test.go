@@ -1,10 +1,12 @@
-package ledger
+package jsstore
 
 import (
 	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -43,7 +45,7 @@ func TestStoreOnAThreeNodeCluster(t *testing.T) {
 		t.Fatal("a three-replica store reads by direct gets")
 	}
 	a, b := New(storeA), New(storeB)
-	client := Client{ID: "web", Scopes: []string{"read"}}
+	client := ledger.Client{ID: "web", Scopes: []string{"read"}}
 	policy := testPolicy
 	for i := range 100 {
 		g, err := a.Issue(ctx, IssueRequest{Client: client, Policy: policy, Subject: "alice", Scope: "read"})
@@ -54,12 +56,12 @@ func TestStoreOnAThreeNodeCluster(t *testing.T) {
 		if err != nil || !st.Exists() || st.TokenHash != g.State.TokenHash || st.Seq != g.State.Seq {
 			t.Fatalf("round %d: node 1 loads %+v, %v; node 0 appended seq %d", i, st, err, g.State.Seq)
 		}
-		if _, err := b.Revoke(ctx, g.State.FamilyID, Cause{Kind: CauseRevoke, ID: "logout"}); err != nil {
+		if _, err := b.Revoke(ctx, g.State.FamilyID, ledger.Cause{Kind: ledger.CauseRevoke, ID: "logout"}); err != nil {
 			t.Fatalf("round %d: revoke through node 1: %v", i, err)
 		}
 		if _, err := a.Refresh(ctx, RefreshRequest{Client: client, Policy: policy, RefreshToken: g.RefreshToken}); err == nil {
 			t.Fatalf("round %d: refresh through node 0 succeeded after the revocation through node 1", i)
-		} else if errors.Is(err, ErrUnavailable) {
+		} else if errors.Is(err, ledger.ErrUnavailable) {
 			t.Fatalf("round %d: refresh: %v", i, err)
 		}
 		last, err := storeA.LastSeq(ctx)

@@ -1,4 +1,4 @@
-package ledger
+package token
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -47,7 +49,7 @@ func (c AccessClaims) Equal(o AccessClaims) bool {
 }
 
 // ClaimsFor builds the claims of the access token a grant hands out.
-func ClaimsFor(issuer string, st State, g AccessGrant, issuedAt time.Time) AccessClaims {
+func ClaimsFor(issuer string, st ledger.State, g ledger.AccessGrant, issuedAt time.Time) AccessClaims {
 	return AccessClaims{
 		Issuer: issuer, Subject: st.Subject, Audience: st.Audience,
 		ExpiresAt: g.ExpiresAt.Unix(), IssuedAt: issuedAt.Unix(), NotBefore: issuedAt.Unix(),
@@ -87,13 +89,9 @@ func (s *Signer) KID() string { return s.key.KID }
 
 // Sign returns the compact JWS of the claims.
 func (s *Signer) Sign(c AccessClaims) (string, error) {
-	var scratch [512]byte
-	payload, ok := appendClaims(scratch[:0], c)
-	if !ok {
-		var err error
-		if payload, err = json.Marshal(c); err != nil {
-			return "", fmt.Errorf("sign: %w", err)
-		}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("sign: %w", err)
 	}
 	if len(c.Custom) > 2 && !bytes.Equal(c.Custom, []byte("{}")) && !bytes.Equal(c.Custom, []byte("null")) {
 		// Splice the custom object's members after the standard claims;
@@ -112,27 +110,6 @@ func (s *Signer) Sign(c AccessClaims) (string, error) {
 	}
 	tok = append(tok, '.')
 	return string(b64.AppendEncode(tok, sig)), nil
-}
-
-// appendClaims writes the standard claims as json.Marshal would, or
-// reports false for strings it would escape.
-func appendClaims(b []byte, c AccessClaims) ([]byte, bool) {
-	w := jw{b: b, ok: true}
-	w.str(`{"iss":`, c.Issuer)
-	w.str(`,"sub":`, c.Subject)
-	w.strsOmit(`,"aud":`, c.Audience)
-	w.int(`,"exp":`, c.ExpiresAt)
-	w.int(`,"iat":`, c.IssuedAt)
-	w.int(`,"nbf":`, c.NotBefore)
-	w.str(`,"jti":`, c.JTI)
-	w.str(`,"client_id":`, c.ClientID)
-	if c.Scope != "" {
-		w.str(`,"scope":`, c.Scope)
-	}
-	w.str(`,"sid":`, c.SID)
-	w.int(`,"ver":`, int64(c.Version))
-	w.raw(`}`)
-	return w.b, w.ok
 }
 
 // Verifier checks access tokens against a set of public keys. It accepts

@@ -1,4 +1,4 @@
-package ledger
+package token
 
 import (
 	"crypto"
@@ -13,8 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
-	"os"
 	"strings"
 	"time"
 )
@@ -146,36 +146,18 @@ func ParseKEK(s string) (KEK, error) {
 	return k, nil
 }
 
-// LoadOrCreateKEK reads a KEK file, creating it (mode 0600) with a fresh key
-// if it does not exist. Only the embedded default uses this.
-func LoadOrCreateKEK(path string) (KEK, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return ParseKEK(string(b))
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return KEK{}, fmt.Errorf("read kek: %w", err)
-	}
+// NewKEK returns a fresh key-encryption key read from r (crypto/rand.Reader
+// in production).
+func NewKEK(r io.Reader) (KEK, error) {
 	var k KEK
-	if _, err := rand.Read(k[:]); err != nil {
+	if _, err := io.ReadFull(r, k[:]); err != nil {
 		return k, fmt.Errorf("generate kek: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		if errors.Is(err, os.ErrExist) { // another process won the race
-			return LoadOrCreateKEK(path)
-		}
-		return k, fmt.Errorf("create kek: %w", err)
-	}
-	_, err = f.WriteString(base64.StdEncoding.EncodeToString(k[:]) + "\n")
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return k, fmt.Errorf("write kek: %w", err)
 	}
 	return k, nil
 }
+
+// String is the KEK as ParseKEK reads it: standard base64.
+func (k KEK) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
 
 // sealedKey is a key as stored: the private key sealed with the KEK.
 type sealedKey struct {
@@ -256,7 +238,7 @@ func (ks KeySet) JWKS(now time.Time, maxTokenAge time.Duration) []JWK {
 	return out
 }
 
-func marshalKeySet(kek KEK, ks KeySet) ([]byte, error) {
+func SealKeySet(kek KEK, ks KeySet) ([]byte, error) {
 	doc := struct {
 		Keys []sealedKey `json:"keys"`
 	}{}
@@ -270,7 +252,7 @@ func marshalKeySet(kek KEK, ks KeySet) ([]byte, error) {
 	return json.Marshal(doc)
 }
 
-func unmarshalKeySet(kek KEK, b []byte) (KeySet, error) {
+func OpenKeySet(kek KEK, b []byte) (KeySet, error) {
 	var doc struct {
 		Keys []sealedKey `json:"keys"`
 	}

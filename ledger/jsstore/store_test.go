@@ -1,4 +1,4 @@
-package ledger
+package jsstore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -87,7 +89,7 @@ func TestStoreLeaderReadsAgreeWithDirectGets(t *testing.T) {
 	ctx := context.Background()
 	direct, leader, _ := directAndLeaderStores(t)
 	l := New(direct)
-	client := Client{ID: "web", Scopes: []string{"read"}}
+	client := ledger.Client{ID: "web", Scopes: []string{"read"}}
 	policy := testPolicy
 	g, err := l.Issue(ctx, IssueRequest{Client: client, Policy: policy, Subject: "alice", Scope: "read"})
 	if err != nil {
@@ -107,10 +109,10 @@ func TestStoreLeaderReadsAgreeWithDirectGets(t *testing.T) {
 			t.Errorf("%s: Load of an unknown family = %+v, %v", name, none, err)
 		}
 		e, seq, err := st.EventAfter(ctx, fid, g.State.Seq)
-		if err != nil || e.Type != TypeRefreshRotated || seq != g.State.Seq+1 {
+		if err != nil || e.Type != ledger.TypeRefreshRotated || seq != g.State.Seq+1 {
 			t.Errorf("%s: EventAfter = %s at %d, %v", name, e.Type, seq, err)
 		}
-		if _, _, err := st.EventAfter(ctx, fid, seq); !errors.Is(err, ErrUnknownFamily) {
+		if _, _, err := st.EventAfter(ctx, fid, seq); !errors.Is(err, ledger.ErrUnknownFamily) {
 			t.Errorf("%s: EventAfter past the last event: %v", name, err)
 		}
 		if _, err := st.LastMsg(ctx, st.SecuritySubject("never")); !errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -127,15 +129,23 @@ func TestStoreRepeatedAppendLandsOnce(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newTestStore(t)
 	now := time.Now().UTC().Truncate(time.Second)
-	issued, err := Decide(State{}, issueCmd(), now)
+	issued, err := ledger.Decide(ledger.State{}, ledger.Issue{
+		EventID: "E-issue", FamilyID: famID, Cause: ledger.Cause{Kind: ledger.CauseRequest, ID: "R0"},
+		ClientID: "web", Subject: "alice", Scope: "read", Audience: []string{"api"},
+		TokenHash: "H0", AccessJTI: "J0", Policy: testPolicy,
+	}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := s.Append(ctx, State{}, issued...)
+	st, err := s.Append(ctx, ledger.State{}, issued...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rotated, err := Decide(st, refreshCmd("E-rot", "H0", "H1"), now.Add(time.Second))
+	rotated, err := ledger.Decide(st, ledger.Refresh{
+		EventID: "E-rot", Cause: ledger.Cause{Kind: ledger.CauseRequest, ID: "R1"}, ClientID: "web",
+		Presented: ledger.Presented{Hash: "H0"}, Policy: testPolicy,
+		NextHash: "H1", SealedNext: "sealed-H1", AccessJTI: "J1",
+	}, now.Add(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,13 +155,13 @@ func TestStoreRepeatedAppendLandsOnce(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		from   State
-		events []Event
+		from   ledger.State
+		events []ledger.Event
 	}{
-		{"the issue", State{}, issued},
+		{"the issue", ledger.State{}, issued},
 		{"the rotation", st, rotated},
 	} {
-		if _, err := s.Append(ctx, tc.from, tc.events...); !errors.Is(err, ErrConflict) {
+		if _, err := s.Append(ctx, tc.from, tc.events...); !errors.Is(err, ledger.ErrConflict) {
 			t.Errorf("%s appended again: %v, want ErrConflict", tc.name, err)
 		}
 	}
@@ -163,4 +173,13 @@ func TestStoreRepeatedAppendLandsOnce(t *testing.T) {
 	if err != nil || last != after.Seq {
 		t.Errorf("stream last sequence = %d, %v; want %d (nothing stored by the repeats)", last, err, after.Seq)
 	}
+}
+
+// famID is the family the store tests append to.
+const famID = "01JDQ7Z6M3XGJ8Y9W4V2T1S0RQ"
+
+// testPolicy is the rotation policy of the tests' client.
+var testPolicy = ledger.Policy{
+	Rotation: ledger.RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,
+	RefreshTTL: 14 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour,
 }

@@ -1,9 +1,7 @@
-package ledger
+package jsstore
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,9 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenledger/tokenledger/ledger"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/oklog/ulid/v2"
 )
 
 // Defaults for the ledger stream.
@@ -125,31 +124,24 @@ func (s *Store) SecuritySubject(key string) string {
 	return s.prefix + ".security." + key
 }
 
-// ValidFamilyID reports whether id is a family id (a ULID), which also makes
-// it safe to put in a subject.
-func ValidFamilyID(id string) bool {
-	_, err := ulid.ParseStrict(id)
-	return err == nil && len(id) == ulid.EncodedSize
-}
-
 // Load returns the family's current state in one direct get: the state
 // stored with its last event. A family with no events is the zero State.
-func (s *Store) Load(ctx context.Context, familyID string) (State, error) {
-	if !ValidFamilyID(familyID) {
-		return State{}, ErrUnknownFamily
+func (s *Store) Load(ctx context.Context, familyID string) (ledger.State, error) {
+	if !ledger.ValidFamilyID(familyID) {
+		return ledger.State{}, ledger.ErrUnknownFamily
 	}
 	msg, err := s.LastMsg(ctx, s.FamilySubject(familyID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return State{}, nil
+		return ledger.State{}, nil
 	}
 	if err != nil {
-		return State{}, fmt.Errorf("load family %s: %w", familyID, unavailable(err))
+		return ledger.State{}, fmt.Errorf("load family %s: %w", familyID, unavailable(err))
 	}
-	st, err := decodeState(msg.Data)
+	st, err := ledger.DecodeState(msg.Data)
 	if err != nil {
-		return State{}, fmt.Errorf("load family %s at seq %d: %w", familyID, msg.Sequence, err)
+		return ledger.State{}, fmt.Errorf("load family %s at seq %d: %w", familyID, msg.Sequence, err)
 	}
-	st.Seq, st.Head = msg.Sequence, EventHash(msg.Data)
+	st.Seq, st.Head = msg.Sequence, ledger.EventHash(msg.Data)
 	return st, nil
 }
 
@@ -214,41 +206,22 @@ func (s *Store) leaderGet(ctx context.Context, req msgGetRequest) (*jetstream.Ra
 	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Data: m.Data, Time: m.Time}, nil
 }
 
-// decodeState reads only the state snapshot of a stored event.
-func decodeState(data []byte) (State, error) {
-	snap, schema, ok := decodeStateFast(data)
-	if !ok {
-		var w struct {
-			Schema int64  `json:"schema"`
-			State  *State `json:"state"`
-		}
-		if err := json.Unmarshal(data, &w); err != nil {
-			return State{}, fmt.Errorf("no readable state: %w", err)
-		}
-		snap, schema = w.State, w.Schema
-	}
-	if schema != SchemaVersion || snap == nil {
-		return State{}, fmt.Errorf("no state of schema %d: %w", SchemaVersion, ErrUnknownEvent)
-	}
-	return *snap, nil
-}
-
 // EventAfter returns the family's first event stored after sequence seq,
 // with its sequence: for a token minted at seq, the event that minted it.
-func (s *Store) EventAfter(ctx context.Context, familyID string, seq uint64) (Event, uint64, error) {
-	if !ValidFamilyID(familyID) {
-		return Event{}, 0, ErrUnknownFamily
+func (s *Store) EventAfter(ctx context.Context, familyID string, seq uint64) (ledger.Event, uint64, error) {
+	if !ledger.ValidFamilyID(familyID) {
+		return ledger.Event{}, 0, ledger.ErrUnknownFamily
 	}
 	msg, err := s.nextMsg(ctx, seq+1, s.FamilySubject(familyID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Event{}, 0, ErrUnknownFamily
+		return ledger.Event{}, 0, ledger.ErrUnknownFamily
 	}
 	if err != nil {
-		return Event{}, 0, fmt.Errorf("family %s after seq %d: %w", familyID, seq, unavailable(err))
+		return ledger.Event{}, 0, fmt.Errorf("family %s after seq %d: %w", familyID, seq, unavailable(err))
 	}
-	e, err := DecodeEvent(msg.Data)
+	e, err := ledger.DecodeEvent(msg.Data)
 	if err != nil {
-		return Event{}, 0, fmt.Errorf("family %s at seq %d: %w", familyID, msg.Sequence, err)
+		return ledger.Event{}, 0, fmt.Errorf("family %s at seq %d: %w", familyID, msg.Sequence, err)
 	}
 	return e, msg.Sequence, nil
 }
@@ -258,7 +231,7 @@ func (s *Store) EventAfter(ctx context.Context, familyID string, seq uint64) (Ev
 // after them. Each event gets the hash chain link and the state snapshot.
 // If another writer got there first it returns ErrConflict and the caller
 // reloads and decides again.
-func (s *Store) Append(ctx context.Context, st State, events ...Event) (State, error) {
+func (s *Store) Append(ctx context.Context, st ledger.State, events ...ledger.Event) (ledger.State, error) {
 	buf, _ := s.bufs.Get().(*[]byte)
 	if buf == nil {
 		buf = new([]byte)
@@ -266,17 +239,17 @@ func (s *Store) Append(ctx context.Context, st State, events ...Event) (State, e
 	defer s.bufs.Put(buf)
 	for _, e := range events {
 		e.Prev = st.Head
-		next := Apply(st, e)
+		next := ledger.Apply(st, e)
 		snapshot := next
 		e.State = &snapshot
-		data, err := appendEncoded((*buf)[:0], e)
+		data, err := ledger.AppendEvent((*buf)[:0], e)
 		if err != nil {
 			return st, err
 		}
 		*buf = data
 		msg := nats.NewMsg(s.FamilySubject(e.FamilyID))
 		msg.Data = data
-		msg.Header.Set(HeaderEventType, string(typeOf(e.Data)))
+		msg.Header.Set(HeaderEventType, string(ledger.TypeOf(e.Data)))
 		// No Nats-Msg-Id: the expected subject sequence already makes a
 		// repeated append fail (every attempt decides anew, with a new
 		// event id, so an id would never match), and the stream's
@@ -287,7 +260,7 @@ func (s *Store) Append(ctx context.Context, st State, events ...Event) (State, e
 		if err != nil {
 			return st, fmt.Errorf("append %s to family %s: %w", e.ID, e.FamilyID, translate(err))
 		}
-		next.Seq, next.Head = ack.Sequence, EventHash(data)
+		next.Seq, next.Head = ack.Sequence, ledger.EventHash(data)
 		st = next
 	}
 	return st, nil
@@ -295,8 +268,8 @@ func (s *Store) Append(ctx context.Context, st State, events ...Event) (State, e
 
 // AppendTo publishes an event that belongs to no family (such as a handled
 // security event) on prefix.kind.key, de-duplicated by the event id.
-func (s *Store) AppendTo(ctx context.Context, kind, key string, e Event) (uint64, error) {
-	data, err := EncodeEvent(e)
+func (s *Store) AppendTo(ctx context.Context, kind, key string, e ledger.Event) (uint64, error) {
+	data, err := ledger.EncodeEvent(e)
 	if err != nil {
 		return 0, err
 	}
@@ -305,7 +278,7 @@ func (s *Store) AppendTo(ctx context.Context, kind, key string, e Event) (uint64
 		msg.Subject = s.SecuritySubject(key)
 	}
 	msg.Data = data
-	msg.Header.Set(HeaderEventType, string(typeOf(e.Data)))
+	msg.Header.Set(HeaderEventType, string(ledger.TypeOf(e.Data)))
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.ID))
 	if err != nil {
 		return 0, fmt.Errorf("append %s: %w", e.ID, translate(err))
@@ -355,19 +328,12 @@ func (s *Store) lastSeqDirect(ctx context.Context) (uint64, error) {
 	return seq, nil
 }
 
-// EventHash is the hex SHA-256 of an event's stored bytes: the link the
-// next event of the family carries in Prev.
-func EventHash(data []byte) string {
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
-}
-
 func translate(err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
 		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
-			return fmt.Errorf("%w (%s)", ErrConflict, apiErr.Description)
+			return fmt.Errorf("%w (%s)", ledger.ErrConflict, apiErr.Description)
 		}
 	}
 	return unavailable(err)
@@ -377,5 +343,5 @@ func unavailable(err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", ledger.ErrUnavailable, err)
 }

@@ -1,6 +1,10 @@
-package ledger
+package jsstore
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/tokenledger/tokenledger/ledger"
+)
 
 // DefaultStateCacheSize is how many families a state cache holds.
 const DefaultStateCacheSize = 32768
@@ -21,7 +25,7 @@ type stateCache struct {
 	size  int
 
 	mu sync.Mutex
-	m  map[string]State
+	m  map[string]ledger.State
 }
 
 // WithStateCache lets the ledger decide on the state it last appended for
@@ -39,26 +43,26 @@ func WithStateCache(newer func(familyID string, seq uint64) bool, size int) Opti
 		if size <= 0 {
 			size = DefaultStateCacheSize
 		}
-		l.cache = &stateCache{newer: newer, size: size, m: make(map[string]State)}
+		l.cache = &stateCache{newer: newer, size: size, m: make(map[string]ledger.State)}
 	}
 }
 
 // get returns the cached state of the family if nothing later is known.
-func (c *stateCache) get(familyID string) (State, bool) {
+func (c *stateCache) get(familyID string) (ledger.State, bool) {
 	if c == nil {
-		return State{}, false
+		return ledger.State{}, false
 	}
 	c.mu.Lock()
 	st, ok := c.m[familyID]
 	c.mu.Unlock()
 	if !ok || c.newer(familyID, st.Seq) {
-		return State{}, false
+		return ledger.State{}, false
 	}
 	return st, true
 }
 
 // put records the state after an append, unless a later one is held.
-func (c *stateCache) put(st State) {
+func (c *stateCache) put(st ledger.State) {
 	if c == nil || !st.Exists() || st.Seq == 0 {
 		return
 	}
