@@ -74,7 +74,7 @@ func buildHistory(t *testing.T) history {
 	h.revokeASeq = st.Seq
 	now = h.t0.Add(3 * time.Minute) // C's first access token is revoked
 	h.revokeJTIC = now
-	if _, err := l.RevokeAccess(ctx, h.c.State.FamilyID, h.c.Access.JTI, h.c.Access.ExpiresAt, ledger.Cause{Kind: ledger.CauseRevoke}); err != nil {
+	if _, err := l.RevokeAccess(ctx, jsstore.AccessToken{FamilyID: h.c.State.FamilyID, JTI: h.c.Access.JTI, ExpiresAt: h.c.Access.ExpiresAt}, ledger.Cause{Kind: ledger.CauseRevoke}, nil); err != nil {
 		t.Fatal(err)
 	}
 	now = h.t0.Add(4 * time.Minute) // C's access tokens are cut off

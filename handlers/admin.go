@@ -78,13 +78,7 @@ func (s *Service) adminRevoke(ctx context.Context, req micro.Request) (any, erro
 	var ids []string
 	switch {
 	case r.FamilyID != "":
-		st, err := s.cfg.Ledger.Store().Load(ctx, r.FamilyID)
-		if err != nil {
-			return nil, err
-		}
-		if st.Exists() && st.StatusAt(now) == ledger.StatusActive {
-			ids = []string{r.FamilyID}
-		}
+		ids = []string{r.FamilyID} // Decide records nothing unless it is active
 	default:
 		if err := s.catchUp(ctx); err != nil {
 			return nil, err

@@ -175,7 +175,7 @@ func (s *Service) introspectRefresh(ctx context.Context, client ledger.Client, r
 	if err != nil {
 		return inactiveReply, nil
 	}
-	st, err := s.cfg.Ledger.Store().Load(ctx, tok.FamilyID.String())
+	st, err := s.cfg.Ledger.Load(ctx, tok.FamilyID.String())
 	if errors.Is(err, ledger.ErrUnknownFamily) {
 		return inactiveReply, nil
 	}
@@ -225,7 +225,7 @@ type introspector struct {
 }
 
 func newIntrospector(cfg Config) (*introspector, error) {
-	syncer, err := projections.NewSyncer(cfg.Ledger.Store().LastSeq, cfg.View)
+	syncer, err := projections.NewSyncer(cfg.Ledger.LastSeq, cfg.View)
 	if err != nil {
 		return nil, err
 	}

@@ -114,7 +114,7 @@ func TestIntrospectCacheNeverHidesARevocation(t *testing.T) {
 		revoke func(g reply, at IntrospectResponse)
 	}{
 		{"access token revoked", func(g reply, at IntrospectResponse) {
-			if _, err := other.RevokeAccess(ctx, at.SID, at.JTI, time.Unix(at.ExpiresAt, 0), ledger.Cause{Kind: ledger.CauseRevoke, ID: "r1"}); err != nil {
+			if _, err := other.RevokeAccess(ctx, jsstore.AccessToken{FamilyID: at.SID, JTI: at.JTI, ExpiresAt: time.Unix(at.ExpiresAt, 0)}, ledger.Cause{Kind: ledger.CauseRevoke, ID: "r1"}, nil); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -195,7 +195,7 @@ func TestIntrospectConcurrentReadsOtherInstancesWrites(t *testing.T) {
 		case 0:
 			_, err = other.Revoke(ctx, g.FamilyID, cause)
 		case 1:
-			_, err = other.RevokeAccess(ctx, g.FamilyID, at.JTI, time.Unix(at.ExpiresAt, 0), cause)
+			_, err = other.RevokeAccess(ctx, jsstore.AccessToken{FamilyID: g.FamilyID, JTI: at.JTI, ExpiresAt: time.Unix(at.ExpiresAt, 0)}, cause, nil)
 		case 2:
 			e.clock.Advance(time.Second)
 			_, err = other.CutAccess(ctx, g.FamilyID, cause)

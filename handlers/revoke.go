@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
 )
 
@@ -130,62 +131,41 @@ func (s *Service) revoke(ctx context.Context, req micro.Request) (any, error) {
 }
 
 // revokeRefresh revokes the family of a genuine refresh token of the
-// client and returns the sequence to wait for (0 when nothing changed).
+// client and returns the sequence to wait for. A string that is not a
+// genuine token, or a token of another client's family, revokes nothing
+// (RFC 7009 §2.2: the reply is the same).
 func (s *Service) revokeRefresh(ctx context.Context, client ledger.Client, raw string, cause ledger.Cause) (uint64, error) {
-	st, ok, err := s.refreshFamily(ctx, client, raw)
-	if err != nil || !ok {
+	st, err := s.cfg.Ledger.RevokeToken(ctx, client.ID, raw, cause)
+	switch {
+	case errors.Is(err, ledger.ErrInvalidToken), errors.Is(err, ledger.ErrUnknownFamily), errors.Is(err, ledger.ErrWrongClient):
+		return 0, nil
+	case err != nil:
 		return 0, err
 	}
-	if st.StatusAt(s.cfg.Ledger.Now()) != ledger.StatusActive {
-		return 0, nil // revoked or expired already: nothing to record
-	}
-	after, err := s.cfg.Ledger.Revoke(ctx, st.FamilyID, cause)
-	if errors.Is(err, ledger.ErrUnknownFamily) {
-		return 0, nil
-	}
-	return after.Seq, err
-}
-
-// refreshFamily loads the family of a refresh token and reports whether the
-// token is a genuine one (current, previous or older generation) of a
-// family of the client. A string that is not a genuine token must not be
-// able to revoke anything.
-func (s *Service) refreshFamily(ctx context.Context, client ledger.Client, raw string) (ledger.State, bool, error) {
-	st, ok, err := s.cfg.Ledger.Family(ctx, raw)
-	if errors.Is(err, ledger.ErrUnknownFamily) {
-		return st, false, nil
-	}
-	return st, ok && err == nil && st.ClientID == client.ID, err
+	return st.Seq, nil
 }
 
 // revokeAccess denies a valid access token of the client until it expires.
+// A token the view denies already (its jti, its family or a cutoff) is not
+// recorded again: Decide leaves it out, told by the view once the view has
+// applied the family's last event.
 func (s *Service) revokeAccess(ctx context.Context, client ledger.Client, raw string, cause ledger.Cause) (uint64, error) {
 	c, ok := s.verifyAccess(raw)
 	if !ok || c.ClientID != client.ID {
 		return 0, nil
 	}
-	// Already denied (this jti, its family, or a cutoff): record nothing.
-	st, err := s.cfg.Ledger.Store().Load(ctx, c.SID)
+	denied := func(ctx context.Context, st ledger.State) (bool, error) {
+		if err := s.cfg.View.WaitFor(ctx, st.Seq); err != nil {
+			return false, fmt.Errorf("revoke: %w: %w", ledger.ErrUnavailable, err)
+		}
+		return s.cfg.View.AccessRevoked(c.JTI, c.SID, time.Unix(c.IssuedAt, 0), s.cfg.Ledger.Now()), nil
+	}
+	at := jsstore.AccessToken{FamilyID: c.SID, JTI: c.JTI, ExpiresAt: time.Unix(c.ExpiresAt, 0)}
+	st, err := s.cfg.Ledger.RevokeAccess(ctx, at, cause, denied)
 	if errors.Is(err, ledger.ErrUnknownFamily) {
 		return 0, nil
 	}
-	if err != nil {
-		return 0, err
-	}
-	if !st.Exists() {
-		return 0, nil
-	}
-	if err := s.cfg.View.WaitFor(ctx, st.Seq); err != nil {
-		return 0, fmt.Errorf("revoke: %w: %w", ledger.ErrUnavailable, err)
-	}
-	if s.cfg.View.AccessRevoked(c.JTI, c.SID, time.Unix(c.IssuedAt, 0), s.cfg.Ledger.Now()) {
-		return 0, nil
-	}
-	after, err := s.cfg.Ledger.RevokeAccess(ctx, c.SID, c.JTI, time.Unix(c.ExpiresAt, 0), cause)
-	if errors.Is(err, ledger.ErrUnknownFamily) {
-		return 0, nil
-	}
-	return after.Seq, err
+	return st.Seq, err
 }
 
 // verifyAccess checks an access token's signature, type, issuer and expiry

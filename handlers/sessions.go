@@ -72,7 +72,7 @@ func (s *Service) sessions(ctx context.Context, req micro.Request) (any, error) 
 
 // catchUp waits until the view has applied everything in the stream now.
 func (s *Service) catchUp(ctx context.Context) error {
-	last, err := s.cfg.Ledger.Store().LastSeq(ctx)
+	last, err := s.cfg.Ledger.LastSeq(ctx)
 	if err != nil {
 		return err
 	}

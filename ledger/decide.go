@@ -93,6 +93,9 @@ type OlderToken struct {
 type Revoke struct {
 	EventID string
 	Cause   Cause
+	// ClientID, when set, is the client asking: a family of another client
+	// is refused with ErrWrongClient and nothing is recorded.
+	ClientID string
 }
 
 // RevokeAccess denies one access token of the family until it expires.
@@ -101,6 +104,10 @@ type RevokeAccess struct {
 	Cause     Cause
 	JTI       string
 	ExpiresAt time.Time
+	// Denied is set when the token is denied already (its jti revoked, or
+	// an access cutoff covers it), as the valid-token view reports once it
+	// has applied the family's last event: then nothing is recorded.
+	Denied bool
 }
 
 // CutAccess denies every access token of the family issued so far, forcing
@@ -225,7 +232,10 @@ func decideRefresh(s State, c Refresh, now time.Time) ([]Event, error) {
 
 	case s.Previous != nil && p.Hash == s.Previous.Hash:
 		ago := now.Sub(s.Previous.RotatedAt)
-		if c.Policy.Grace > 0 && ago <= min(c.Policy.Grace, MaxGrace) {
+		// A negative age means this clock is behind the one that rotated
+		// (or stepped back): the window cannot be measured, so it is not a
+		// grace retry but reuse.
+		if c.Policy.Grace > 0 && ago >= 0 && ago <= min(c.Policy.Grace, MaxGrace) {
 			base.Data = GraceRetried{
 				PresentedGeneration: s.Previous.Generation, SuccessorGeneration: s.Generation,
 				RotatedAgo: ago, Access: access,
@@ -261,8 +271,11 @@ func decideRevoke(s State, c Revoke, now time.Time) ([]Event, error) {
 	if c.Cause.Kind == "" {
 		return nil, fmt.Errorf("revoke: a cause is required: %w", ErrInvalidRequest)
 	}
-	if s.Revoked != nil {
-		return nil, nil // already dead: revoking again changes nothing
+	if c.ClientID != "" && c.ClientID != s.ClientID {
+		return nil, ErrWrongClient
+	}
+	if s.StatusAt(now) != StatusActive {
+		return nil, nil // revoked or expired already: revoking changes nothing
 	}
 	return []Event{{
 		ID: c.EventID, FamilyID: s.FamilyID, OccurredAt: now, Cause: c.Cause,
@@ -276,8 +289,8 @@ func decideRevokeAccess(s State, c RevokeAccess, now time.Time) ([]Event, error)
 		return nil, ErrUnknownFamily
 	case c.Cause.Kind == "" || c.JTI == "":
 		return nil, fmt.Errorf("revoke access token: cause and jti are required: %w", ErrInvalidRequest)
-	case s.Revoked != nil || !now.Before(c.ExpiresAt) || !now.Before(s.ExpiresAt):
-		return nil, nil // already inactive: nothing to record
+	case s.StatusAt(now) != StatusActive || !now.Before(c.ExpiresAt) || c.Denied:
+		return nil, nil // already inactive or denied: nothing to record
 	}
 	return []Event{{
 		ID: c.EventID, FamilyID: s.FamilyID, OccurredAt: now, Cause: c.Cause,

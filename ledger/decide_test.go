@@ -167,6 +167,16 @@ func TestDecide(t *testing.T) {
 		{name: "revoke expired access token appends nothing", given: []step{issued}, at: t0.Add(time.Hour), cmd: RevokeAccess{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, JTI: "J0", ExpiresAt: t0.Add(15 * time.Minute)}},
 		{name: "cut access", given: []step{issued}, at: t0, cmd: CutAccess{EventID: "E9", Cause: Cause{Kind: CauseSecurity, ID: "sec-1"}}, wantType: TypeAccessCutoff},
 		{name: "cut access of revoked family appends nothing", given: []step{issued, revoked}, at: t0.Add(time.Hour), cmd: CutAccess{EventID: "E9", Cause: Cause{Kind: CauseSecurity, ID: "sec-1"}}},
+		{name: "previous token an hour before the rotation (clock behind) is reuse", given: []step{issued, rot1}, at: t0.Add(time.Minute - time.Hour - 5*time.Minute), cmd: refreshCmd("E2", "H0", "H9"), wantType: TypeReuseDetected, wantErr: ErrRefreshReused},
+		{name: "previous token 1ns before the rotation is reuse", given: []step{issued, rot1}, at: t0.Add(time.Minute - time.Nanosecond), cmd: refreshCmd("E2", "H0", "H9"), wantType: TypeReuseDetected, wantErr: ErrRefreshReused},
+		{name: "previous token at the rotation's instant is a grace retry", given: []step{issued, rot1}, at: t0.Add(time.Minute), cmd: refreshCmd("E2", "H0", "H9"), wantType: TypeGraceRetried},
+		{name: "revoke expired family appends nothing", given: []step{issued}, at: t0.Add(90 * 24 * time.Hour), cmd: Revoke{EventID: "E9", Cause: Cause{Kind: CauseRevoke}}},
+		{name: "revoke by the family's client", given: []step{issued}, at: t0, cmd: Revoke{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, ClientID: "web"}, wantType: TypeFamilyRevoked},
+		{name: "revoke by another client is refused", given: []step{issued}, at: t0, cmd: Revoke{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, ClientID: "evil"}, wantErr: ErrWrongClient},
+		{name: "revoke access token already denied appends nothing", given: []step{issued}, at: t0, cmd: RevokeAccess{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, JTI: "J0", ExpiresAt: t0.Add(15 * time.Minute), Denied: true}},
+		{name: "revoke access token of revoked family appends nothing", given: []step{issued, revoked}, at: t0.Add(4 * time.Minute), cmd: RevokeAccess{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, JTI: "J0", ExpiresAt: t0.Add(15 * time.Minute)}},
+		{name: "revoke access token of expired family appends nothing", given: []step{issued}, at: t0.Add(90 * 24 * time.Hour), cmd: RevokeAccess{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, JTI: "J0", ExpiresAt: t0.Add(100 * 24 * time.Hour)}},
+		{name: "revoke access token needs a jti", given: []step{issued}, at: t0, cmd: RevokeAccess{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, ExpiresAt: t0.Add(15 * time.Minute)}, wantErr: ErrInvalidRequest},
 		{name: "identity helper keeps the command", given: []step{issued}, at: t0, cmd: id(refreshCmd("E1", "H0", "H1")), wantType: TypeRefreshRotated},
 	}
 	for _, tc := range tests {

@@ -102,7 +102,7 @@ func TestFeedAnnouncesEveryRevocationOnceAndResumes(t *testing.T) {
 
 			stop := start()
 			a, b, c := f.issue("alice"), f.issue("bob"), f.issue("carol")
-			if _, err := f.l.RevokeAccess(ctx, a.State.FamilyID, a.Access.JTI, a.Access.ExpiresAt, ledger.Cause{Kind: ledger.CauseRevoke}); err != nil {
+			if _, err := f.l.RevokeAccess(ctx, jsstore.AccessToken{FamilyID: a.State.FamilyID, JTI: a.Access.JTI, ExpiresAt: a.Access.ExpiresAt}, ledger.Cause{Kind: ledger.CauseRevoke}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := f.l.Revoke(ctx, b.State.FamilyID, ledger.Cause{Kind: ledger.CauseAdmin, Reason: "r"}); err != nil {

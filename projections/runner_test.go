@@ -125,7 +125,7 @@ func (f *fixture) workload(n int, seed uint64) {
 		case op < 78:
 			_, err = f.l.Revoke(ctx, x.id, ledger.Cause{Kind: ledger.CauseRevoke})
 		case op < 90:
-			_, err = f.l.RevokeAccess(ctx, x.id, x.access.JTI, x.access.ExpiresAt, ledger.Cause{Kind: ledger.CauseRevoke})
+			_, err = f.l.RevokeAccess(ctx, jsstore.AccessToken{FamilyID: x.id, JTI: x.access.JTI, ExpiresAt: x.access.ExpiresAt}, ledger.Cause{Kind: ledger.CauseRevoke}, nil)
 		default:
 			_, err = f.l.CutAccess(ctx, x.id, ledger.Cause{Kind: ledger.CauseSecurity, ID: "sec"})
 		}

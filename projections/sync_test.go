@@ -328,7 +328,7 @@ func TestSyncerSeesRevocationsOfAnotherConnection(t *testing.T) {
 		if round%2 == 0 {
 			_, err = theirs.Revoke(ctx, g.State.FamilyID, cause)
 		} else {
-			_, err = theirs.RevokeAccess(ctx, g.State.FamilyID, g.Access.JTI, g.Access.ExpiresAt, cause)
+			_, err = theirs.RevokeAccess(ctx, jsstore.AccessToken{FamilyID: g.State.FamilyID, JTI: g.Access.JTI, ExpiresAt: g.Access.ExpiresAt}, cause, nil)
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -54,8 +54,22 @@ func New(store *Store, opts ...Option) *Ledger {
 // Now is the ledger's clock.
 func (l *Ledger) Now() time.Time { return l.now() }
 
-// Store is the ledger's event store.
+// Load returns a family's current state (the zero State if it has no
+// events) in one read. It changes nothing.
+func (l *Ledger) Load(ctx context.Context, familyID string) (ledger.State, error) {
+	return l.store.Load(ctx, familyID)
+}
+
+// Store is the ledger's event store. Deprecated inside this repository:
+// only the security-event worker still reads it, until it moves onto the
+// Ledger's methods.
 func (l *Ledger) Store() *Store { return l.store }
+
+// LastSeq is the ledger stream's last sequence: a read model that has
+// applied it has seen every event acknowledged before this call.
+func (l *Ledger) LastSeq(ctx context.Context) (uint64, error) {
+	return l.store.LastSeq(ctx)
+}
 
 // NewID mints a ULID at the ledger's clock.
 func (l *Ledger) NewID() string {
@@ -265,20 +279,29 @@ func (l *Ledger) Family(ctx context.Context, raw string) (ledger.State, bool, er
 	if err != nil {
 		return ledger.State{}, false, nil
 	}
-	fid := tok.FamilyID.String()
-	st, err := l.store.Load(ctx, fid)
+	st, err := l.store.Load(ctx, tok.FamilyID.String())
 	if err != nil || !st.Exists() {
 		return st, false, err
 	}
+	ok, err := l.genuine(ctx, st, tok, raw)
+	return st, ok, err
+}
+
+// genuine reports whether raw, parsed as tok, is a token of the family st:
+// its current or previous token, or (one more read) an older generation's.
+func (l *Ledger) genuine(ctx context.Context, st ledger.State, tok token.RefreshToken, raw string) (bool, error) {
+	if !st.Exists() {
+		return false, nil
+	}
 	hash := token.HashToken(raw)
 	if token.HashEqual(hash, st.TokenHash) || (st.Previous != nil && token.HashEqual(hash, st.Previous.Hash)) {
-		return st, true, nil
+		return true, nil
 	}
 	if tok.AfterSeq >= st.Seq {
-		return st, false, nil
+		return false, nil
 	}
-	o, err := l.older(ctx, fid, tok.AfterSeq, hash)
-	return st, o != nil, err
+	o, err := l.older(ctx, st.FamilyID, tok.AfterSeq, hash)
+	return o != nil, err
 }
 
 // older proves a presented token genuine for a past generation: the token
@@ -325,34 +348,82 @@ func (l *Ledger) older(ctx context.Context, fid string, afterSeq uint64, hash st
 	return &o, nil
 }
 
-// Revoke revokes a family for the cause. Revoking a revoked family changes
-// nothing and is not an error.
+// Revoke revokes a family for the cause. Revoking a family that is not
+// active changes nothing and is not an error.
 func (l *Ledger) Revoke(ctx context.Context, familyID string, cause ledger.Cause) (ledger.State, error) {
-	return l.run(ctx, familyID, func() ledger.Command { return ledger.Revoke{EventID: l.NewID(), Cause: cause} })
+	return l.run(ctx, familyID, func(context.Context, ledger.State) (ledger.Command, error) {
+		return ledger.Revoke{EventID: l.NewID(), Cause: cause}, nil
+	})
+}
+
+// RevokeToken revokes the family of a refresh token presented by the
+// client. Only a genuine token of the family (current, previous or older
+// generation) can revoke it: any other string is ledger.ErrInvalidToken, a
+// token of another client's family ledger.ErrWrongClient, and neither
+// changes anything. The family is loaded once per attempt.
+func (l *Ledger) RevokeToken(ctx context.Context, clientID, raw string, cause ledger.Cause) (ledger.State, error) {
+	tok, err := token.ParseRefreshToken(raw)
+	if err != nil {
+		return ledger.State{}, ledger.ErrInvalidToken
+	}
+	return l.run(ctx, tok.FamilyID.String(), func(ctx context.Context, st ledger.State) (ledger.Command, error) {
+		ok, err := l.genuine(ctx, st, tok, raw)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, ledger.ErrInvalidToken
+		}
+		return ledger.Revoke{EventID: l.NewID(), Cause: cause, ClientID: clientID}, nil
+	})
+}
+
+// AccessToken names one access token of a family.
+type AccessToken struct {
+	FamilyID  string
+	JTI       string
+	ExpiresAt time.Time
 }
 
 // RevokeAccess denies one access token of the family until it expires.
-func (l *Ledger) RevokeAccess(ctx context.Context, familyID, jti string, expiresAt time.Time, cause ledger.Cause) (ledger.State, error) {
-	return l.run(ctx, familyID, func() ledger.Command {
-		return ledger.RevokeAccess{EventID: l.NewID(), Cause: cause, JTI: jti, ExpiresAt: expiresAt}
+// denied, if set, reports whether the token is denied already once the
+// caller's read model has applied the loaded state (st.Seq); Decide then
+// records nothing.
+func (l *Ledger) RevokeAccess(ctx context.Context, at AccessToken, cause ledger.Cause, denied func(context.Context, ledger.State) (bool, error)) (ledger.State, error) {
+	return l.run(ctx, at.FamilyID, func(ctx context.Context, st ledger.State) (ledger.Command, error) {
+		cmd := ledger.RevokeAccess{EventID: l.NewID(), Cause: cause, JTI: at.JTI, ExpiresAt: at.ExpiresAt}
+		if denied != nil && st.Exists() {
+			var err error
+			if cmd.Denied, err = denied(ctx, st); err != nil {
+				return nil, err
+			}
+		}
+		return cmd, nil
 	})
 }
 
 // CutAccess denies every access token of the family issued so far.
 func (l *Ledger) CutAccess(ctx context.Context, familyID string, cause ledger.Cause) (ledger.State, error) {
-	return l.run(ctx, familyID, func() ledger.Command { return ledger.CutAccess{EventID: l.NewID(), Cause: cause} })
+	return l.run(ctx, familyID, func(context.Context, ledger.State) (ledger.Command, error) {
+		return ledger.CutAccess{EventID: l.NewID(), Cause: cause}, nil
+	})
 }
 
-// run loads, decides and appends a command that needs nothing minted but
-// its event id, retrying on conflicts.
-func (l *Ledger) run(ctx context.Context, familyID string, cmd func() ledger.Command) (ledger.State, error) {
+// run loads the family, builds the command on its state, decides and
+// appends, retrying on conflicts. It returns the state after the append,
+// or the loaded state when Decide recorded nothing.
+func (l *Ledger) run(ctx context.Context, familyID string, cmd func(context.Context, ledger.State) (ledger.Command, error)) (ledger.State, error) {
 	for range maxAttempts {
 		st, err := l.store.Load(ctx, familyID)
 		if err != nil {
 			return ledger.State{}, err
 		}
-		events, err := ledger.Decide(st, cmd(), l.now())
+		c, err := cmd(ctx, st)
 		if err != nil {
+			return st, err
+		}
+		events, err := ledger.Decide(st, c, l.now())
+		if err != nil || len(events) == 0 {
 			return st, err
 		}
 		after, err := l.store.Append(ctx, st, events...)

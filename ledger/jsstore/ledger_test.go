@@ -76,3 +76,55 @@ func TestLedgerPrepareSeesTheGrant(t *testing.T) {
 		t.Fatalf("reuse: %v, prepare called %t", err, called)
 	}
 }
+
+// RevokeToken revokes a family only for a genuine token of it presented by
+// its own client; anything else appends nothing.
+func TestLedgerRevokeToken(t *testing.T) {
+	ctx := context.Background()
+	store, _ := newTestStore(t)
+	l := New(store)
+	client := ledger.Client{ID: "web", Scopes: []string{"read"}, Audiences: []string{"api"}}
+	g, err := l.Issue(ctx, IssueRequest{Client: client, Policy: testPolicy, Subject: "alice", Scope: "read", Audience: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := l.Refresh(ctx, RefreshRequest{Client: client, Policy: testPolicy, RefreshToken: g.RefreshToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := rotated.RefreshToken[:len(rotated.RefreshToken)-4] + "AAAA"
+	cause := ledger.Cause{Kind: ledger.CauseRevoke, ID: "r1"}
+	for _, tc := range []struct {
+		name     string
+		clientID string
+		raw      string
+		wantErr  error
+	}{
+		{"not a token", "web", "nope", ledger.ErrInvalidToken},
+		{"forged token of the family", "web", forged, ledger.ErrInvalidToken},
+		{"another client's family", "evil", rotated.RefreshToken, ledger.ErrWrongClient},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, err := store.LastSeq(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.RevokeToken(ctx, tc.clientID, tc.raw, cause); !errors.Is(err, tc.wantErr) {
+				t.Fatalf("RevokeToken = %v, want %v", err, tc.wantErr)
+			}
+			if after, _ := store.LastSeq(ctx); after != before {
+				t.Fatalf("stream moved from %d to %d", before, after)
+			}
+		})
+	}
+	// The previous generation's token is genuine: it revokes the family,
+	// and a second revocation appends nothing.
+	st, err := l.RevokeToken(ctx, "web", g.RefreshToken, cause)
+	if err != nil || st.Revoked == nil || st.Revoked.Cause != cause {
+		t.Fatalf("RevokeToken(previous) = %+v, %v; want revoked by %v", st.Revoked, err, cause)
+	}
+	again, err := l.RevokeToken(ctx, "web", rotated.RefreshToken, ledger.Cause{Kind: ledger.CauseRevoke, ID: "r2"})
+	if err != nil || again.Seq != st.Seq {
+		t.Fatalf("second RevokeToken = seq %d, %v; want seq %d and nothing appended", again.Seq, err, st.Seq)
+	}
+}
