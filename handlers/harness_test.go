@@ -55,7 +55,8 @@ type env struct {
 	js    jetstream.JetStream
 	store *jsstore.Store
 	clock *testClock
-	first *jsstore.Ledger // the first service's ledger
+	guard *jsstore.ClockGuard // the last started service's, if any
+	first *jsstore.Ledger     // the first service's ledger
 	// services are the started service instances, in order, and stops
 	// their stop functions (each stops its service once and returns what
 	// Run returned; the test's cleanup calls them too).
@@ -81,6 +82,9 @@ type envOptions struct {
 	// view, when set, is fed by a projection runner on the service's
 	// connection and served (revoke, introspect, sessions, admin.revoke).
 	view *projections.View
+	// clockGuard, when set, guards the ledger's clock with this bound,
+	// probing only when the test calls env.guard.Probe.
+	clockGuard time.Duration
 }
 
 func newEnv(t testing.TB, dir string) *env {
@@ -137,6 +141,12 @@ func (e *env) startService(opts envOptions) *jsstore.Ledger {
 	}
 	if opts.view != nil { // as serve runs it
 		ledgerOpts = append(ledgerOpts, jsstore.WithStateCache(opts.view.Newer, 0))
+	}
+	if opts.clockGuard > 0 {
+		if e.guard, err = jsstore.NewClockGuard(ctx, js, jsstore.ClockGuardConfig{MaxOffset: opts.clockGuard, Now: e.clock.Now, Log: logger(opts.logTo)}); err != nil {
+			t.Fatal(err)
+		}
+		ledgerOpts = append(ledgerOpts, jsstore.WithClockGuard(e.guard))
 	}
 	l := jsstore.New(store, ledgerOpts...)
 	svc, err := NewService(Config{

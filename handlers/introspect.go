@@ -117,8 +117,8 @@ func (in *introspector) afterSync(tok *verifiedToken, syncErr error, now time.Ti
 // The answer is the one introspectAccess gives.
 func (s *Service) introspectNow(req micro.Request) bool {
 	in := s.intro
-	if in == nil {
-		return false
+	if in == nil || s.cfg.Ledger.Ready() != nil {
+		return false // the pool path answers, or refuses while the clock is out of bound
 	}
 	r, ok := decodeTokenRequestFast(req.Data(), s.cfg.MaxRequestBytes)
 	if !ok || isRefreshToken(r.Token) {

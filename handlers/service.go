@@ -242,6 +242,10 @@ func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint)
 func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) {
 	s.inHand.Add(1)
 	defer s.inHand.Add(-1)
+	if err := s.cfg.Ledger.Ready(); err != nil {
+		s.respondError(req, ep.name, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(parent, s.cfg.Timeout)
 	defer cancel()
 	reply, err := ep.handler(ctx, req)

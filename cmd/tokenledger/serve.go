@@ -45,6 +45,7 @@ type serveConfig struct {
 	stream     string
 	workers    int
 	stateCache int
+	maxOffset  time.Duration
 	maxRequest int
 	logLevel   string
 	clients    []ledger.Client
@@ -72,6 +73,7 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.StringVar(&c.stream, "stream", jsstore.DefaultStream, "ledger stream name")
 	fs.IntVar(&c.workers, "workers", 128, "requests handled at once")
 	fs.IntVar(&c.stateCache, "state-cache", jsstore.DefaultStateCacheSize, "families whose last state this instance keeps, to decide their next refresh without reading it (0 disables)")
+	fs.DurationVar(&c.maxOffset, "max-clock-offset", jsstore.DefaultMaxClockOffset, "largest offset of this instance's clock from the NATS server's before it refuses decisions (503) until back in bound")
 	fs.IntVar(&c.maxRequest, "max-request-bytes", handlers.DefaultMaxRequestBytes, "request size limit")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.worker, "worker", true, "run the security-event worker (false: only create its streams)")
@@ -90,6 +92,9 @@ func parseServe(args []string) (serveConfig, error) {
 	}
 	if !token.ValidAlg(c.alg) {
 		return c, fmt.Errorf("--alg %q: want EdDSA, ES256 or RS256", c.alg)
+	}
+	if c.maxOffset <= 0 {
+		return c, errors.New("--max-clock-offset must be positive")
 	}
 	if c.stateCache < 0 {
 		return c, errors.New("--state-cache must not be negative")
@@ -212,7 +217,13 @@ func serve(ctx context.Context, args []string) error {
 	feed.Follow(runner)
 	// The service's ledger decides a refresh on the state it appended last
 	// for the family unless the view has seen a later event of it.
-	var ledgerOpts []jsstore.Option
+	// Every ledger of this instance refuses decisions while its clock is
+	// out of bound from the NATS server's.
+	clock, err := jsstore.NewClockGuard(ctx, js, jsstore.ClockGuardConfig{MaxOffset: cfg.maxOffset, Replicas: cfg.replicas, Log: log})
+	if err != nil {
+		return err
+	}
+	ledgerOpts := []jsstore.Option{jsstore.WithClockGuard(clock)}
 	if cfg.stateCache > 0 {
 		ledgerOpts = append(ledgerOpts, jsstore.WithStateCache(view.Newer, cfg.stateCache))
 	}
@@ -242,7 +253,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	var secWorker *handlers.Worker
 	if cfg.worker {
-		secCfg.Ledger, secCfg.Selector, secCfg.Waiter = jsstore.New(store), view, view
+		secCfg.Ledger, secCfg.Selector, secCfg.Waiter = jsstore.New(store, jsstore.WithClockGuard(clock)), view, view
 		if secWorker, err = handlers.NewWorker(ctx, js, secCfg); err != nil {
 			return err
 		}
@@ -262,6 +273,7 @@ func serve(ctx context.Context, args []string) error {
 		})
 	}
 	g.Go(func() error { return registry.Run(gctx) })
+	g.Go(func() error { return clock.Run(gctx) })
 	readers.Add(1)
 	g.Go(func() error {
 		defer readers.Done()

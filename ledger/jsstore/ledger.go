@@ -29,6 +29,7 @@ type Ledger struct {
 	now   func() time.Time
 	rand  io.Reader
 	cache *stateCache // nil unless WithStateCache
+	clock *ClockGuard // nil unless WithClockGuard
 }
 
 // Option configures a Ledger.
@@ -36,6 +37,16 @@ type Option func(*Ledger)
 
 // WithClock replaces time.Now (tests inject a clock).
 func WithClock(now func() time.Time) Option { return func(l *Ledger) { l.now = now } }
+
+// WithClockGuard makes the ledger refuse every command with
+// ledger.ErrUnavailable while the guard finds its clock out of bound. The
+// guard must measure the ledger's clock.
+func WithClockGuard(g *ClockGuard) Option { return func(l *Ledger) { l.clock = g } }
+
+// Ready is nil while the ledger may decide: its clock guard (if any) finds
+// the clock in bound. Handlers ask it before serving reads that depend on
+// the clock too (introspection, lifetimes).
+func (l *Ledger) Ready() error { return l.clock.Err() }
 
 // New returns a ledger over the store.
 func New(store *Store, opts ...Option) *Ledger {
@@ -105,6 +116,9 @@ type IssueRequest struct {
 
 // Issue starts a family and returns its first tokens.
 func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
+	if err := l.Ready(); err != nil {
+		return Grant{}, err
+	}
 	now := l.now()
 	fid := ulid.MustNew(ulid.Timestamp(now), l.rand)
 	raw, err := token.MintRefreshToken(l.rand, fid, 0)
@@ -178,6 +192,9 @@ type RefreshRequest struct {
 // grace retry with the same successor, or refuses; a genuine rotated token
 // outside the grace window revokes the family.
 func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error) {
+	if err := l.Ready(); err != nil {
+		return Grant{}, err
+	}
 	tok, err := token.ParseRefreshToken(req.RefreshToken)
 	if err != nil {
 		return Grant{}, err
@@ -413,6 +430,9 @@ func (l *Ledger) CutAccess(ctx context.Context, familyID string, cause ledger.Ca
 // appends, retrying on conflicts. It returns the state after the append,
 // or the loaded state when Decide recorded nothing.
 func (l *Ledger) run(ctx context.Context, familyID string, cmd func(context.Context, ledger.State) (ledger.Command, error)) (ledger.State, error) {
+	if err := l.Ready(); err != nil {
+		return ledger.State{}, err
+	}
 	for range maxAttempts {
 		st, err := l.store.Load(ctx, familyID)
 		if err != nil {
