@@ -94,13 +94,36 @@ func NewRunner(js jetstream.JetStream, p Projection, cfg RunnerConfig) (*Runner,
 // Run applies events as they are appended until ctx ends. It returns nil
 // when ctx ends and an error when an event on a family subject cannot be
 // decoded: folding past an event it cannot read would make the view lie.
+//
+// A failure to read (the stream deleted or out of reach beyond the
+// consumer's own retries) is logged and retried from the last applied
+// sequence: the view stays as it is, and whoever guards the ledger (the
+// service's watchdog) refuses decisions meanwhile.
 func (r *Runner) Run(ctx context.Context) error {
-	err := r.consume(ctx, 0)
-	if ctx.Err() != nil {
-		return nil
+	for {
+		err := r.consume(ctx, 0)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var rerr *readError
+		if !errors.As(err, &rerr) {
+			return err
+		}
+		r.cfg.Log.Error("projection cannot read the stream; retrying", "runner", r.cfg.Name, "stream", r.cfg.Stream, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
-	return err
 }
+
+// readError is a failure to read the stream, as opposed to an event that
+// cannot be folded.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
 
 // RunToEnd applies every event up to the stream's last sequence at the
 // time of the call, then returns: deterministic catch-up for tests,
@@ -182,7 +205,7 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 	}
 	cons, err := r.js.OrderedConsumer(ctx, r.cfg.Stream, cfg)
 	if err != nil {
-		return fmt.Errorf("%s: consumer on %s: %w", r.cfg.Name, r.cfg.Stream, err)
+		return &readError{fmt.Errorf("%s: consumer on %s: %w", r.cfg.Name, r.cfg.Stream, err)}
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
 	if err != nil {
@@ -211,12 +234,12 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 		if until > 0 && r.p.LastSeq() >= until {
 			return nil
 		}
-		d, err := dec.next()
+		d, err := dec.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("%s: read %s: %w", r.cfg.Name, r.cfg.Stream, err)
+			return &readError{fmt.Errorf("%s: read %s: %w", r.cfg.Name, r.cfg.Stream, err)}
 		}
 		r.streamLast.Store(max(r.streamLast.Load(), d.seq+d.pending))
 		if d.err != nil {
@@ -294,8 +317,17 @@ func (d *decoder) close() { close(d.ch) }
 
 func (d *decoder) stop() { close(d.done) }
 
-func (d *decoder) next() (decoded, error) {
-	x, ok := <-d.ch
+// next returns the next decoded message, or ctx's error once it ends: the
+// reading goroutine may be stuck in the consumer's own retries (the stream
+// was deleted, say) and must not hold up a shutdown.
+func (d *decoder) next(ctx context.Context) (decoded, error) {
+	var x decoded
+	var ok bool
+	select {
+	case x, ok = <-d.ch:
+	case <-ctx.Done():
+		return x, ctx.Err()
+	}
 	if !ok {
 		if d.err == nil {
 			return x, errors.New("consumer stopped")

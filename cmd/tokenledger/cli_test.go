@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,20 @@ func buildBinary(t *testing.T) string {
 type daemon struct {
 	cmd *exec.Cmd
 	url string
+	mu  sync.Mutex
+	log []string // every line serve wrote to stderr
+}
+
+// logged reports whether serve has logged a line containing s.
+func (d *daemon) logged(s string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, l := range d.log {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // startServe runs `tokenledger serve` with args and waits for its log line
@@ -60,6 +75,9 @@ func startServe(t *testing.T, bin string, env []string, args ...string) *daemon 
 		sent := false
 		var other []string
 		for sc.Scan() {
+			d.mu.Lock()
+			d.log = append(d.log, sc.Text())
+			d.mu.Unlock()
 			var line struct {
 				Msg string `json:"msg"`
 				URL string `json:"url"`

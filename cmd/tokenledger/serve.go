@@ -46,6 +46,7 @@ type serveConfig struct {
 	workers    int
 	stateCache int
 	maxOffset  time.Duration
+	init       bool
 	maxRequest int
 	logLevel   string
 	clients    []ledger.Client
@@ -73,6 +74,7 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.StringVar(&c.stream, "stream", jsstore.DefaultStream, "ledger stream name")
 	fs.IntVar(&c.workers, "workers", 128, "requests handled at once")
 	fs.IntVar(&c.stateCache, "state-cache", jsstore.DefaultStateCacheSize, "families whose last state this instance keeps, to decide their next refresh without reading it (0 disables)")
+	fs.BoolVar(&c.init, "init", false, "create the ledger stream and buckets even if other stores of this deployment exist (only to start over knowingly: without it, a missing ledger stops the start)")
 	fs.DurationVar(&c.maxOffset, "max-clock-offset", jsstore.DefaultMaxClockOffset, "largest offset of this instance's clock from the NATS server's before it refuses decisions (503) until back in bound")
 	fs.IntVar(&c.maxRequest, "max-request-bytes", handlers.DefaultMaxRequestBytes, "request size limit")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -172,6 +174,10 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	// A ledger that is gone is an alarm, never a fresh start.
+	if err := jsstore.CheckInitialised(ctx, js, cfg.stream, cfg.init); err != nil {
+		return err
+	}
 	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{Stream: cfg.stream, Replicas: cfg.replicas})
 	if err != nil {
 		return err
@@ -223,7 +229,8 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ledgerOpts := []jsstore.Option{jsstore.WithClockGuard(clock)}
+	dog := jsstore.NewWatchdog(js, jsstore.WatchdogConfig{Stream: cfg.stream, Log: log})
+	ledgerOpts := []jsstore.Option{jsstore.WithClockGuard(clock), jsstore.WithWatchdog(dog)}
 	if cfg.stateCache > 0 {
 		ledgerOpts = append(ledgerOpts, jsstore.WithStateCache(view.Newer, cfg.stateCache))
 	}
@@ -253,7 +260,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	var secWorker *handlers.Worker
 	if cfg.worker {
-		secCfg.Ledger, secCfg.Selector, secCfg.Waiter = jsstore.New(store, jsstore.WithClockGuard(clock)), view, view
+		secCfg.Ledger, secCfg.Selector, secCfg.Waiter = jsstore.New(store, jsstore.WithClockGuard(clock), jsstore.WithWatchdog(dog)), view, view
 		if secWorker, err = handlers.NewWorker(ctx, js, secCfg); err != nil {
 			return err
 		}
@@ -274,6 +281,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	g.Go(func() error { return registry.Run(gctx) })
 	g.Go(func() error { return clock.Run(gctx) })
+	g.Go(func() error { return dog.Run(gctx) })
 	readers.Add(1)
 	g.Go(func() error {
 		defer readers.Done()

@@ -30,6 +30,7 @@ type Ledger struct {
 	rand  io.Reader
 	cache *stateCache // nil unless WithStateCache
 	clock *ClockGuard // nil unless WithClockGuard
+	dog   *Watchdog   // nil unless WithWatchdog
 }
 
 // Option configures a Ledger.
@@ -43,10 +44,20 @@ func WithClock(now func() time.Time) Option { return func(l *Ledger) { l.now = n
 // guard must measure the ledger's clock.
 func WithClockGuard(g *ClockGuard) Option { return func(l *Ledger) { l.clock = g } }
 
+// WithWatchdog makes the ledger refuse every command with
+// ledger.ErrUnavailable while the watchdog finds the ledger stream or the
+// key bucket missing.
+func WithWatchdog(w *Watchdog) Option { return func(l *Ledger) { l.dog = w } }
+
 // Ready is nil while the ledger may decide: its clock guard (if any) finds
-// the clock in bound. Handlers ask it before serving reads that depend on
-// the clock too (introspection, lifetimes).
-func (l *Ledger) Ready() error { return l.clock.Err() }
+// the clock in bound and its watchdog (if any) the ledger's stores present.
+// Handlers ask it before serving reads too (introspection, lifetimes).
+func (l *Ledger) Ready() error {
+	if err := l.dog.Err(); err != nil {
+		return err
+	}
+	return l.clock.Err()
+}
 
 // New returns a ledger over the store.
 func New(store *Store, opts ...Option) *Ledger {

@@ -183,3 +183,6 @@ var testPolicy = ledger.Policy{
 	Rotation: ledger.RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,
 	RefreshTTL: 14 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour,
 }
+
+// testCause is the cause of the tests' revocations.
+var testCause = ledger.Cause{Kind: ledger.CauseRevoke, ID: "test"}
