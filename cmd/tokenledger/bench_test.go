@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"os/signal"
 	"runtime"
@@ -14,9 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/micro"
-
-	"github.com/tokenledger/tokenledger/internal/natstest"
+	"github.com/tokenledger/tokenledger/bench"
 )
 
 // benchChildEnv makes the test binary act as the tokenledger binary when
@@ -52,7 +49,7 @@ func TestBenchReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep benchReport
+	var rep bench.Report
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
 	}
@@ -73,16 +70,16 @@ func TestBenchReport(t *testing.T) {
 		if runtime.GOOS == "linux" && (r.CPUPerOpUS == nil || *r.CPUPerOpUS <= 0 || r.PeakRSSBytes <= 0) {
 			t.Errorf("%s: no CPU per op or peak RSS", r.Name)
 		}
-		if r.Target == "service" && r.Workload != wlMix && r.VsBare == nil {
+		if r.Target == "service" && r.Workload != "mix" && r.VsBare == nil {
 			t.Errorf("%s: no ratio to the bare pipeline", r.Name)
 		}
 	}
 	aged := rep.Results[5]
-	if aged.PriorRotations != 5 || aged.VsFresh == nil || aged.PerOp[opAged].Ops == 0 || aged.PerOp[opFresh].Ops == 0 {
+	if aged.PriorRotations != 5 || aged.VsFresh == nil || aged.PerOp["refresh-aged"].Ops == 0 || aged.PerOp["refresh-fresh"].Ops == 0 {
 		t.Errorf("refresh-aged: prior %d, vs fresh %+v, per op %+v", aged.PriorRotations, aged.VsFresh, aged.PerOp)
 	}
 	mix := rep.Results[6]
-	if mix.PerOp[wlIssue].Ops == 0 || mix.PerOp[wlRefresh].Ops == 0 || mix.PerOp[wlIssue].Ops+mix.PerOp[wlRefresh].Ops != mix.Ops {
+	if mix.PerOp["issue"].Ops == 0 || mix.PerOp["refresh"].Ops == 0 || mix.PerOp["issue"].Ops+mix.PerOp["refresh"].Ops != mix.Ops {
 		t.Errorf("mix per operation: %+v, total %d", mix.PerOp, mix.Ops)
 	}
 	if len(rep.Targets) == 0 {
@@ -115,7 +112,7 @@ func TestBenchInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep benchReport
+	var rep bench.Report
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
 	}
@@ -140,106 +137,31 @@ func TestBenchInProcess(t *testing.T) {
 			t.Errorf("%s: no ratio to the bare pipeline", r.Name)
 		}
 	}
-	if _, err := parseBench([]string{"--in-process", "--nats-url", "nats://127.0.0.1:4222"}); err == nil {
-		t.Error("--in-process with --nats-url accepted")
-	}
 }
 
-// TestBenchCallCodes: a missing endpoint is reported as no responders, a
-// service error by its OAuth code.
-func TestBenchCallCodes(t *testing.T) {
-	srv := natstest.Start(t, "")
-	nc, _ := natstest.Connect(t, srv)
-	svc, err := micro.AddService(nc, micro.Config{Name: "fake", Version: "0.0.1"})
+// TestBenchParse: the flags become the bench's config, and a config it
+// cannot run is refused before anything starts.
+func TestBenchParse(t *testing.T) {
+	cfg, f, err := parseBench([]string{"--suite", "standard", "--in-process", "--json", "--duration", "3s", "--serve-args", "--workers 8  --grace 0s"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer svc.Stop()
-	g := svc.AddGroup("tokens")
-	if err := g.AddEndpoint("refresh", micro.HandlerFunc(func(r micro.Request) {
-		_ = r.Error("400", "invalid_grant: no", []byte(`{"error":"invalid_grant","error_description":"no"}`))
-	})); err != nil {
-		t.Fatal(err)
+	if len(cfg.Cases) != 6 || cfg.Cases[5] != (bench.Case{Workload: "refresh-aged", Concurrency: 2}) {
+		t.Errorf("standard suite: %+v", cfg.Cases)
 	}
-	if err := g.AddEndpoint("issue", micro.HandlerFunc(func(r micro.Request) {
-		_ = r.Error("503", "down", nil)
-	})); err != nil {
-		t.Fatal(err)
+	if !cfg.InProcess || !f.jsonOut || cfg.Duration != 3*time.Second || strings.Join(cfg.ServeArgs, " ") != "--workers 8 --grace 0s" {
+		t.Errorf("flags: %+v %+v", cfg, f)
 	}
-	tgt := &loadTarget{prefix: "tokens", timeout: 2 * time.Second}
-	for subject, want := range map[string]string{
-		"tokens.introspect": codeNoResponders,
-		"tokens.refresh":    "invalid_grant",
-		"tokens.issue":      "status_503",
+	for _, bad := range [][]string{
+		{"--in-process", "--nats-url", "nats://127.0.0.1:4222"},
+		{"--slices", "0"},
+		{"--suite", "quick"},
+		{"--cases", "refresh@0"},
+		{"--mix", "bogus=1"},
+		{"--client-id", "a"},
 	} {
-		if _, got := tgt.call(nc, subject, []byte(`{}`)); got != want {
-			t.Errorf("%s: code %q, want %q", subject, got, want)
+		if _, _, err := parseBench(bad); err == nil {
+			t.Errorf("%q accepted", bad)
 		}
-	}
-	msg := (&setupError{subject: "tokens.introspect", code: codeNoResponders}).Error()
-	if !strings.Contains(msg, "no responders on tokens.introspect") {
-		t.Errorf("setup error %q does not name the endpoint", msg)
-	}
-}
-
-func TestBenchParse(t *testing.T) {
-	cs, err := parseCases(standardSuite)
-	if err != nil || len(cs) != 6 || cs[5] != (caseSpec{wlAged, 2}) {
-		t.Fatalf("standard suite: %v %v", cs, err)
-	}
-	for _, bad := range []string{"refresh", "nope@1", "refresh@0", "refresh@x"} {
-		if _, err := parseCases(bad); err == nil {
-			t.Errorf("parseCases(%q) accepted", bad)
-		}
-	}
-	cs, err = crossCases("issue,refresh", "1,64")
-	if err != nil || len(cs) != 4 || cs[3] != (caseSpec{wlRefresh, 64}) {
-		t.Errorf("cross: %v %v", cs, err)
-	}
-	if _, err := parseBench([]string{"--slices", "0"}); err == nil {
-		t.Error("--slices 0 accepted")
-	}
-	if _, err := parseMix("refresh=0,issue=0"); err == nil {
-		t.Error("mix of zero weights accepted")
-	}
-	if _, err := parseMix("refresh=3,bogus=1"); err == nil {
-		t.Error("mix with unknown operation accepted")
-	}
-	lat := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	for q, want := range map[float64]int64{0.5: 5, 0.9: 9, 0.99: 10, 0.01: 1} {
-		if got := rank(lat, q); got != want {
-			t.Errorf("rank(%v) = %d, want %d", q, got, want)
-		}
-	}
-	if got := jsonString([]byte(`{"a":"x","refresh_token":"tlr_abc","b":1}`), "refresh_token"); got != "tlr_abc" {
-		t.Errorf("jsonString = %q", got)
-	}
-}
-
-// An operation counts by the slice it started in, even when it ends after
-// its target's next slice opened; starts between slices never count.
-func TestBenchWindow(t *testing.T) {
-	var w window
-	w.start.Store(math.MaxInt64)
-	w.end.Store(math.MaxInt64)
-	if w.contains(5) {
-		t.Fatal("counted before the first slice")
-	}
-	w.open(10)
-	w.end.Store(20)
-	w.open(30) // the next slice of this target
-	for _, tc := range []struct {
-		start int64
-		want  bool
-	}{
-		{9, false}, {10, true}, {19, true}, {20, false}, {25, false}, {30, true}, {1 << 40, true},
-	} {
-		if got := w.contains(tc.start); got != tc.want {
-			t.Errorf("started at %d: counted %t, want %t", tc.start, got, tc.want)
-		}
-	}
-	w.end.Store(40)
-	if w.contains(40) || !w.contains(39) {
-		t.Error("the closed last slice is [30, 40)")
 	}
 }

@@ -23,7 +23,8 @@ import (
 	"github.com/tokenledger/tokenledger/verifier"
 )
 
-// buildBinary compiles tokenledger once per test binary run.
+// buildBinary compiles tokenledger into the test's temporary directory. Each
+// test that calls it builds again (the build cache makes that quick).
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "tokenledger")

@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "refresh":
 		return refresh(ctx, args[1:], stdout)
 	case "bench":
-		return bench(ctx, args[1:], stdout)
+		return benchCmd(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(os.Stderr, usage)
 		return nil

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"fmt"
@@ -7,10 +7,46 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
-// targetEval is one performance target of issue 6 checked against a run.
-type targetEval struct {
+// Report is a run's outcome; its JSON is what `tokenledger bench --json`
+// prints (version 1).
+type Report struct {
+	Version   int          `json:"version"`
+	StartedAt time.Time    `json:"started_at"`
+	Command   []string     `json:"command"`
+	Host      Host         `json:"host"`
+	Target    string       `json:"target"`
+	Settings  Settings     `json:"settings"`
+	Results   []CaseResult `json:"results"`
+	Targets   []TargetEval `json:"targets"`
+}
+
+// Host is the machine the run was on.
+type Host struct {
+	CPUs      int    `json:"cpus"`
+	GOMAXPROC int    `json:"gomaxprocs"`
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	Hostname  string `json:"hostname,omitempty"`
+}
+
+// Settings are the run's measurement settings.
+type Settings struct {
+	DurationS      float64 `json:"duration_s"`
+	WarmupS        float64 `json:"warmup_s"`
+	Conns          int     `json:"conns"`
+	PriorRotations int     `json:"prior_rotations"`
+	BareWorkers    int     `json:"bare_workers"`
+	// Slices is how many alternating slices of the window each case and
+	// its bare pipeline were measured in (1: one after the other).
+	Slices int `json:"slices"`
+}
+
+// TargetEval is one performance target of issue 6 checked against a run.
+type TargetEval struct {
 	Target string  `json:"target"`
 	Case   string  `json:"case"`
 	Want   string  `json:"want"`
@@ -20,37 +56,37 @@ type targetEval struct {
 }
 
 // evaluate checks the targets that the run's cases measure.
-func evaluate(results []caseResult) []targetEval {
-	var out []targetEval
+func evaluate(results []CaseResult) []TargetEval {
+	var out []TargetEval
 	for _, r := range results {
 		if r.Target != "service" || r.Ops == 0 {
 			continue
 		}
 		switch {
 		case r.Workload == wlRefresh && r.Concurrency == 64 && r.VsBare != nil:
-			out = append(out, targetEval{"refresh at 64 callers vs bare rotate", r.Name, ">= 0.70", r.VsBare.Ops, "ratio", r.VsBare.Ops >= 0.70})
+			out = append(out, TargetEval{"refresh at 64 callers vs bare rotate", r.Name, ">= 0.70", r.VsBare.Ops, "ratio", r.VsBare.Ops >= 0.70})
 		case r.Workload == wlIssue && r.Concurrency == 64 && r.VsBare != nil:
-			out = append(out, targetEval{"issue at 64 callers vs bare issue", r.Name, ">= 0.70", r.VsBare.Ops, "ratio", r.VsBare.Ops >= 0.70})
+			out = append(out, TargetEval{"issue at 64 callers vs bare issue", r.Name, ">= 0.70", r.VsBare.Ops, "ratio", r.VsBare.Ops >= 0.70})
 		}
 		if r.Workload == wlRefresh && r.Concurrency == 64 {
-			out = append(out, targetEval{"refresh p99 at 64 callers", r.Name, "<= 15", r.Latency.P99, "ms", r.Latency.P99 <= 15})
+			out = append(out, TargetEval{"refresh p99 at 64 callers", r.Name, "<= 15", r.Latency.P99, "ms", r.Latency.P99 <= 15})
 		}
 		if (r.Workload == wlRefresh || r.Workload == wlIssue) && r.Concurrency == 1 {
-			out = append(out, targetEval{"p99 at 1 caller", r.Name, "<= 1", r.Latency.P99, "ms", r.Latency.P99 <= 1})
+			out = append(out, TargetEval{"p99 at 1 caller", r.Name, "<= 1", r.Latency.P99, "ms", r.Latency.P99 <= 1})
 		}
 		if r.Workload == wlAged && r.VsFresh != nil {
-			out = append(out, targetEval{fmt.Sprintf("family with %d prior rotations vs fresh (throughput)", r.PriorRotations), r.Name, ">= 0.90", r.VsFresh.Ops, "ratio", r.VsFresh.Ops >= 0.90})
-			out = append(out, targetEval{fmt.Sprintf("family with %d prior rotations vs fresh (p50)", r.PriorRotations), r.Name, "<= 1.10", r.VsFresh.P50, "ratio", r.VsFresh.P50 <= 1.10})
+			out = append(out, TargetEval{fmt.Sprintf("family with %d prior rotations vs fresh (throughput)", r.PriorRotations), r.Name, ">= 0.90", r.VsFresh.Ops, "ratio", r.VsFresh.Ops >= 0.90})
+			out = append(out, TargetEval{fmt.Sprintf("family with %d prior rotations vs fresh (p50)", r.PriorRotations), r.Name, "<= 1.10", r.VsFresh.P50, "ratio", r.VsFresh.P50 <= 1.10})
 		}
 		if r.Workload == wlIntrospect && r.Concurrency == 64 {
-			out = append(out, targetEval{"introspection at 64 callers", r.Name, ">= 50000", r.OpsPerSec, "ops/s", r.OpsPerSec >= 50000})
+			out = append(out, TargetEval{"introspection at 64 callers", r.Name, ">= 50000", r.OpsPerSec, "ops/s", r.OpsPerSec >= 50000})
 		}
 	}
 	return out
 }
 
 // oneLine is a case's progress line.
-func oneLine(r caseResult) string {
+func oneLine(r CaseResult) string {
 	if r.Error != "" && r.Ops == 0 {
 		return fmt.Sprintf("%s [%s]: %s", r.Name, r.Target, r.Error)
 	}
@@ -68,7 +104,9 @@ func oneLine(r caseResult) string {
 	return s
 }
 
-func printTable(w io.Writer, rep benchReport) {
+// WriteTable writes the report as the table `tokenledger bench` prints,
+// with notes on noise, errors and profiles and the targets of issue 6.
+func (rep *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "tokenledger bench: %s, %d CPUs, %s; %gs per case after %gs warm-up",
 		rep.Target, rep.Host.CPUs, rep.Host.GoVersion, rep.Settings.DurationS, rep.Settings.WarmupS)
 	if rep.Settings.Slices > 1 {
@@ -111,7 +149,7 @@ func printTable(w io.Writer, rep benchReport) {
 	tw.Flush()
 
 	fmt.Fprintln(w, "\ncores: CPU of the process under load; load cores: the load generator's; other cores: the rest of the machine (noise)")
-	if slices.ContainsFunc(rep.Results, func(r caseResult) bool { return r.SharedProcess }) {
+	if slices.ContainsFunc(rep.Results, func(r CaseResult) bool { return r.SharedProcess }) {
 		fmt.Fprintln(w, "in-process: the service, the bare pipeline and the load generator share this process, so CPU/op, cores and peak RSS are the whole process's")
 	}
 	var notes []string

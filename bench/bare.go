@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -9,11 +9,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
+	"io"
 	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -57,12 +58,15 @@ type bareClaims struct {
 	Ver      int    `json:"ver"`
 }
 
-// bareServe is the bare pipeline's process: `tokenledger bench bare-child`.
-func bareServe(ctx context.Context, args []string) error {
+// runBare runs the bare pipeline until ctx ends on an embedded server that
+// start starts; it is the child process `tokenledger bench bare-child`,
+// or goroutines of the bench with Config.InProcess. With --control it
+// answers the profiling protocol (ControlLoop) on ctl and ctlOut.
+func runBare(ctx context.Context, args []string, start func(listen, dataDir string) (*server.Server, error), ctl io.Reader, ctlOut io.Writer) error {
 	var listen, data string
 	var workers int
 	var control bool
-	fs := flag.NewFlagSet("bench bare-child", flag.ContinueOnError)
+	fs := flag.NewFlagSet("bench "+BareChild, flag.ContinueOnError)
 	fs.StringVar(&listen, "listen", "127.0.0.1:0", "embedded NATS listen address")
 	fs.StringVar(&data, "data", "", "storage directory (required)")
 	fs.IntVar(&workers, "workers", 128, "handler pool size")
@@ -71,12 +75,18 @@ func bareServe(ctx context.Context, args []string) error {
 		return err
 	}
 	if data == "" {
-		return errors.New("bare-child: --data is required")
+		return errors.New(BareChild + ": --data is required")
 	}
 	if control {
-		go controlLoop(os.Stdin, os.Stdout)
+		if ctl == nil || ctlOut == nil {
+			return errors.New(BareChild + ": --control without a control channel")
+		}
+		go ControlLoop(ctl, ctlOut)
 	}
-	ns, err := startEmbedded(listen, data)
+	if start == nil {
+		return errors.New(BareChild + ": no embedded server to start")
+	}
+	ns, err := start(listen, data)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -20,7 +20,7 @@ import (
 
 // child is a process the bench starts: the service under test or the bare
 // pipeline. Its stderr goes to a log file; with control on, its stdin and
-// stdout carry the profiling protocol of controlLoop.
+// stdout carry the profiling protocol of ControlLoop.
 type child struct {
 	name    string
 	cmd     *exec.Cmd
@@ -31,25 +31,45 @@ type child struct {
 	waitErr error
 }
 
-// childEnv is a child's environment: ours without TOKENLEDGER_* settings
-// (a TOKENLEDGER_NATS_URL meant for the bench would point serve elsewhere).
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envPrefix) {
-			env = append(env, kv)
-		}
+// Child process names: `tokenledger bench NAME ...` runs RunChild.
+const (
+	// BareChild is the bare pipeline's process.
+	BareChild = "bare-child"
+	// ServeChild is the service's process when the bench profiles it:
+	// `tokenledger serve` with the profiling control loop on stdin.
+	ServeChild = "serve-child"
+)
+
+// IsChild reports whether arg names one of the bench's child processes.
+func IsChild(arg string) bool { return arg == BareChild || arg == ServeChild }
+
+// RunChild runs the child process that args[0] names (BareChild or
+// ServeChild) with the flags after it until ctx ends. ctl and ctlOut are
+// the child's stdin and stdout: they carry the profiling protocol of
+// ControlLoop.
+func RunChild(ctx context.Context, args []string, w Wiring, ctl io.Reader, ctlOut io.Writer) error {
+	if len(args) == 0 || !IsChild(args[0]) {
+		return fmt.Errorf("bench: not a child process: %q", args)
 	}
-	return env
+	if args[0] == BareChild {
+		return runBare(ctx, args[1:], w.StartServer, ctl, ctlOut)
+	}
+	if w.Serve == nil {
+		return errors.New("bench: " + ServeChild + " without a serve function")
+	}
+	go ControlLoop(ctl, ctlOut)
+	return w.Serve(ctx, args[1:])
 }
 
-func startChild(name, exe string, args []string, logPath string, control bool) (*child, error) {
+// startChild starts exe with args and environment env, its stderr going to
+// logPath; with control, its stdin and stdout carry the profiling protocol.
+func startChild(name, exe string, args, env []string, logPath string, control bool) (*child, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe, args...)
-	cmd.Env = childEnv()
+	cmd.Env = env
 	cmd.Stderr = logFile
 	c := &child{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	if control {
@@ -127,11 +147,11 @@ func (c *child) control(line string) error {
 	return nil
 }
 
-// controlLoop runs in a child: "start PATH" starts a CPU profile written to
+// ControlLoop runs in a child: "start PATH" starts a CPU profile written to
 // PATH, "stop" ends it and writes the live heap at that moment to
 // PATH.heap; each line is answered "ok" or an error on stdout.
 // It returns when stdin closes.
-func controlLoop(in io.Reader, out io.Writer) {
+func ControlLoop(in io.Reader, out io.Writer) {
 	var p profiler
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -158,7 +157,7 @@ type caller struct {
 	id       int
 	workload string
 	rng      *rand.Rand
-	mix      []mixWeight
+	mix      []MixWeight
 	subj     map[string]string
 	issueReq []byte
 	buf      []byte
@@ -167,7 +166,7 @@ type caller struct {
 	aged bool
 }
 
-func newCaller(t *loadTarget, id int, workload string, mix []mixWeight) *caller {
+func newCaller(t *loadTarget, id int, workload string, mix []MixWeight) *caller {
 	w := &caller{
 		t: t, nc: t.conns[id%len(t.conns)], id: id, workload: workload, mix: mix,
 		rng:  rand.New(rand.NewPCG(uint64(id), uint64(time.Now().UnixNano()))),
@@ -338,34 +337,36 @@ func (w *caller) timedRefresh(r *recorder) {
 	}
 }
 
-// mixWeight is one operation of the mix and its share.
-type mixWeight struct {
-	op     string
-	weight int
+// MixWeight is one operation of the mix workload and its share.
+type MixWeight struct {
+	Op     string // issue, refresh, introspect or revoke
+	Weight int
 }
 
-func parseMix(s string) ([]mixWeight, error) {
-	var m []mixWeight
+// ParseMix parses a mix, "operation=weight,...", such as
+// "refresh=60,introspect=30,issue=8,revoke=2".
+func ParseMix(s string) ([]MixWeight, error) {
+	var m []MixWeight
 	total := 0
 	for _, part := range splitList(s) {
 		op, n, ok := strings.Cut(part, "=")
 		if !ok {
-			return nil, fmt.Errorf("--mix %q: want op=weight,...", s)
+			return nil, fmt.Errorf("mix %q: want op=weight,...", s)
 		}
 		wgt, err := strconv.Atoi(n)
 		if err != nil || wgt < 0 {
-			return nil, fmt.Errorf("--mix %q: weight of %s", s, op)
+			return nil, fmt.Errorf("mix %q: weight of %s", s, op)
 		}
 		switch op {
 		case wlIssue, wlRefresh, wlIntrospect, wlRevoke:
 		default:
-			return nil, fmt.Errorf("--mix: unknown operation %q (issue, refresh, introspect, revoke)", op)
+			return nil, fmt.Errorf("mix: unknown operation %q (issue, refresh, introspect, revoke)", op)
 		}
-		m = append(m, mixWeight{op, wgt})
+		m = append(m, MixWeight{Op: op, Weight: wgt})
 		total += wgt
 	}
 	if total == 0 {
-		return nil, fmt.Errorf("--mix %q: weights sum to zero", s)
+		return nil, fmt.Errorf("mix %q: weights sum to zero", s)
 	}
 	return m, nil
 }
@@ -375,16 +376,16 @@ func parseMix(s string) ([]mixWeight, error) {
 func (w *caller) mixStep(r *recorder) {
 	total := 0
 	for _, m := range w.mix {
-		total += m.weight
+		total += m.Weight
 	}
 	n := w.rng.IntN(total)
-	op := w.mix[len(w.mix)-1].op
+	op := w.mix[len(w.mix)-1].Op
 	for _, m := range w.mix {
-		if n < m.weight {
-			op = m.op
+		if n < m.Weight {
+			op = m.Op
 			break
 		}
-		n -= m.weight
+		n -= m.Weight
 	}
 	start := time.Now()
 	switch op {
@@ -401,24 +402,82 @@ func (w *caller) mixStep(r *recorder) {
 	}
 }
 
-// caseSpec is one measurement: a workload at a concurrency on a target.
-type caseSpec struct {
-	workload    string
-	concurrency int
+// Case is one measurement: a workload at a concurrency on a target.
+type Case struct {
+	Workload    string // one of Workloads
+	Concurrency int    // callers, 1 to 4096
 }
 
-// opResult is the outcome of one kind of operation.
-type opResult struct {
+// ParseCases parses cases to run in order, "workload@concurrency,...",
+// such as StandardSuite.
+func ParseCases(s string) ([]Case, error) {
+	var pairs [][2]string
+	for _, part := range splitList(s) {
+		wl, n, ok := strings.Cut(part, "@")
+		if !ok {
+			return nil, fmt.Errorf("case %q: want workload@concurrency", part)
+		}
+		pairs = append(pairs, [2]string{wl, n})
+	}
+	return casesOf(pairs)
+}
+
+// CrossCases is every workload of the list wls at every concurrency of
+// the list ns, the workloads varying fastest.
+func CrossCases(wls, ns string) ([]Case, error) {
+	var pairs [][2]string
+	for _, n := range splitList(ns) {
+		for _, wl := range splitList(wls) {
+			pairs = append(pairs, [2]string{wl, n})
+		}
+	}
+	return casesOf(pairs)
+}
+
+// casesOf makes the cases of (workload, concurrency) pairs.
+func casesOf(pairs [][2]string) ([]Case, error) {
+	var cs []Case
+	for _, p := range pairs {
+		spec, err := newCase(p[0], p[1])
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, spec)
+	}
+	if len(cs) == 0 {
+		return nil, errors.New("no cases")
+	}
+	return cs, nil
+}
+
+// newCase checks one case.
+func newCase(wl, n string) (Case, error) {
+	known := false
+	for _, w := range workloads {
+		known = known || w == wl
+	}
+	if !known {
+		return Case{}, fmt.Errorf("workload %q: want one of %s", wl, strings.Join(workloads, ", "))
+	}
+	c, err := strconv.Atoi(n)
+	if err != nil || c < 1 || c > 4096 {
+		return Case{}, fmt.Errorf("concurrency %q: want 1 to 4096", n)
+	}
+	return Case{Workload: wl, Concurrency: c}, nil
+}
+
+// OpResult is the outcome of one kind of operation.
+type OpResult struct {
 	Ops          int            `json:"ops"`
 	Errors       int            `json:"errors"`
 	OpsPerSec    float64        `json:"ops_per_sec"`
-	Latency      latencyMS      `json:"latency_ms"`
+	Latency      LatencyMS      `json:"latency_ms"`
 	ErrorsByCode map[string]int `json:"errors_by_code,omitempty"`
 }
 
-// latencyMS are latency percentiles in milliseconds (nearest rank over
+// LatencyMS are latency percentiles in milliseconds (nearest rank over
 // every successful operation of the window).
-type latencyMS struct {
+type LatencyMS struct {
 	P50  float64 `json:"p50"`
 	P90  float64 `json:"p90"`
 	P99  float64 `json:"p99"`
@@ -426,8 +485,8 @@ type latencyMS struct {
 	Mean float64 `json:"mean"`
 }
 
-// ratios compare a result with its baseline: result / baseline.
-type ratios struct {
+// Ratios compare a result with its baseline: result / baseline.
+type Ratios struct {
 	Against  string   `json:"against"`
 	Ops      float64  `json:"ops_per_sec"`
 	P50      float64  `json:"p50"`
@@ -435,16 +494,16 @@ type ratios struct {
 	CPUPerOp *float64 `json:"cpu_per_op,omitempty"`
 }
 
-// caseResult is one case's report.
-type caseResult struct {
+// CaseResult is one case's report.
+type CaseResult struct {
 	Name           string  `json:"name"`
 	Target         string  `json:"target"`
 	Workload       string  `json:"workload"`
 	Concurrency    int     `json:"concurrency"`
 	PriorRotations int     `json:"prior_rotations,omitempty"`
 	DurationS      float64 `json:"duration_s"`
-	opResult
-	PerOp map[string]opResult `json:"per_op,omitempty"`
+	OpResult
+	PerOp map[string]OpResult `json:"per_op,omitempty"`
 	// The process under load (service or bare pipeline), over the window.
 	// With SharedProcess (--in-process) that process is the bench's own:
 	// CPU and RSS then include the load generator, and the loadgen_*
@@ -461,18 +520,18 @@ type caseResult struct {
 	// the process under load nor the load generator used: other programs
 	// (and the idle other child). Above a few tenths the case is noisy.
 	OtherCPUCores *float64 `json:"other_cpu_cores,omitempty"`
-	VsBare        *ratios  `json:"vs_bare,omitempty"`
-	VsFresh       *ratios  `json:"vs_fresh,omitempty"`
+	VsBare        *Ratios  `json:"vs_bare,omitempty"`
+	VsFresh       *Ratios  `json:"vs_fresh,omitempty"`
 	Profile       string   `json:"cpu_profile,omitempty"`
 	Error         string   `json:"error,omitempty"`
 }
 
-func caseName(kind string, spec caseSpec) string {
-	wl := spec.workload
+func caseName(kind string, spec Case) string {
+	wl := spec.Workload
 	if kind == "bare" {
-		wl = bareName(spec.workload)
+		wl = bareName(spec.Workload)
 	}
-	return fmt.Sprintf("%s/c=%d", wl, spec.concurrency)
+	return fmt.Sprintf("%s/c=%d", wl, spec.Concurrency)
 }
 
 // bareName is the bare pipeline a workload compares with ("" for none).
@@ -504,14 +563,14 @@ func bareWorkload(workload string) string {
 type runSettings struct {
 	duration, warmup time.Duration
 	prior            int
-	mix              []mixWeight
+	mix              []MixWeight
 	profileDir       string
 	log              func(format string, args ...any)
 }
 
 // runCase measures one case on its own: set the workers up, warm up,
 // measure a window of the configured duration, stop.
-func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) caseResult {
+func runCase(ctx context.Context, t *loadTarget, spec Case, rs runSettings) CaseResult {
 	return measure(ctx, []*part{{t: t, spec: spec}}, rs, 1)[0]
 }
 
@@ -521,7 +580,7 @@ func runCase(ctx context.Context, t *loadTarget, spec caseSpec, rs runSettings) 
 // callers of the other target are paused. Drift in the machine's speed
 // or in foreign load then falls on both alike, so their ratio moves far
 // less from run to run than with one measured after the other.
-func runInterleaved(ctx context.Context, bare, svc *loadTarget, bareSpec, spec caseSpec, rs runSettings, slices int) (caseResult, caseResult) {
+func runInterleaved(ctx context.Context, bare, svc *loadTarget, bareSpec, spec Case, rs runSettings, slices int) (CaseResult, CaseResult) {
 	r := measure(ctx, []*part{{t: bare, spec: bareSpec}, {t: svc, spec: spec}}, rs, slices)
 	return r[0], r[1]
 }
@@ -533,8 +592,8 @@ func settle(slice time.Duration) time.Duration { return min(slice/5, 250*time.Mi
 // part is one target's side of a measurement.
 type part struct {
 	t    *loadTarget
-	spec caseSpec
-	res  caseResult
+	spec Case
+	res  CaseResult
 
 	workers []*caller
 	recs    []*recorder
@@ -556,16 +615,16 @@ type part struct {
 // paused.
 func (p *part) prepare(ctx context.Context, rs runSettings) error {
 	t, spec := p.t, p.spec
-	p.workers = make([]*caller, spec.concurrency)
+	p.workers = make([]*caller, spec.Concurrency)
 	for i := range p.workers {
-		p.workers[i] = newCaller(t, i, spec.workload, rs.mix)
+		p.workers[i] = newCaller(t, i, spec.Workload, rs.mix)
 	}
 	var done atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(64)
 	stopProgress := make(chan struct{})
-	if spec.workload == wlAged && rs.prior > 0 {
-		total := int64(rs.prior * ((spec.concurrency + 1) / 2))
+	if spec.Workload == wlAged && rs.prior > 0 {
+		total := int64(rs.prior * ((spec.Concurrency + 1) / 2))
 		go func() {
 			tick := time.NewTicker(2 * time.Second)
 			defer tick.Stop()
@@ -670,15 +729,15 @@ func (p *part) slice(ctx context.Context, d time.Duration) {
 // measure prepares the parts, then runs slices rounds in which each part
 // in turn settles (the warm-up, the first time) and is measured for its
 // share of the duration, and returns the parts' results in order.
-func measure(ctx context.Context, parts []*part, rs runSettings, slices int) []caseResult {
+func measure(ctx context.Context, parts []*part, rs runSettings, slices int) []CaseResult {
 	slices = max(1, slices)
-	out := make([]caseResult, len(parts))
+	out := make([]CaseResult, len(parts))
 	for _, p := range parts {
-		p.res = caseResult{
-			Name: caseName(p.t.kind, p.spec), Target: p.t.kind, Workload: p.spec.workload,
-			Concurrency: p.spec.concurrency, SharedProcess: p.t.shared,
+		p.res = CaseResult{
+			Name: caseName(p.t.kind, p.spec), Target: p.t.kind, Workload: p.spec.Workload,
+			Concurrency: p.spec.Concurrency, SharedProcess: p.t.shared,
 		}
-		if p.spec.workload == wlAged {
+		if p.spec.Workload == wlAged {
 			p.res.PriorRotations = rs.prior
 		}
 	}
@@ -751,7 +810,7 @@ func measure(ctx context.Context, parts []*part, rs runSettings, slices int) []c
 }
 
 // finish turns the part's tallies into its result.
-func (p *part) finish(peak int64) caseResult {
+func (p *part) finish(peak int64) CaseResult {
 	t, spec, res := p.t, p.spec, p.res
 	recs, elapsed := p.recs, p.elapsed
 	cpuErr, hostErr := p.cpuErr, p.hostErr
@@ -778,9 +837,9 @@ func (p *part) finish(peak int64) caseResult {
 			all.errs[c] += n
 		}
 	}
-	res.opResult = summarize(all, elapsed)
-	if len(merged) > 1 || spec.workload == wlMix {
-		res.PerOp = map[string]opResult{}
+	res.OpResult = summarize(all, elapsed)
+	if len(merged) > 1 || spec.Workload == wlMix {
+		res.PerOp = map[string]OpResult{}
 		for kind, m := range merged {
 			res.PerOp[kind] = summarize(m, elapsed)
 		}
@@ -807,8 +866,8 @@ func (p *part) finish(peak int64) caseResult {
 	}
 	if a, f := res.PerOp[opAged], res.PerOp[opFresh]; a.Ops > 0 && f.Ops > 0 {
 		// Per caller: there are ceil(c/2) aged callers and floor(c/2) fresh.
-		nAged, nFresh := float64((spec.concurrency+1)/2), float64(spec.concurrency/2)
-		res.VsFresh = &ratios{
+		nAged, nFresh := float64((spec.Concurrency+1)/2), float64(spec.Concurrency/2)
+		res.VsFresh = &Ratios{
 			Against: "fresh families in the same window",
 			Ops:     round3((a.OpsPerSec / nAged) / (f.OpsPerSec / nFresh)),
 			P50:     round3(a.Latency.P50 / f.Latency.P50),
@@ -824,8 +883,8 @@ func (p *part) finish(peak int64) caseResult {
 	return res
 }
 
-func summarize(st *opStats, elapsed time.Duration) opResult {
-	r := opResult{Ops: len(st.lat)}
+func summarize(st *opStats, elapsed time.Duration) OpResult {
+	r := OpResult{Ops: len(st.lat)}
 	for c, n := range st.errs {
 		r.Errors += n
 		if r.ErrorsByCode == nil {
@@ -844,7 +903,7 @@ func summarize(st *opStats, elapsed time.Duration) opResult {
 		sum += float64(v)
 	}
 	ms := func(ns int64) float64 { return round3(float64(ns) / 1e6) }
-	r.Latency = latencyMS{
+	r.Latency = LatencyMS{
 		P50: ms(rank(lat, 0.50)), P90: ms(rank(lat, 0.90)), P99: ms(rank(lat, 0.99)),
 		Max: ms(lat[len(lat)-1]), Mean: round3(sum / float64(len(lat)) / 1e6),
 	}
@@ -879,11 +938,7 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// benchLogger writes progress to stderr.
-func benchLogger(quiet bool) func(string, ...any) {
-	return func(format string, args ...any) {
-		if !quiet {
-			fmt.Fprintf(os.Stderr, format+"\n", args...)
-		}
-	}
+// splitList splits a list separated by commas or spaces.
+func splitList(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
 }
