@@ -85,6 +85,8 @@ type envOptions struct {
 	// clockGuard, when set, guards the ledger's clock with this bound,
 	// probing only when the test calls env.guard.Probe.
 	clockGuard time.Duration
+	// more are clients registered besides the test client.
+	more []ledger.Client
 }
 
 func newEnv(t testing.TB, dir string) *env {
@@ -131,7 +133,7 @@ func (e *env) startService(opts envOptions) *jsstore.Ledger {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := jsstore.NewRegistry(ctx, js, []ledger.Client{testClient(opts)}, 1, nil)
+	reg, err := jsstore.NewRegistry(ctx, js, append([]ledger.Client{testClient(opts)}, opts.more...), 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,8 @@ const (
 var errNoView = errors.New("handlers: the valid-token view is not configured")
 
 // addViewEndpoints registers the endpoints that read the valid-token view:
-// revoke, introspect, sessions and admin.revoke. Run calls it. Without a
+// revoke, introspect, sessions, admin.sessions, admin.revoke and
+// admin.digest. Run calls it. Without a
 // view they are not registered, so requests go to instances that have one.
 func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), group micro.Group) error {
 	if s.cfg.View == nil {
@@ -38,6 +39,7 @@ func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), grou
 		{endpoint{"revoke", s.revoke}, "revoke"},
 		{endpoint{"introspect", s.introspect}, "introspect"},
 		{endpoint{"sessions", s.sessions}, "sessions"},
+		{endpoint{"admin_sessions", s.adminSessions}, "admin.sessions"},
 		{endpoint{"admin_revoke", s.adminRevoke}, "admin.revoke"},
 		{endpoint{"admin_digest", s.adminDigest}, "admin.digest"},
 	} {

@@ -10,8 +10,17 @@ import (
 	"github.com/tokenledger/tokenledger/ledger"
 )
 
-// SessionsRequest is the body of tokens.sessions.
+// SessionsRequest is the body of tokens.sessions: a client lists its own
+// families of the subject.
 type SessionsRequest struct {
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+	Subject      string `json:"subject"`
+}
+
+// AdminSessionsRequest is the body of tokens.admin.sessions: the subject's
+// families of every client (NATS permissions keep it to operators).
+type AdminSessionsRequest struct {
 	Subject string `json:"subject"`
 }
 
@@ -28,7 +37,7 @@ type Session struct {
 	ExpiresAt  time.Time  `json:"expires_at"`
 }
 
-// SessionsResponse is the reply of tokens.sessions.
+// SessionsResponse is the reply of tokens.sessions and tokens.admin.sessions.
 type SessionsResponse struct {
 	Families []Session `json:"families"`
 }
@@ -39,12 +48,23 @@ func DecodeSessionsRequest(body []byte, limit int) (SessionsRequest, error) {
 	if err := decodeStrict(body, limit, &r); err != nil {
 		return r, err
 	}
+	if err := clientCredentials(r.ClientID, r.ClientSecret); err != nil {
+		return r, err
+	}
 	return r, validText("subject", r.Subject, 256)
 }
 
-// sessions lists the subject's active families, oldest first. It first
-// waits for the view to reach the stream's last sequence, so a family
-// issued or revoked before the request is reflected.
+// DecodeAdminSessionsRequest decodes and checks an admin sessions request.
+func DecodeAdminSessionsRequest(body []byte, limit int) (AdminSessionsRequest, error) {
+	var r AdminSessionsRequest
+	if err := decodeStrict(body, limit, &r); err != nil {
+		return r, err
+	}
+	return r, validText("subject", r.Subject, 256)
+}
+
+// sessions lists the subject's active families of the authenticated
+// client, oldest first: one relying service never learns of another's.
 func (s *Service) sessions(ctx context.Context, req micro.Request) (any, error) {
 	if s.cfg.View == nil {
 		return nil, errNoView
@@ -53,11 +73,37 @@ func (s *Service) sessions(ctx context.Context, req micro.Request) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := s.catchUp(ctx); err != nil {
+	client, err := s.cfg.Registry.Authenticate(ctx, r.ClientID, r.ClientSecret)
+	if err != nil {
 		return nil, err
 	}
+	return s.listSessions(ctx, r.Subject, client.ID)
+}
+
+// adminSessions lists the subject's active families of every client.
+func (s *Service) adminSessions(ctx context.Context, req micro.Request) (any, error) {
+	if s.cfg.View == nil {
+		return nil, errNoView
+	}
+	r, err := DecodeAdminSessionsRequest(req.Data(), s.cfg.MaxRequestBytes)
+	if err != nil {
+		return nil, err
+	}
+	return s.listSessions(ctx, r.Subject, "")
+}
+
+// listSessions waits for the view to reach the stream's last sequence, so a
+// family issued or revoked before the request is reflected, then lists the
+// subject's active families, of clientID only unless it is empty.
+func (s *Service) listSessions(ctx context.Context, subject, clientID string) (SessionsResponse, error) {
+	if err := s.catchUp(ctx); err != nil {
+		return SessionsResponse{}, err
+	}
 	out := SessionsResponse{Families: []Session{}}
-	for _, f := range s.cfg.View.FamilyViewsBySubject(r.Subject, s.cfg.Ledger.Now()) {
+	for _, f := range s.cfg.View.FamilyViewsBySubject(subject, s.cfg.Ledger.Now()) {
+		if clientID != "" && f.ClientID != clientID {
+			continue
+		}
 		sess := Session{
 			FamilyID: f.ID, ClientID: f.ClientID, CreatedAt: f.CreatedAt,
 			Generation: f.Generation, Version: f.Version, ExpiresAt: f.ExpiresAt,

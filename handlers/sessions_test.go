@@ -2,14 +2,22 @@ package handlers
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenledger/tokenledger/ledger"
 )
 
 func (e *env) sessions(subject string) SessionsResponse {
 	e.t.Helper()
-	r := e.call("tokens.sessions", map[string]any{"subject": subject})
+	return e.sessionsAt("tokens.sessions", map[string]any{"client_id": testClientID, "client_secret": testSecret, "subject": subject})
+}
+
+func (e *env) sessionsAt(endpoint string, body map[string]any) SessionsResponse {
+	e.t.Helper()
+	r := e.call(endpoint, body)
 	if r.Error != "" {
 		e.t.Fatalf("sessions: %s", r.Raw)
 	}
@@ -46,13 +54,49 @@ func TestSessionsListsActiveFamilies(t *testing.T) {
 	if got[0].RotatedAt != nil || got[0].Generation != 0 {
 		t.Fatalf("never rotated family: %+v", got[0])
 	}
-	if raw := e.call("tokens.sessions", map[string]any{"subject": "alice"}).Raw; !strings.Contains(string(raw), `"rotated_at":null`) {
+	if raw := e.call("tokens.sessions", map[string]any{"client_id": testClientID, "client_secret": testSecret, "subject": "alice"}).Raw; !strings.Contains(string(raw), `"rotated_at":null`) {
 		t.Fatalf("a never rotated family must say rotated_at null: %s", raw)
 	}
 	if n := len(e.sessions("nobody").Families); n != 0 {
 		t.Fatalf("unknown subject has %d sessions", n)
 	}
-	for _, bad := range []any{"{}", map[string]any{"subject": "a", "client_id": "x"}, `{"subject": 1}`} {
+	for _, bad := range []any{"{}", map[string]any{"subject": "a", "client_id": "x"}, `{"subject": 1}`, map[string]any{"subject": "alice"}} {
 		wantError(t, e.call("tokens.sessions", bad), CodeInvalidRequest, "400")
 	}
+	wantError(t, e.call("tokens.sessions", map[string]any{"client_id": testClientID, "client_secret": "tlcs_wrong", "subject": "alice"}), CodeInvalidClient, "401")
+}
+
+// tokens.sessions lists only the calling client's families; another
+// client's credentials see none of them, and tokens.admin.sessions sees
+// every client's.
+func TestSessionsAreScopedToTheClient(t *testing.T) {
+	const otherSecret = "tlcs_other-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+	other := ledger.Client{ID: "billing", SecretSHA256: ledger.SecretSHA256(otherSecret), Scopes: []string{"read"}, Audiences: []string{"api"}}
+	e, _, _ := viewEnv(t, envOptions{grace: 10 * time.Second, more: []ledger.Client{other}})
+	mine := e.issue("alice")
+	wantOK(t, mine)
+	theirs := e.call("tokens.issue", map[string]any{"client_id": "billing", "client_secret": otherSecret, "subject": "alice"})
+	wantOK(t, theirs)
+
+	for _, tc := range []struct {
+		name     string
+		endpoint string
+		body     map[string]any
+		want     []string
+	}{
+		{"the test client", "tokens.sessions", map[string]any{"client_id": testClientID, "client_secret": testSecret, "subject": "alice"}, []string{mine.FamilyID}},
+		{"another client", "tokens.sessions", map[string]any{"client_id": "billing", "client_secret": otherSecret, "subject": "alice"}, []string{theirs.FamilyID}},
+		{"an operator", "tokens.admin.sessions", map[string]any{"subject": "alice"}, []string{mine.FamilyID, theirs.FamilyID}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, f := range e.sessionsAt(tc.endpoint, tc.body).Families {
+				got = append(got, f.FamilyID)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("%s lists %v, want %v", tc.endpoint, got, tc.want)
+			}
+		})
+	}
+	wantError(t, e.call("tokens.admin.sessions", map[string]any{"subject": "alice", "client_id": "billing"}), CodeInvalidRequest, "400")
 }
