@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -46,19 +47,27 @@ func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 
 	const callers, chain = 16, 20
 	var wg sync.WaitGroup
-	errs := make(chan string, callers)
+	// The goroutines report through errs: only the test's goroutine may
+	// stop the test.
+	errs := make(chan string, callers+32)
 	for i := range callers {
 		wg.Go(func() {
-			r := e.issue("user-" + string(rune('a'+i)))
+			r, err := e.tryIssue("user-" + string(rune('a'+i)))
 			for range chain {
-				if r.Error != "" {
-					errs <- string(r.Raw)
+				if err == nil && r.Error != "" {
+					err = errors.New(string(r.Raw))
+				}
+				if err != nil {
+					errs <- "chain: " + err.Error()
 					return
 				}
-				r = e.refresh(r.RefreshToken)
+				r, err = e.tryRefresh(r.RefreshToken)
 			}
-			if r.Error != "" {
-				errs <- string(r.Raw)
+			if err == nil && r.Error != "" {
+				err = errors.New(string(r.Raw))
+			}
+			if err != nil {
+				errs <- "chain: " + err.Error()
 			}
 		})
 	}
@@ -68,8 +77,11 @@ func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 	successors := make(chan string, 32)
 	for range 32 {
 		raced.Go(func() {
-			r := e.refresh(shared.RefreshToken)
-			if r.Error == "" {
+			r, err := e.tryRefresh(shared.RefreshToken)
+			switch {
+			case err != nil:
+				errs <- "raced refresh: " + err.Error()
+			case r.Error == "":
 				successors <- r.RefreshToken
 			}
 		})
@@ -79,7 +91,7 @@ func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 	close(errs)
 	close(successors)
 	for msg := range errs {
-		t.Fatalf("chain failed: %s", msg)
+		t.Fatal(msg)
 	}
 	distinct := map[string]bool{}
 	for s := range successors {
@@ -295,4 +307,43 @@ func (s *syncWriter) bytes() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return bytes.Clone(s.w.Bytes())
+}
+
+// tryCall is call for goroutines other than the test's own, which must not
+// call t.Fatal: it returns what went wrong instead of stopping the test.
+func (e *env) tryCall(subject string, body map[string]any) (reply, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return reply{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msg, err := e.nc.RequestWithContext(ctx, subject, data)
+	if err != nil {
+		return reply{}, fmt.Errorf("request %s: %w", subject, err)
+	}
+	var r reply
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		return reply{}, fmt.Errorf("reply of %s is not JSON: %w: %q", subject, err, msg.Data)
+	}
+	r.Status = msg.Header.Get(micro.ErrorCodeHeader)
+	r.Raw = msg.Data
+	if (r.Error != "") != (r.Status != "") {
+		return r, fmt.Errorf("error body %q and header %q disagree", r.Error, r.Status)
+	}
+	return r, nil
+}
+
+// tryIssue is issue for goroutines other than the test's (see tryCall).
+func (e *env) tryIssue(subject string) (reply, error) {
+	return e.tryCall("tokens.issue", map[string]any{
+		"client_id": testClientID, "client_secret": testSecret, "subject": subject,
+	})
+}
+
+// tryRefresh is refresh for goroutines other than the test's (see tryCall).
+func (e *env) tryRefresh(token string) (reply, error) {
+	return e.tryCall("tokens.refresh", map[string]any{
+		"client_id": testClientID, "client_secret": testSecret, "refresh_token": token,
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -20,7 +21,7 @@ import (
 )
 
 // The access token verifies against the tokens.jwks reply with go-jose, an
-// independent JWT library, and carries the SPEC claims.
+// independent JWT library, and carries the claims of docs/contract.md §2.4.
 func TestAccessTokenVerifiesWithIndependentLibrary(t *testing.T) {
 	e := newEnv(t, "")
 	e.startService(envOptions{grace: 10 * time.Second, useWall: true})
@@ -254,16 +255,20 @@ func TestConcurrentRefreshOneToken(t *testing.T) {
 			}
 			const n = 64
 			replies := make([]reply, n)
+			errs := make([]error, n) // the goroutines must not stop the test
 			var wg sync.WaitGroup
 			start := make(chan struct{})
 			for i := range n {
 				wg.Go(func() {
 					<-start
-					replies[i] = e.refresh(presented)
+					replies[i], errs[i] = e.tryRefresh(presented)
 				})
 			}
 			close(start)
 			wg.Wait()
+			if err := errors.Join(errs...); err != nil {
+				t.Fatal(err)
+			}
 			successors := map[string]int{}
 			failures := 0
 			for _, r := range replies {
@@ -306,6 +311,7 @@ func TestRefreshRacingRevocation(t *testing.T) {
 		var mu sync.Mutex
 		var lateSuccess []string
 		var wg sync.WaitGroup
+		callErrs := make(chan error, 4) // the goroutines must not stop the test
 		for range 4 {
 			wg.Go(func() {
 				cur := a.RefreshToken
@@ -316,7 +322,11 @@ func TestRefreshRacingRevocation(t *testing.T) {
 					default:
 					}
 					sent := time.Now()
-					r := e.refresh(cur)
+					r, err := e.tryRefresh(cur)
+					if err != nil {
+						callErrs <- err
+						return
+					}
 					mu.Lock()
 					after := !revokedAt.IsZero() && sent.After(revokedAt)
 					mu.Unlock()
@@ -343,6 +353,10 @@ func TestRefreshRacingRevocation(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
+		close(callErrs)
+		for err := range callErrs {
+			t.Fatalf("round %d: %v", round, err)
+		}
 		if len(lateSuccess) > 0 {
 			t.Fatalf("round %d: %d refreshes succeeded after the revocation was appended", round, len(lateSuccess))
 		}

@@ -17,8 +17,8 @@ import (
 )
 
 // maxAttempts bounds how often a command reloads after a conflict. Each
-// conflict means another writer made progress, so 64 concurrent callers
-// on one family need at most 64 attempts.
+// conflict means another writer made progress, so n concurrent callers on
+// one family need at most n attempts: 256 covers 256 of them.
 const maxAttempts = 256
 
 // Ledger runs commands: load a family, decide, append conditionally, and on
