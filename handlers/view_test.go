@@ -37,7 +37,7 @@ func startRunner(ctx context.Context, t testing.TB, js jetstream.JetStream, v *p
 // could not answer: without a view nobody responds.
 func TestViewEndpointsNeedAView(t *testing.T) {
 	base := []string{"tokens.issue", "tokens.refresh", "tokens.jwks"}
-	viewed := []string{"tokens.revoke", "tokens.introspect", "tokens.sessions", "tokens.admin.revoke", "tokens.admin.digest"}
+	viewed := []string{"tokens.revoke", "tokens.introspect", "tokens.sessions", "tokens.admin.sessions", "tokens.admin.revoke", "tokens.admin.digest"}
 	tests := []struct {
 		name string
 		view *projections.View
