@@ -10,9 +10,4 @@
 //     fixed text, naming at most an unknown field or a refused claim.
 //   - Handlers run on a bounded pool of goroutines, not on the
 //     subscription's goroutine, so one slow request does not hold up others.
-//   - The security-event worker (worker.go, set.go, policy.go) acts on each
-//     security event at most once: the ledger's security.handled.v1 record
-//     (one subject per event id) is checked before acting, and a KV claim
-//     keeps two workers from acting on copies of one event at once. Invalid
-//     events are dead-lettered with the reason, never retried forever.
 package handlers

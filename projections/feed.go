@@ -16,48 +16,21 @@ import (
 
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/revocation"
 )
 
-// Revocation feed defaults. The wire format is documented in
-// docs/revocation-feed.md.
+// The feed's wire types (stream, subjects, Announcement) are in package
+// revocation and documented in docs/revocation-feed.md.
 const (
-	DefaultFeedStream     = "TOKENLEDGER_REVOCATIONS"
-	DefaultFeedPrefix     = "tokens"
+	// CheckpointBucket is the KV bucket of the projections' checkpoints.
 	CheckpointBucket      = "tokenledger_checkpoints"
 	defaultFeedCheckpoint = "revocation-feed"
 )
 
-// Announcement kinds.
-const (
-	KindFamily = "family" // a family was revoked: all its tokens are dead
-	KindAccess = "access" // one access token (JTI) is denied
-	KindCutoff = "cutoff" // access tokens of the family issued at or before At are denied
-)
-
-// Announcement is one message of the revocation feed.
-type Announcement struct {
-	Kind     string `json:"kind"`
-	FamilyID string `json:"family_id"`
-	JTI      string `json:"jti,omitempty"`
-	// At is when the revocation happened; for a cutoff, tokens issued at
-	// or before it are denied.
-	At time.Time `json:"at"`
-	// ExpiresAt is when the announcement stops mattering: no access token
-	// it denies can be valid after it, so a subscriber may forget it then.
-	ExpiresAt time.Time `json:"expires_at"`
-	// Cause is the cause kind (reuse, revoke, admin, security_event).
-	Cause     string `json:"cause"`
-	EventID   string `json:"event_id"`
-	LedgerSeq uint64 `json:"ledger_seq"`
-}
-
-// FeedSubject is the subject announcements of a kind are published on.
-func FeedSubject(prefix, kind string) string { return prefix + ".revocations." + kind }
-
 // FeedConfig configures a Feed.
 type FeedConfig struct {
 	Prefix       string // subject prefix (default "tokens"): <prefix>.revocations.<kind>
-	Stream       string // the feed's stream (default DefaultFeedStream)
+	Stream       string // the feed's stream (default revocation.DefaultStream)
 	LedgerStream string // default jsstore.DefaultStream
 	// MaxAge is how long announcements are kept (default 24 h). It must
 	// exceed the longest access-token lifetime: a subscriber that starts
@@ -107,10 +80,10 @@ func NewFeed(ctx context.Context, js jetstream.JetStream, view *View, cfg FeedCo
 		return nil, errors.New("projections: feed needs a JetStream context and a view")
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = DefaultFeedPrefix
+		cfg.Prefix = revocation.DefaultPrefix
 	}
 	if cfg.Stream == "" {
-		cfg.Stream = DefaultFeedStream
+		cfg.Stream = revocation.DefaultStream
 	}
 	if cfg.LedgerStream == "" {
 		cfg.LedgerStream = jsstore.DefaultStream
@@ -130,7 +103,7 @@ func NewFeed(ctx context.Context, js jetstream.JetStream, view *View, cfg FeedCo
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "tokenledger revocation feed: every revocation, kept while it matters",
-		Subjects:    []string{FeedSubject(cfg.Prefix, "*")},
+		Subjects:    []string{revocation.Subjects(cfg.Prefix)},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      cfg.MaxAge,
@@ -381,20 +354,20 @@ func (f *Feed) announce(ctx context.Context, seq uint64, e ledger.Event) error {
 	if err := f.view.WaitFor(ctx, seq); err != nil {
 		return err
 	}
-	a := Announcement{FamilyID: e.FamilyID, At: e.OccurredAt.UTC(), Cause: e.Cause.Kind, EventID: e.ID, LedgerSeq: seq}
+	a := revocation.Announcement{FamilyID: e.FamilyID, At: e.OccurredAt.UTC(), Cause: e.Cause.Kind, EventID: e.ID, LedgerSeq: seq}
 	until := e.OccurredAt.Add(f.cfg.MaxAge) // when the view no longer knows the family
 	if fv, ok := f.view.Family(e.FamilyID); ok {
 		until = fv.AccessUntil
 	}
 	switch d := e.Data.(type) {
 	case ledger.ReuseDetected:
-		a.Kind, a.Cause, a.ExpiresAt = KindFamily, ledger.CauseReuse, until
+		a.Kind, a.Cause, a.ExpiresAt = revocation.KindFamily, ledger.CauseReuse, until
 	case ledger.FamilyRevoked:
-		a.Kind, a.ExpiresAt = KindFamily, until
+		a.Kind, a.ExpiresAt = revocation.KindFamily, until
 	case ledger.AccessRevoked:
-		a.Kind, a.JTI, a.ExpiresAt = KindAccess, d.JTI, d.ExpiresAt.UTC()
+		a.Kind, a.JTI, a.ExpiresAt = revocation.KindAccess, d.JTI, d.ExpiresAt.UTC()
 	case ledger.AccessCutoff:
-		a.Kind, a.ExpiresAt = KindCutoff, until
+		a.Kind, a.ExpiresAt = revocation.KindCutoff, until
 	default:
 		return nil
 	}
@@ -406,7 +379,7 @@ func (f *Feed) announce(ctx context.Context, seq uint64, e ledger.Event) error {
 		return err
 	}
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		_, err := f.js.Publish(ctx, FeedSubject(f.cfg.Prefix, a.Kind), body, jetstream.WithMsgID(a.EventID))
+		_, err := f.js.Publish(ctx, revocation.Subject(f.cfg.Prefix, a.Kind), body, jetstream.WithMsgID(a.EventID))
 		if err == nil {
 			return nil
 		}

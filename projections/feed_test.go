@@ -10,13 +10,14 @@ import (
 
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/revocation"
 )
 
 // feedAnnouncements reads the whole feed stream.
-func feedAnnouncements(t *testing.T, f *fixture) []Announcement {
+func feedAnnouncements(t *testing.T, f *fixture) []revocation.Announcement {
 	t.Helper()
 	ctx := context.Background()
-	s, err := f.js.Stream(ctx, DefaultFeedStream)
+	s, err := f.js.Stream(ctx, revocation.DefaultStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,17 +25,17 @@ func feedAnnouncements(t *testing.T, f *fixture) []Announcement {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []Announcement
+	var out []revocation.Announcement
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		msg, err := s.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var a Announcement
+		var a revocation.Announcement
 		if err := json.Unmarshal(msg.Data, &a); err != nil {
 			t.Fatal(err)
 		}
-		if msg.Subject != FeedSubject(DefaultFeedPrefix, a.Kind) {
+		if msg.Subject != revocation.Subject(revocation.DefaultPrefix, a.Kind) {
 			t.Fatalf("announcement %+v on %s", a, msg.Subject)
 		}
 		out = append(out, a)
@@ -88,7 +89,7 @@ func TestFeedAnnouncesEveryRevocationOnceAndResumes(t *testing.T) {
 					overflows += feed.overflows.Load()
 				}
 			}
-			waitAnnounced := func(n int) []Announcement {
+			waitAnnounced := func(n int) []revocation.Announcement {
 				t.Helper()
 				deadline := time.Now().Add(10 * time.Second)
 				for {
@@ -109,8 +110,8 @@ func TestFeedAnnouncesEveryRevocationOnceAndResumes(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := waitAnnounced(2)
-			if len(got) != 2 || got[0].Kind != KindAccess || got[0].JTI != a.Access.JTI || !got[0].ExpiresAt.Equal(a.Access.ExpiresAt) ||
-				got[1].Kind != KindFamily || got[1].FamilyID != b.State.FamilyID || got[1].Cause != ledger.CauseAdmin ||
+			if len(got) != 2 || got[0].Kind != revocation.KindAccess || got[0].JTI != a.Access.JTI || !got[0].ExpiresAt.Equal(a.Access.ExpiresAt) ||
+				got[1].Kind != revocation.KindFamily || got[1].FamilyID != b.State.FamilyID || got[1].Cause != ledger.CauseAdmin ||
 				got[1].ExpiresAt.Before(b.Access.ExpiresAt) {
 				t.Fatalf("announcements: %+v", got)
 			}
@@ -134,7 +135,7 @@ func TestFeedAnnouncesEveryRevocationOnceAndResumes(t *testing.T) {
 			}
 			stop = start()
 			got = waitAnnounced(4)
-			if len(got) != 4 || got[2].Kind != KindCutoff || got[2].FamilyID != c.State.FamilyID || got[3].Kind != KindFamily || got[3].FamilyID != a.State.FamilyID {
+			if len(got) != 4 || got[2].Kind != revocation.KindCutoff || got[2].FamilyID != c.State.FamilyID || got[3].Kind != revocation.KindFamily || got[3].FamilyID != a.State.FamilyID {
 				t.Fatalf("after restart: %+v", got)
 			}
 			// A burst of revocations from concurrent writers, with

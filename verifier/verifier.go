@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenledger/tokenledger/ledger/token"
-	"github.com/tokenledger/tokenledger/projections"
+	"github.com/tokenledger/tokenledger/revocation"
 )
 
 // Errors Verify returns besides token.ErrTokenInvalid and
@@ -44,7 +44,7 @@ type Config struct {
 	// Prefix is the service's subject prefix (default "tokens").
 	Prefix string
 	// FeedStream is the revocation feed's stream (default
-	// projections.DefaultFeedStream).
+	// revocation.DefaultStream).
 	FeedStream string
 	// RefetchInterval bounds how often an unknown kid refetches the JWKS
 	// (default 1 s), so forged kids cannot flood the service.
@@ -101,10 +101,10 @@ func New(nc *nats.Conn, cfg Config) (*Verifier, error) {
 		}
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = projections.DefaultFeedPrefix
+		cfg.Prefix = revocation.DefaultPrefix
 	}
 	if cfg.FeedStream == "" {
-		cfg.FeedStream = projections.DefaultFeedStream
+		cfg.FeedStream = revocation.DefaultStream
 	}
 	if cfg.RefetchInterval <= 0 {
 		cfg.RefetchInterval = time.Second
@@ -151,7 +151,7 @@ func (v *Verifier) Run(ctx context.Context) error {
 	// consumer resumes after the last delivered sequence on a reconnect.
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		FilterSubjects: []string{projections.FeedSubject(v.cfg.Prefix, "*")},
+		FilterSubjects: []string{revocation.Subjects(v.cfg.Prefix)},
 	})
 	if err != nil {
 		return fmt.Errorf("verifier: consumer on %s: %w", v.cfg.FeedStream, err)
@@ -180,7 +180,7 @@ func (v *Verifier) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("verifier: feed metadata: %w", err)
 		}
-		var a projections.Announcement
+		var a revocation.Announcement
 		if err := json.Unmarshal(msg.Data(), &a); err != nil {
 			v.cfg.Log.Warn("skipping a malformed announcement", "seq", meta.Sequence.Stream, "error", err)
 		} else {
@@ -227,21 +227,21 @@ func (v *Verifier) watch(ctx context.Context, stream jetstream.Stream) {
 	}
 }
 
-func (v *Verifier) apply(a projections.Announcement) {
+func (v *Verifier) apply(a revocation.Announcement) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	switch a.Kind {
-	case projections.KindAccess:
+	case revocation.KindAccess:
 		if a.ExpiresAt.After(v.jtis[a.JTI]) {
 			v.jtis[a.JTI] = a.ExpiresAt
 		}
-	case projections.KindFamily, projections.KindCutoff:
+	case revocation.KindFamily, revocation.KindCutoff:
 		f := v.families[a.FamilyID]
 		if f == nil {
 			f = &familyRevocation{}
 			v.families[a.FamilyID] = f
 		}
-		if a.Kind == projections.KindFamily {
+		if a.Kind == revocation.KindFamily {
 			f.revoked = true
 		} else {
 			f.cutoff = max(f.cutoff, a.At.Unix())

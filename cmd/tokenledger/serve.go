@@ -25,6 +25,7 @@ import (
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
+	secworker "github.com/tokenledger/tokenledger/worker"
 )
 
 type serveConfig struct {
@@ -255,13 +256,13 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := handlers.CreateSecurityStreams(ctx, js, secCfg); err != nil {
+	if err := secworker.CreateSecurityStreams(ctx, js, secCfg); err != nil {
 		return err
 	}
-	var secWorker *handlers.Worker
+	var secWorker *secworker.Worker
 	if cfg.worker {
 		secCfg.Ledger, secCfg.Selector, secCfg.Waiter = jsstore.New(store, jsstore.WithClockGuard(clock), jsstore.WithWatchdog(dog)), view, view
-		if secWorker, err = handlers.NewWorker(ctx, js, secCfg); err != nil {
+		if secWorker, err = secworker.New(ctx, js, secCfg); err != nil {
 			return err
 		}
 	}

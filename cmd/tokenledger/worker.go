@@ -15,9 +15,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/projections"
+	secworker "github.com/tokenledger/tokenledger/worker"
 )
 
 // securityFlags configure the security-event worker, in serve and alone.
@@ -33,10 +33,10 @@ type securityFlags struct {
 func (s *securityFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.policy, "security-policy", "", "JSON policy file mapping security event type and severity to an action (default: SPEC §5)")
 	fs.StringVar(&s.transmitters, "security-transmitters", "", "JSON file of SET transmitters: issuer, audience and keys (JWKS or PEM)")
-	fs.IntVar(&s.maxDeliver, "security-max-deliver", handlers.DefaultSecurityMaxDeliver, "deliveries of one security event before it is dead-lettered")
-	fs.DurationVar(&s.ackWait, "security-ack-wait", handlers.DefaultSecurityAckWait, "redelivery timeout and claim lease of a security event")
-	fs.DurationVar(&s.retention, "security-retention", handlers.DefaultSecurityRetention, "how long the intake stream keeps security events")
-	fs.IntVar(&s.concurrency, "security-concurrency", handlers.DefaultSecurityConcurrency, "security events one worker handles at once")
+	fs.IntVar(&s.maxDeliver, "security-max-deliver", secworker.DefaultSecurityMaxDeliver, "deliveries of one security event before it is dead-lettered")
+	fs.DurationVar(&s.ackWait, "security-ack-wait", secworker.DefaultSecurityAckWait, "redelivery timeout and claim lease of a security event")
+	fs.DurationVar(&s.retention, "security-retention", secworker.DefaultSecurityRetention, "how long the intake stream keeps security events")
+	fs.IntVar(&s.concurrency, "security-concurrency", secworker.DefaultSecurityConcurrency, "security events one worker handles at once")
 }
 
 // transmitterFile is one entry of the --security-transmitters file.
@@ -49,9 +49,9 @@ type transmitterFile struct {
 
 // config reads the policy and transmitter files into a worker
 // configuration without the ledger and selector, which the caller adds.
-func (s *securityFlags) config(log *slog.Logger, replicas int) (handlers.WorkerConfig, error) {
-	cfg := handlers.WorkerConfig{
-		Policy: handlers.DefaultPolicy(), MaxDeliver: s.maxDeliver, AckWait: s.ackWait,
+func (s *securityFlags) config(log *slog.Logger, replicas int) (secworker.Config, error) {
+	cfg := secworker.Config{
+		Policy: secworker.DefaultPolicy(), MaxDeliver: s.maxDeliver, AckWait: s.ackWait,
 		Retention: s.retention, Concurrency: s.concurrency, Replicas: replicas, Log: log,
 	}
 	if s.policy != "" {
@@ -59,7 +59,7 @@ func (s *securityFlags) config(log *slog.Logger, replicas int) (handlers.WorkerC
 		if err != nil {
 			return cfg, fmt.Errorf("--security-policy: %w", err)
 		}
-		if cfg.Policy, err = handlers.ParsePolicy(b); err != nil {
+		if cfg.Policy, err = secworker.ParsePolicy(b); err != nil {
 			return cfg, fmt.Errorf("--security-policy %s: %w", s.policy, err)
 		}
 	}
@@ -85,11 +85,11 @@ func (s *securityFlags) config(log *slog.Logger, replicas int) (handlers.WorkerC
 				return cfg, fmt.Errorf("transmitter %s: %w", e.Issuer, err)
 			}
 		}
-		parsed, err := handlers.ParseTransmitterKeys(keys)
+		parsed, err := secworker.ParseTransmitterKeys(keys)
 		if err != nil {
 			return cfg, fmt.Errorf("transmitter %s: %w", e.Issuer, err)
 		}
-		cfg.Transmitters = append(cfg.Transmitters, handlers.Transmitter{Issuer: e.Issuer, Audience: e.Audience, Keys: parsed})
+		cfg.Transmitters = append(cfg.Transmitters, secworker.Transmitter{Issuer: e.Issuer, Audience: e.Audience, Keys: parsed})
 	}
 	return cfg, nil
 }
@@ -145,7 +145,7 @@ func worker(ctx context.Context, args []string) error {
 		return err
 	}
 	wcfg.Ledger, wcfg.Selector, wcfg.Waiter = jsstore.New(store), view, view
-	w, err := handlers.NewWorker(ctx, js, wcfg)
+	w, err := secworker.New(ctx, js, wcfg)
 	if err != nil {
 		return err
 	}

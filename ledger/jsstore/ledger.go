@@ -82,11 +82,6 @@ func (l *Ledger) Load(ctx context.Context, familyID string) (ledger.State, error
 	return l.store.Load(ctx, familyID)
 }
 
-// Store is the ledger's event store. Deprecated inside this repository:
-// only the security-event worker still reads it, until it moves onto the
-// Ledger's methods.
-func (l *Ledger) Store() *Store { return l.store }
-
 // LastSeq is the ledger stream's last sequence: a read model that has
 // applied it has seen every event acknowledged before this call.
 func (l *Ledger) LastSeq(ctx context.Context) (uint64, error) {

@@ -1,11 +1,8 @@
-package handlers
+package worker
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,9 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-json-experiment/json"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/oklog/ulid/v2"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tokenledger/tokenledger/ledger"
@@ -72,8 +69,10 @@ type SecurityEvent struct {
 }
 
 // DecodeSecurityEvent decodes the JSON form strictly: at most limit bytes,
-// one object, no unknown fields, and a valid event. Every error wraps
-// ErrInvalidEvent and never quotes the body.
+// one object, member names exactly as SPEC §5 spells them (a name in
+// another letter case is unknown), no member twice, no unknown member, and
+// a valid event. Every error wraps ErrInvalidEvent and never quotes the
+// body.
 func DecodeSecurityEvent(body []byte, limit int) (SecurityEvent, error) {
 	var ev SecurityEvent
 	if err := decodeStrict(body, limit, &ev); err != nil {
@@ -133,9 +132,9 @@ type Waiter interface {
 	WaitFor(ctx context.Context, seq uint64) error
 }
 
-// WorkerConfig is what the security-event worker needs. Ledger and Selector
+// Config is what the security-event worker needs. Ledger and Selector
 // are required; every other field has a default.
-type WorkerConfig struct {
+type Config struct {
 	Ledger   *jsstore.Ledger
 	Selector Selector
 	// Waiter, when set, is waited on before each selection.
@@ -176,7 +175,7 @@ type WorkerConfig struct {
 	Log  *slog.Logger
 }
 
-func (c *WorkerConfig) defaults() {
+func (c *Config) defaults() {
 	def := func(s *string, v string) {
 		if *s == "" {
 			*s = v
@@ -223,7 +222,7 @@ func (c *WorkerConfig) defaults() {
 // CreateSecurityStreams creates or updates the intake and dead-letter
 // streams, so events published while no worker runs are kept. serve calls
 // it even when the worker is disabled.
-func CreateSecurityStreams(ctx context.Context, js jetstream.JetStream, cfg WorkerConfig) error {
+func CreateSecurityStreams(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	cfg.defaults()
 	if strings.HasPrefix(cfg.DeadLetterPrefix+".", cfg.SubjectPrefix+".") || strings.HasPrefix(cfg.SubjectPrefix+".", cfg.DeadLetterPrefix+".") {
 		return fmt.Errorf("security streams: subjects %s.> and %s.> overlap", cfg.SubjectPrefix, cfg.DeadLetterPrefix)
@@ -254,8 +253,8 @@ func CreateSecurityStreams(ctx context.Context, js jetstream.JetStream, cfg Work
 	return nil
 }
 
-// WorkerStats counts what a worker did since it started.
-type WorkerStats struct {
+// Stats counts what a worker did since it started.
+type Stats struct {
 	Handled      uint64 // events acted on and recorded
 	Duplicates   uint64 // events already handled, acknowledged without acting
 	DeadLettered uint64 // events set aside as invalid or failed
@@ -266,21 +265,18 @@ type WorkerStats struct {
 // applies the policy's action through the ledger and records the handling.
 // Several workers share one durable consumer and never act twice.
 type Worker struct {
-	cfg      WorkerConfig
+	cfg      Config
 	js       jetstream.JetStream
-	store    *jsstore.Store
 	consumer jetstream.Consumer
 	claims   jetstream.KeyValue
 	sets     *setVerifier
-	// records is the ledger subject prefix of handled-event records.
-	records string
 
 	handled, duplicates, deadLettered, retried atomic.Uint64
 }
 
-// NewWorker validates the configuration and creates the streams, the shared
+// New validates the configuration and creates the streams, the shared
 // durable consumer and the claims bucket.
-func NewWorker(ctx context.Context, js jetstream.JetStream, cfg WorkerConfig) (*Worker, error) {
+func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, error) {
 	switch {
 	case cfg.Ledger == nil:
 		return nil, errors.New("worker: Ledger is required")
@@ -324,16 +320,12 @@ func NewWorker(ctx context.Context, js jetstream.JetStream, cfg WorkerConfig) (*
 	if err != nil {
 		return nil, fmt.Errorf("security claims bucket %s: %w", cfg.ClaimBucket, err)
 	}
-	store := cfg.Ledger.Store()
-	return &Worker{
-		cfg: cfg, js: js, store: store, consumer: consumer, claims: claims, sets: sets,
-		records: store.SecuritySubject(""),
-	}, nil
+	return &Worker{cfg: cfg, js: js, consumer: consumer, claims: claims, sets: sets}, nil
 }
 
 // Stats returns the worker's counters.
-func (w *Worker) Stats() WorkerStats {
-	return WorkerStats{
+func (w *Worker) Stats() Stats {
+	return Stats{
 		Handled: w.handled.Load(), Duplicates: w.duplicates.Load(),
 		DeadLettered: w.deadLettered.Load(), Retried: w.retried.Load(),
 	}
@@ -450,8 +442,8 @@ func (w *Worker) decode(body []byte) (SecurityEvent, error) {
 // instant the handling began, which makes a takeover after a crash repeat
 // nothing.
 func (w *Worker) process(ctx context.Context, msg jetstream.Msg, ev SecurityEvent, log *slog.Logger) (err error) {
-	key := EventKey(ev.ID)
-	c, err := w.claim(ctx, msg, key)
+	key := jsstore.SecurityKey(ev.ID)
+	c, err := w.claim(ctx, msg, ev.ID, key)
 	if errors.Is(err, errAlreadyHandled) {
 		w.duplicates.Add(1)
 		return nil
@@ -466,7 +458,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, ev SecurityEven
 
 	// Checked under the claim: a previous holder may have recorded the
 	// event just before we took it.
-	if done, err := w.recorded(hctx, key); err != nil || done {
+	if done, err := w.cfg.Ledger.SecurityHandled(hctx, ev.ID); err != nil || done {
 		if done {
 			w.duplicates.Add(1)
 			log.Debug("security event already handled")
@@ -485,36 +477,12 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, ev SecurityEven
 	if err := w.act(hctx, action, families, cause, c.StartedAt); err != nil {
 		return fmt.Errorf("%s: %w", action, errors.Join(err, context.Cause(hctx)))
 	}
-	if err := w.record(hctx, key, ev, action, families, c.StartedAt); err != nil {
+	if err := w.record(hctx, ev, action, families, c.StartedAt); err != nil {
 		return fmt.Errorf("record: %w", errors.Join(err, context.Cause(hctx)))
 	}
 	w.handled.Add(1)
 	log.Info("security event handled", "action", action, "families", len(families))
 	return nil
-}
-
-// EventKey is the ledger subject token of a security event id: the id
-// itself when it is a plain token, else "sha256-" and its hash.
-func EventKey(id string) string {
-	if len(id) <= 128 && plainKey.MatchString(id) && !strings.HasPrefix(id, "sha256-") {
-		return id
-	}
-	sum := sha256.Sum256([]byte(id))
-	return "sha256-" + hex.EncodeToString(sum[:])
-}
-
-var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-// recorded reports whether the ledger holds the handling of the event.
-func (w *Worker) recorded(ctx context.Context, key string) (bool, error) {
-	_, err := w.store.LastMsg(ctx, w.records+key)
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("%w: handled record: %w", ledger.ErrUnavailable, err)
-	}
-	return true, nil
 }
 
 // claimValue is a claim on a security event. StartedAt, on the ledger's
@@ -534,7 +502,7 @@ type claim struct {
 // claim takes the event's claim: a fresh one, or one whose lease ran out
 // (its holder died). While another holder's lease runs it waits, keeping
 // the delivery alive, rather than burning redeliveries.
-func (w *Worker) claim(ctx context.Context, msg jetstream.Msg, key string) (claim, error) {
+func (w *Worker) claim(ctx context.Context, msg jetstream.Msg, eventID, key string) (claim, error) {
 	wait := 20 * time.Millisecond
 	lastProgress := time.Now()
 	for {
@@ -567,7 +535,7 @@ func (w *Worker) claim(ctx context.Context, msg jetstream.Msg, key string) (clai
 			continue // someone else took it over first
 		}
 		// Another holder is at work: once it records, we are a duplicate.
-		if done, err := w.recorded(ctx, key); err != nil || done {
+		if done, err := w.cfg.Ledger.SecurityHandled(ctx, eventID); err != nil || done {
 			if done {
 				return claim{}, errAlreadyHandled
 			}
@@ -647,8 +615,8 @@ func (w *Worker) release(key string, rev uint64, v claimValue, handled bool) {
 // families of that client; a family_id must also match the others given.
 func (w *Worker) selectFamilies(ctx context.Context, ev SecurityEvent) ([]string, error) {
 	if w.cfg.Waiter != nil {
-		// Every event acknowledged so far (see Store.LastSeq).
-		seq, err := w.store.LastSeq(ctx)
+		// Every event acknowledged so far (see Ledger.LastSeq).
+		seq, err := w.cfg.Ledger.LastSeq(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -656,18 +624,17 @@ func (w *Worker) selectFamilies(ctx context.Context, ev SecurityEvent) ([]string
 			return nil, fmt.Errorf("wait for the families view: %w", err)
 		}
 	}
-	now := w.cfg.Ledger.Now()
 	if ev.FamilyID != "" {
-		st, err := w.store.Load(ctx, ev.FamilyID)
-		if err != nil {
+		ok, err := w.cfg.Ledger.SecuritySelects(ctx, ev.FamilyID, ev.Subject, ev.ClientID)
+		switch {
+		case err != nil:
 			return nil, err
-		}
-		if !st.Exists() || st.StatusAt(now) != ledger.StatusActive ||
-			(ev.Subject != "" && st.Subject != ev.Subject) || (ev.ClientID != "" && st.ClientID != ev.ClientID) {
+		case !ok:
 			return []string{}, nil
 		}
-		return []string{st.FamilyID}, nil
+		return []string{ev.FamilyID}, nil
 	}
+	now := w.cfg.Ledger.Now()
 	var families []string
 	switch {
 	case ev.Subject != "" && ev.ClientID != "":
@@ -705,14 +672,7 @@ func (w *Worker) act(ctx context.Context, action Action, families []string, caus
 		}
 	case ActionRevokeAccess:
 		one = func(ctx context.Context, fid string) error {
-			st, err := w.store.Load(ctx, fid)
-			if err != nil {
-				return err
-			}
-			if st.Revoked != nil || !st.AccessCutoff.Before(startedAt) {
-				return nil
-			}
-			_, err = w.cfg.Ledger.CutAccess(ctx, fid, cause)
+			_, err := w.cfg.Ledger.CutAccessSince(ctx, fid, startedAt, cause)
 			return err
 		}
 	default:
@@ -731,35 +691,16 @@ func (w *Worker) act(ctx context.Context, action Action, families []string, caus
 	return g.Wait()
 }
 
-// maxRecordFamilies keeps a handled record well under a message's size.
-const maxRecordFamilies = 20000
-
-// record appends security.handled.v1 on ledger.security.<key>. Its id is
-// derived from the event id and the claim's start, so a repeated append
-// inside the ledger's duplicate window is dropped by JetStream as well.
-func (w *Worker) record(ctx context.Context, key string, ev SecurityEvent, action Action, families []string, startedAt time.Time) error {
-	sum := sha256.Sum256([]byte(ev.ID))
-	id, err := ulid.New(ulid.Timestamp(startedAt), bytes.NewReader(sum[:]))
-	if err != nil {
-		return err
-	}
-	listed, more := families, 0
-	if len(listed) > maxRecordFamilies {
-		listed, more = listed[:maxRecordFamilies], len(families)-maxRecordFamilies
-	}
-	if listed == nil {
-		listed = []string{}
-	}
-	_, err = w.store.AppendTo(ctx, "security", key, ledger.Event{
-		ID: id.String(), OccurredAt: w.cfg.Ledger.Now(),
-		Cause: ledger.Cause{Kind: ledger.CauseSecurity, ID: ev.ID, Reason: ev.Reason},
-		Data: ledger.SecurityHandled{
+// record appends the handling's record to the ledger, with the event's id
+// as the cause: from then on the event is a duplicate.
+func (w *Worker) record(ctx context.Context, ev SecurityEvent, action Action, families []string, startedAt time.Time) error {
+	return w.cfg.Ledger.RecordSecurityHandled(ctx,
+		ledger.Cause{Kind: ledger.CauseSecurity, ID: ev.ID, Reason: ev.Reason}, startedAt,
+		ledger.SecurityHandled{
 			EventType: ev.Type, Severity: string(ev.Severity), Action: string(action),
 			Selector: &ledger.Selector{Subject: ev.Subject, ClientID: ev.ClientID, FamilyID: ev.FamilyID},
-			Families: listed, MoreFamilies: more,
-		},
-	})
-	return err
+			Families: families,
+		})
 }
 
 // deadLetter sets the event aside with the reason and terminates it. If

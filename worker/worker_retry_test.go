@@ -1,4 +1,4 @@
-package handlers
+package worker
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func TestWorkerRetryDoesNotCutAgain(t *testing.T) {
 	if _, err := e.js.Publish(ctx, e.store.FamilySubject(bad), []byte("garbage")); err != nil {
 		t.Fatal(err)
 	}
-	w, err := NewWorker(ctx, e.js, WorkerConfig{
+	w, err := New(ctx, e.js, Config{
 		Ledger: jsstore.New(e.store), Selector: fixedSelector{[]string{good, bad}},
 		FamilyConcurrency: 1, AckWait: 5 * time.Second, MaxDeliver: 3,
 	})

@@ -1,4 +1,4 @@
-package handlers
+package worker
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokenledger/tokenledger/ledger/token"
@@ -157,24 +159,85 @@ func newSETVerifier(ts []Transmitter, now func() time.Time) (*setVerifier, error
 }
 
 // setClaims are the claims of a SET (RFC 8417 §2.2, with the subject
-// identifier of the Shared Signals Framework).
+// identifier of the Shared Signals Framework). The JWT library decodes
+// them (with encoding/json); checkSETJSON has already refused the
+// duplicate and wrong-case members that decoder would accept.
 type setClaims struct {
 	jwt.RegisteredClaims
-	Events map[string]json.RawMessage `json:"events"`
-	SubID  json.RawMessage            `json:"sub_id,omitempty"`
-	TOE    int64                      `json:"toe,omitempty"`
+	Events map[string]jsontext.Value `json:"events"`
+	SubID  jsontext.Value            `json:"sub_id,omitempty"`
+	TOE    int64                     `json:"toe,omitempty"`
+}
+
+// setClaimNames are the member names of a SET's claims, for the check of
+// their letter case; other members are allowed.
+type setClaimNames struct {
+	Iss    jsontext.Value            `json:"iss"`
+	Sub    jsontext.Value            `json:"sub"`
+	Aud    jsontext.Value            `json:"aud"`
+	Exp    jsontext.Value            `json:"exp"`
+	Nbf    jsontext.Value            `json:"nbf"`
+	Iat    jsontext.Value            `json:"iat"`
+	Jti    jsontext.Value            `json:"jti"`
+	Events jsontext.Value            `json:"events"`
+	SubID  jsontext.Value            `json:"sub_id"`
+	TOE    jsontext.Value            `json:"toe"`
+	Txn    jsontext.Value            `json:"txn"`
+	Extra  map[string]jsontext.Value `json:",embed"`
+}
+
+// setHeaderNames are the JOSE header members the verification reads.
+type setHeaderNames struct {
+	Alg   jsontext.Value            `json:"alg"`
+	Typ   jsontext.Value            `json:"typ"`
+	Kid   jsontext.Value            `json:"kid"`
+	Extra map[string]jsontext.Value `json:",embed"`
+}
+
+// checkSETJSON decodes the token's header and claims with the strict
+// decoder before the JWT library reads them: a member twice, at any depth,
+// or a known member in another letter case makes the token invalid, so no
+// two readers of it can disagree on what it says.
+func checkSETJSON(token string) error {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return errors.New("malformed token")
+	}
+	for i, v := range []any{&setHeaderNames{}, &setClaimNames{}} {
+		what := [...]string{"header", "claims"}[i]
+		raw, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil {
+			return fmt.Errorf("%s: not base64url", what)
+		}
+		if err := decodeOpen(raw, v); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		var extra map[string]jsontext.Value
+		switch v := v.(type) {
+		case *setHeaderNames:
+			extra = v.Extra
+		case *setClaimNames:
+			extra = v.Extra
+		}
+		if err := caseVariant(v, extra); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return nil
 }
 
 // setEvent is the body of one CAEP or RISC event; unknown members are
-// allowed, as both profiles are extensible.
+// allowed, as both profiles are extensible, but not a known one in another
+// letter case.
 type setEvent struct {
-	Subject        json.RawMessage `json:"subject,omitempty"`
-	EventTimestamp int64           `json:"event_timestamp,omitempty"`
-	ReasonAdmin    json.RawMessage `json:"reason_admin,omitempty"`
-	ReasonUser     json.RawMessage `json:"reason_user,omitempty"`
-	Reason         json.RawMessage `json:"reason,omitempty"`
-	ChangeType     string          `json:"change_type,omitempty"`
-	CredentialType string          `json:"credential_type,omitempty"`
+	Subject        jsontext.Value            `json:"subject,omitempty"`
+	EventTimestamp int64                     `json:"event_timestamp,omitempty"`
+	ReasonAdmin    jsontext.Value            `json:"reason_admin,omitempty"`
+	ReasonUser     jsontext.Value            `json:"reason_user,omitempty"`
+	Reason         jsontext.Value            `json:"reason,omitempty"`
+	ChangeType     string                    `json:"change_type,omitempty"`
+	CredentialType string                    `json:"credential_type,omitempty"`
+	Extra          map[string]jsontext.Value `json:",embed"`
 }
 
 // subjectID is a subject identifier (RFC 9493), including the complex
@@ -190,6 +253,8 @@ type subjectID struct {
 	User        *subjectID  `json:"user,omitempty"`
 	Session     *subjectID  `json:"session,omitempty"`
 	Application *subjectID  `json:"application,omitempty"`
+	// Extra holds the members of other formats (did, uri, ...).
+	Extra map[string]jsontext.Value `json:",embed"`
 }
 
 // decode verifies a SET and maps it onto a SecurityEvent. Every error wraps
@@ -203,6 +268,9 @@ func (v *setVerifier) decode(token string) (SecurityEvent, error) {
 	}
 	// The issuer picks the transmitter; the signature is checked with its
 	// keys alone, so one transmitter cannot speak for another.
+	if err := checkSETJSON(token); err != nil {
+		return invalid("%v", err)
+	}
 	var peek setClaims
 	if _, _, err := jwt.NewParser().ParseUnverified(token, &peek); err != nil {
 		return invalid("malformed token")
@@ -245,7 +313,7 @@ func (v *setVerifier) decode(token string) (SecurityEvent, error) {
 		return invalid("want exactly one event, got %d", len(c.Events))
 	}
 	var uri string
-	var raw json.RawMessage
+	var raw jsontext.Value
 	for k, v := range c.Events {
 		uri, raw = k, v
 	}
@@ -254,7 +322,10 @@ func (v *setVerifier) decode(token string) (SecurityEvent, error) {
 		return invalid("unsupported event type %q", clip(uri))
 	}
 	var body setEvent
-	if err := json.Unmarshal(raw, &body); err != nil {
+	if err := decodeOpen(raw, &body); err != nil {
+		return invalid("event body: %v", err)
+	}
+	if err := caseVariant(&body, body.Extra); err != nil {
 		return invalid("event body: %v", err)
 	}
 	ev := SecurityEvent{
@@ -281,7 +352,7 @@ func (v *setVerifier) decode(token string) (SecurityEvent, error) {
 	switch {
 	case len(subject) > 0:
 		var sid subjectID
-		if err := json.Unmarshal(subject, &sid); err != nil {
+		if err := decodeOpen(subject, &sid); err != nil {
 			return invalid("subject identifier: %v", err)
 		}
 		if err := sid.selectors(&ev, 0); err != nil {
@@ -312,6 +383,9 @@ func (v *setVerifier) decode(token string) (SecurityEvent, error) {
 func (s subjectID) selectors(ev *SecurityEvent, depth int) error {
 	if depth > 2 {
 		return errors.New("nested too deeply")
+	}
+	if err := caseVariant(&s, s.Extra); err != nil {
+		return err
 	}
 	switch s.Format {
 	case "opaque":
@@ -355,7 +429,7 @@ func (s subjectID) selectors(ev *SecurityEvent, depth int) error {
 
 // firstText returns the first non-empty reason: a string, or a map of
 // language tags to strings (CAEP reason_admin), preferring English.
-func firstText(raws ...json.RawMessage) string {
+func firstText(raws ...jsontext.Value) string {
 	for _, raw := range raws {
 		if len(raw) == 0 {
 			continue

@@ -1,4 +1,4 @@
-package handlers
+package worker
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
@@ -62,7 +63,7 @@ func (e *env) runWorker(o workerOptions) (*Worker, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := NewWorker(ctx, js, WorkerConfig{
+	w, err := New(ctx, js, Config{
 		Ledger: jsstore.New(store, jsstore.WithClock(now)), Selector: view, Waiter: view,
 		Transmitters: o.transmitters, Concurrency: o.concurrency, AckWait: 5 * time.Second,
 	})
@@ -107,7 +108,7 @@ func (e *env) publishSecurity(subject string, body any, msgID string) {
 // createSecurityStreams is what serve does at startup, worker or not.
 func (e *env) createSecurityStreams() {
 	e.t.Helper()
-	if err := CreateSecurityStreams(context.Background(), e.js, WorkerConfig{}); err != nil {
+	if err := CreateSecurityStreams(context.Background(), e.js, Config{}); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -154,7 +155,7 @@ func (e *env) waitHandled(id string) ledger.SecurityHandled {
 	e.t.Helper()
 	var rec ledger.SecurityHandled
 	pollUntil(e.t, "security event "+id+" to be handled", func() bool {
-		msg, err := e.store.Stream().GetLastMsgForSubject(context.Background(), "ledger.security."+EventKey(id))
+		msg, err := e.store.Stream().GetLastMsgForSubject(context.Background(), e.store.SecuritySubject(jsstore.SecurityKey(id)))
 		if err != nil {
 			return false
 		}
@@ -249,7 +250,7 @@ func TestWorkerActsOnEventPublishedWhileNoWorkerRuns(t *testing.T) {
 		t.Fatalf("record %+v", rec)
 	}
 	wantRevokedBy(t, e.familyState(alice.FamilyID), "evt-offline")
-	wantError(t, e.refresh(alice.RefreshToken), CodeInvalidGrant, "400")
+	wantError(t, e.refresh(alice.RefreshToken), handlers.CodeInvalidGrant, "400")
 }
 
 func TestWorkerCriticalSubjectRevokesExactlyItsFamilies(t *testing.T) {
@@ -281,7 +282,7 @@ func TestWorkerCriticalSubjectRevokesExactlyItsFamilies(t *testing.T) {
 	}
 	wantUntouched(t, e.familyState(bob.FamilyID))
 	for _, r := range []reply{a1, a2} {
-		wantError(t, e.refresh(r.RefreshToken), CodeInvalidGrant, "400")
+		wantError(t, e.refresh(r.RefreshToken), handlers.CodeInvalidGrant, "400")
 	}
 	wantOK(t, e.refresh(bob.RefreshToken))
 
@@ -469,7 +470,7 @@ func TestWorkerDeadLettersInvalidEvents(t *testing.T) {
 		{`{"id":"x4","type":"t","severity":"high","family_id":"not-a-ulid"}`, "family_id is not a token family id"},
 		{`{"type":"t","severity":"high","subject":"dl"}`, "id is required"},
 		{`{"id":"x5","type":"T T","severity":"high","subject":"dl"}`, "type must be"},
-		{`{"id":"x6","type":"t","severity":"high","subject":"dl","occurred_at":"yesterday"}`, "not valid JSON"},
+		{`{"id":"x6","type":"t","severity":"high","subject":"dl","occurred_at":"yesterday"}`, `field "occurred_at" has the wrong type or form`},
 		{`{"id":"x7","type":"t","severity":"high","subject":"dl"}{}`, "data after the JSON object"},
 		{`{"id":"x8","type":"t","severity":"high","subject":"` + strings.Repeat("a", DefaultMaxEventBytes) + `"}`, "larger than"},
 		{`eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.`, "SET: no transmitters are configured"},
@@ -529,9 +530,9 @@ func TestTwoWorkersHandleEachEventOnce(t *testing.T) {
 	}
 	w1 := e.startWorker(workerOptions{wall: true, concurrency: 8})
 	w2 := e.startWorker(workerOptions{wall: true, concurrency: 8})
-	total := func() WorkerStats {
+	total := func() Stats {
 		a, b := w1.Stats(), w2.Stats()
-		return WorkerStats{Handled: a.Handled + b.Handled, Duplicates: a.Duplicates + b.Duplicates,
+		return Stats{Handled: a.Handled + b.Handled, Duplicates: a.Duplicates + b.Duplicates,
 			DeadLettered: a.DeadLettered + b.DeadLettered, Retried: a.Retried + b.Retried}
 	}
 	pollUntil(t, "all events", func() bool { s := total(); return s.Handled+s.Duplicates >= events+copies })
@@ -800,24 +801,6 @@ func TestPolicy(t *testing.T) {
 		if _, err := ParsePolicy([]byte(bad)); err == nil {
 			t.Errorf("policy %s accepted", bad)
 		}
-	}
-}
-
-func TestEventKey(t *testing.T) {
-	for id, want := range map[string]string{
-		"evt-1":                       "evt-1",
-		"a.b":                         "sha256-",
-		"sha256-abc":                  "sha256-",
-		"https://idp.example.com#jti": "sha256-",
-		strings.Repeat("a", 129):      "sha256-",
-	} {
-		got := EventKey(id)
-		if !strings.HasPrefix(got, want) || (want == "sha256-" && len(got) != 7+64) {
-			t.Errorf("EventKey(%q) = %q", id, got)
-		}
-	}
-	if EventKey("a.b") == EventKey("a_b") {
-		t.Error("keys collide")
 	}
 }
 
