@@ -12,20 +12,16 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/instance"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
-	"github.com/tokenledger/tokenledger/projections"
-	secworker "github.com/tokenledger/tokenledger/worker"
 )
 
 type serveConfig struct {
@@ -171,132 +167,35 @@ func serve(ctx context.Context, args []string) error {
 		}
 	}
 
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	// A ledger that is gone is an alarm, never a fresh start.
-	if err := jsstore.CheckInitialised(ctx, js, cfg.stream, cfg.init); err != nil {
-		return err
-	}
-	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{Stream: cfg.stream, Replicas: cfg.replicas})
-	if err != nil {
-		return err
-	}
-	keys, err := jsstore.NewKeyStore(ctx, js, kek, cfg.replicas)
-	if err != nil {
-		return err
-	}
-	keySet, err := keys.LoadOrCreate(ctx, cfg.alg, time.Now())
-	if err != nil {
-		return err
-	}
-	registry, err := jsstore.NewRegistry(ctx, js, cfg.clients, cfg.replicas, log)
-	if err != nil {
-		return err
-	}
-	// The valid-token view, fed from the ledger stream, and the revocation
-	// feed that announces every revocation to resource servers.
-	view := projections.NewView()
 	pnc, err := connectProjections()
 	if err != nil {
 		return fmt.Errorf("projections connection: %w", err)
 	}
 	// Closed after the runner and the feed stop, before nc drains.
 	defer pnc.Close()
-	pjs, err := jetstream.New(pnc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	runner, err := projections.NewRunner(pjs, view, projections.RunnerConfig{Stream: cfg.stream, Log: log})
-	if err != nil {
-		return err
-	}
-	feed, err := projections.NewFeed(ctx, pjs, view, projections.FeedConfig{
-		Prefix: cfg.prefix, LedgerStream: cfg.stream, Replicas: cfg.replicas,
-		MaxAge: max(24*time.Hour, 2*cfg.accessTTL), Log: log,
-	})
-	if err != nil {
-		return err
-	}
-	// The feed is handed the revocations the runner reads rather than
-	// reading every event a second time.
-	feed.Follow(runner)
-	// The service's ledger decides a refresh on the state it appended last
-	// for the family unless the view has seen a later event of it.
-	// Every ledger of this instance refuses decisions while its clock is
-	// out of bound from the NATS server's.
-	clock, err := jsstore.NewClockGuard(ctx, js, jsstore.ClockGuardConfig{MaxOffset: cfg.maxOffset, Replicas: cfg.replicas, Log: log})
-	if err != nil {
-		return err
-	}
-	dog := jsstore.NewWatchdog(js, jsstore.WatchdogConfig{Stream: cfg.stream, Log: log})
-	ledgerOpts := []jsstore.Option{jsstore.WithClockGuard(clock), jsstore.WithWatchdog(dog)}
-	if cfg.stateCache > 0 {
-		ledgerOpts = append(ledgerOpts, jsstore.WithStateCache(view.Newer, cfg.stateCache))
-	}
-	svcLedger := jsstore.New(store, ledgerOpts...)
-	svc, err := handlers.NewService(handlers.Config{
-		View:   view,
-		Ledger: svcLedger, Registry: registry, Keys: keySet,
-		Issuer: cfg.issuer, Prefix: cfg.prefix,
-		Defaults: ledger.Policy{
-			Rotation: ledger.RotateAlways, Grace: cfg.grace, AccessTTL: cfg.accessTTL,
-			RefreshTTL: cfg.refreshTTL, FamilyTTL: cfg.familyTTL,
-		},
-		MaxRequestBytes: cfg.maxRequest, Workers: cfg.workers, Log: log,
-	})
-	if err != nil {
-		return err
-	}
-
-	// The security-event intake exists even without a worker here, so
-	// events published meanwhile wait for one (tokenledger worker).
 	secCfg, err := cfg.security.config(log, cfg.replicas)
 	if err != nil {
 		return err
 	}
-	if err := secworker.CreateSecurityStreams(ctx, js, secCfg); err != nil {
+	stateCache := cfg.stateCache
+	if stateCache == 0 {
+		stateCache = -1 // 0 disables here; instance reads 0 as its default
+	}
+	in, err := instance.New(ctx, nc, pnc, instance.Config{
+		Stream: cfg.stream, Prefix: cfg.prefix, Replicas: cfg.replicas, Init: cfg.init,
+		Service: true, Worker: cfg.worker, Security: secCfg,
+		KEK: kek, Alg: cfg.alg, Issuer: cfg.issuer, Clients: cfg.clients,
+		Defaults: ledger.Policy{
+			Rotation: ledger.RotateAlways, Grace: cfg.grace, AccessTTL: cfg.accessTTL,
+			RefreshTTL: cfg.refreshTTL, FamilyTTL: cfg.familyTTL,
+		},
+		StateCache: stateCache, MaxRequestBytes: cfg.maxRequest, Workers: cfg.workers,
+		MaxClockOffset: cfg.maxOffset, Log: log,
+	})
+	if err != nil {
 		return err
 	}
-	var secWorker *secworker.Worker
-	if cfg.worker {
-		secCfg.Ledger, secCfg.Selector, secCfg.Waiter = jsstore.New(store, jsstore.WithClockGuard(clock), jsstore.WithWatchdog(dog)), view, view
-		if secWorker, err = secworker.New(ctx, js, secCfg); err != nil {
-			return err
-		}
-	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	// The projections stop after the service and the worker, which read
-	// the view: a request in flight at shutdown may still wait for it.
-	pctx, stopProjections := context.WithCancel(context.WithoutCancel(gctx))
-	defer stopProjections()
-	var readers sync.WaitGroup
-	if secWorker != nil {
-		readers.Add(1)
-		g.Go(func() error {
-			defer readers.Done()
-			return secWorker.Run(gctx)
-		})
-	}
-	g.Go(func() error { return registry.Run(gctx) })
-	g.Go(func() error { return clock.Run(gctx) })
-	g.Go(func() error { return dog.Run(gctx) })
-	readers.Add(1)
-	g.Go(func() error {
-		defer readers.Done()
-		return svc.Run(gctx, nc)
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		readers.Wait()
-		stopProjections()
-		return nil
-	})
-	g.Go(func() error { return runner.Run(pctx) })
-	g.Go(func() error { return feed.Run(pctx) })
-	err = g.Wait()
+	err = in.Run(ctx)
 	log.Info("stopping")
 	return err
 }

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 
+	"github.com/tokenledger/tokenledger/instance"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
-	"github.com/tokenledger/tokenledger/projections"
 	secworker "github.com/tokenledger/tokenledger/worker"
 )
 
@@ -31,7 +29,7 @@ type securityFlags struct {
 }
 
 func (s *securityFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&s.policy, "security-policy", "", "JSON policy file mapping security event type and severity to an action (default: SPEC §5)")
+	fs.StringVar(&s.policy, "security-policy", "", "JSON policy file mapping security event type and severity to an action (default: docs/security-events.md)")
 	fs.StringVar(&s.transmitters, "security-transmitters", "", "JSON file of SET transmitters: issuer, audience and keys (JWKS or PEM)")
 	fs.IntVar(&s.maxDeliver, "security-max-deliver", secworker.DefaultSecurityMaxDeliver, "deliveries of one security event before it is dead-lettered")
 	fs.DurationVar(&s.ackWait, "security-ack-wait", secworker.DefaultSecurityAckWait, "redelivery timeout and claim lease of a security event")
@@ -99,12 +97,13 @@ func (s *securityFlags) config(log *slog.Logger, replicas int) (secworker.Config
 // durable consumer with every other worker.
 func worker(ctx context.Context, args []string) error {
 	var (
-		nf       natsFlags
-		sec      securityFlags
-		config   string
-		stream   string
-		replicas int
-		logLevel string
+		nf        natsFlags
+		sec       securityFlags
+		config    string
+		stream    string
+		replicas  int
+		maxOffset time.Duration
+		logLevel  string
 	)
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	nf.register(fs, "nats://127.0.0.1:4222")
@@ -112,6 +111,7 @@ func worker(ctx context.Context, args []string) error {
 	fs.StringVar(&config, "config", "", "JSON config file: any flag by name")
 	fs.StringVar(&stream, "stream", jsstore.DefaultStream, "ledger stream name")
 	fs.IntVar(&replicas, "replicas", 1, "stream and bucket replicas (3 on a cluster)")
+	fs.DurationVar(&maxOffset, "max-clock-offset", jsstore.DefaultMaxClockOffset, "largest offset of this instance's clock from the NATS server's before it refuses decisions until back in bound")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
@@ -131,28 +131,15 @@ func worker(ctx context.Context, args []string) error {
 	}
 	defer drainAndWait(nc, closed, log)
 	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{Stream: stream, Replicas: replicas})
-	if err != nil {
-		return err
-	}
-	view := projections.NewView()
-	runner, err := projections.NewRunner(js, view, projections.RunnerConfig{Stream: stream, Name: "worker-view", Log: log})
+	in, err := instance.New(ctx, nc, nc, instance.Config{
+		Stream: stream, Replicas: replicas, Worker: true, Security: wcfg,
+		MaxClockOffset: maxOffset, Log: log,
+	})
 	if err != nil {
 		return err
 	}
-	wcfg.Ledger, wcfg.Selector, wcfg.Waiter = jsstore.New(store), view, view
-	w, err := secworker.New(ctx, js, wcfg)
-	if err != nil {
-		return err
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return runner.Run(gctx) })
-	g.Go(func() error { return w.Run(gctx) })
-	err = g.Wait()
+	err = in.Run(ctx)
+	w := in.Worker()
 	s := w.Stats()
 	log.Info("security worker stopped", "handled", s.Handled, "duplicates", s.Duplicates, "dead_lettered", s.DeadLettered, "retried", s.Retried)
 	if errors.Is(err, context.Canceled) {
