@@ -99,6 +99,16 @@ func checkCodec(t testing.TB, e Event) {
 	case !bytes.Equal(got, want):
 		t.Fatalf("encoding differs from encoding/json:\n got %s\nwant %s", got, want)
 	}
+	if slow, err := marshalEvent(nil, e, TypeOf(e.Data)); err != nil || !bytes.Equal(slow, want) {
+		t.Fatalf("the encoder alone wrote %s (%v), encoding/json %s", slow, err, want)
+	}
+	if e.State != nil {
+		fast, err := AppendState(nil, *e.State)
+		slow, serr := marshalState(nil, *e.State)
+		if err != nil || serr != nil || !bytes.Equal(fast, slow) || !bytes.Contains(want, slow) {
+			t.Fatalf("state written as %s (%v) and %s (%v), event %s", fast, err, slow, serr, want)
+		}
+	}
 	appended, err := AppendEvent([]byte("prefix"), e)
 	if err != nil || !bytes.Equal(appended, append([]byte("prefix"), want...)) {
 		t.Fatalf("AppendEvent wrote %s (%v)", appended, err)
