@@ -25,8 +25,8 @@
 //   - A snapshot differs from the fold only if their JSON encodings
 //     differ: ledger.Folder settles the usual case by comparing the
 //     stored snapshot's bytes with the fold's encoding; otherwise the
-//     event is decoded whole, equalState compares by value, and a
-//     difference is confirmed by encoding both before it is reported.
+//     event is decoded whole and sameState compares the encodings of both
+//     (ledger.AppendState: the ledger's structs are the one schema).
 //   - Output for programs is JSON on the writer it is given; progress goes
 //     to stderr only when it is a terminal.
 //

@@ -6,11 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -433,56 +431,17 @@ func (f *famState) resync(seq uint64, h hash, eventID string, snap ledger.State)
 	f.head, f.headSeq, f.headEvent, f.fold = h, seq, eventID, snap
 }
 
-// sameState reports whether the fold equals the stored snapshot as JSON
-// (Seq and Head are not encoded). Equal values encode equally, so
-// reflect.DeepEqual settles the usual case; a difference is confirmed by
-// comparing the encodings before it counts.
+// sameState reports whether the fold equals the stored snapshot: whether
+// the ledger encodes them alike (its structs are the one schema; Seq and
+// Head are not encoded). Verify asks only when the Folder did not settle
+// an event, which for a ledger this build wrote means something is wrong.
 func sameState(fold ledger.State, stored *ledger.State) bool {
 	if stored == nil {
 		return false
 	}
-	a, b := fold, *stored
-	a.Seq, a.Head, b.Seq, b.Head = 0, "", 0, ""
-	if stateFieldsKnown && equalState(&a, &b) || !stateFieldsKnown && reflect.DeepEqual(a, b) {
-		return true
-	}
-	ja, errA := json.Marshal(a)
-	jb, errB := json.Marshal(b)
-	return errA == nil && errB == nil && bytes.Equal(ja, jb)
-}
-
-// stateFieldsKnown: equalState compares the fields State had when it was
-// written; if State changes, reflect.DeepEqual takes over.
-var stateFieldsKnown = reflect.TypeFor[ledger.State]().NumField() == 20 &&
-	reflect.TypeFor[ledger.Revocation]().NumField() == 3 &&
-	reflect.TypeFor[ledger.Previous]().NumField() == 6 &&
-	reflect.TypeFor[ledger.Cause]().NumField() == 3
-
-// equalState is reflect.DeepEqual for States without reflection: verify
-// calls it once an event.
-func equalState(a, b *ledger.State) bool {
-	if a.FamilyID != b.FamilyID || a.ClientID != b.ClientID || a.Subject != b.Subject ||
-		a.Scope != b.Scope || !slices.Equal(a.Audience, b.Audience) || (a.Audience == nil) != (b.Audience == nil) ||
-		!bytes.Equal(a.Claims, b.Claims) || (a.Claims == nil) != (b.Claims == nil) ||
-		a.Version != b.Version || a.Generation != b.Generation || a.TokenHash != b.TokenHash ||
-		a.Events != b.Events || a.Seq != b.Seq || a.Head != b.Head ||
-		a.CreatedAt != b.CreatedAt || a.ExpiresAt != b.ExpiresAt || a.TokenIssuedAt != b.TokenIssuedAt ||
-		a.RefreshExpiresAt != b.RefreshExpiresAt || a.RotatedAt != b.RotatedAt || a.AccessCutoff != b.AccessCutoff {
-		return false
-	}
-	switch ra, rb := a.Revoked, b.Revoked; {
-	case (ra == nil) != (rb == nil):
-		return false
-	case ra != nil && *ra != *rb:
-		return false
-	}
-	switch pa, pb := a.Previous, b.Previous; {
-	case (pa == nil) != (pb == nil):
-		return false
-	case pa != nil && *pa != *pb:
-		return false
-	}
-	return true
+	a, errA := ledger.AppendState(nil, fold)
+	b, errB := ledger.AppendState(nil, *stored)
+	return errA == nil && errB == nil && bytes.Equal(a, b)
 }
 
 // snapshot is the event's stored state, to resynchronise on.

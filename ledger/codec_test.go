@@ -2,48 +2,137 @@ package ledger
 
 import (
 	"bytes"
-	"encoding/json"
+	jsonv1 "encoding/json"
+	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
-// slowEncode is EncodeEvent without the fast path.
-func slowEncode(t testing.TB, e Event) []byte {
-	t.Helper()
-	b, err := json.Marshal(outEvent{
+// v1Encode is what the build before this codec wrote for e: encoding/json
+// (v1) over the same structs. It is the reference the encoder must equal.
+func v1Encode(e Event) ([]byte, error) {
+	return jsonv1.Marshal(envelope[any, *State]{
 		ID: e.ID, Type: TypeOf(e.Data), Schema: SchemaVersion, FamilyID: e.FamilyID,
 		OccurredAt: e.OccurredAt.UTC(), Cause: e.Cause, Prev: e.Prev, Data: e.Data, State: e.State,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
-// checkCodec asserts the fast and slow paths agree on e: the fast encoder
-// writes encoding/json's bytes or gives up, and the fast decoder reads
-// what encoding/json reads or gives up.
-func checkCodec(t testing.TB, e Event) (fastEncoded, fastDecoded bool) {
+// v1Decode is how the build before this codec read b: encoding/json (v1),
+// lenient about case, repeated names and invalid UTF-8.
+func v1Decode(b []byte) (Event, error) {
+	var w envelope[jsonv1.RawMessage, *State]
+	if err := jsonv1.Unmarshal(b, &w); err != nil {
+		return Event{}, err
+	}
+	p, ok := payloads[w.Type]
+	if w.Schema != SchemaVersion || !ok {
+		return Event{}, ErrUnknownEvent
+	}
+	v := reflect.New(p.goType)
+	if err := jsonv1.Unmarshal(w.Data, v.Interface()); err != nil {
+		return Event{}, err
+	}
+	return Event{ID: w.ID, Type: w.Type, FamilyID: w.FamilyID, OccurredAt: w.OccurredAt, Cause: w.Cause,
+		Prev: w.Prev, Data: v.Elem().Interface(), State: w.State}, nil
+}
+
+// validUTF8 reports whether every string of e is valid UTF-8, which is
+// where the encoder refuses what v1 mangled.
+func validUTF8(t testing.TB, e Event) bool {
 	t.Helper()
-	want := slowEncode(t, e)
-	got, ok := appendEvent(nil, e, TypeOf(e.Data))
-	if ok && !bytes.Equal(got, want) {
-		t.Fatalf("fast encoding differs:\n got %s\nwant %s", got, want)
+	var ok = true
+	var walk func(v reflect.Value)
+	walk = func(v reflect.Value) {
+		switch v.Kind() {
+		case reflect.String:
+			ok = ok && utf8.ValidString(v.String())
+		case reflect.Pointer, reflect.Interface:
+			if !v.IsNil() {
+				walk(v.Elem())
+			}
+		case reflect.Struct:
+			for i := range v.NumField() {
+				if v.Type().Field(i).IsExported() {
+					walk(v.Field(i))
+				}
+			}
+		case reflect.Slice:
+			if v.Type().Elem().Kind() == reflect.Uint8 {
+				ok = ok && utf8.Valid(v.Bytes())
+				return
+			}
+			for i := range v.Len() {
+				walk(v.Index(i))
+			}
+		}
 	}
-	slow, err := decodeSlow(want)
+	walk(reflect.ValueOf(e))
+	return ok
+}
+
+// checkCodec asserts that EncodeEvent writes what encoding/json v1 wrote
+// (or refuses invalid UTF-8, which v1 mangled), and that every decoder
+// reads back what was written, as v1 read it.
+func checkCodec(t testing.TB, e Event) {
+	t.Helper()
+	want, v1err := v1Encode(e)
+	got, err := EncodeEvent(e)
+	switch {
+	case v1err != nil:
+		if err == nil {
+			t.Fatalf("encoded %s, encoding/json refuses: %v", got, v1err)
+		}
+		return
+	case !validUTF8(t, e):
+		if err == nil {
+			t.Fatalf("encoded invalid UTF-8 as %s", got)
+		}
+		return
+	case err != nil:
+		t.Fatalf("encode: %v (encoding/json wrote %s)", err, want)
+	case !bytes.Equal(got, want):
+		t.Fatalf("encoding differs from encoding/json:\n got %s\nwant %s", got, want)
+	}
+	if slow, err := marshalEvent(nil, e, TypeOf(e.Data)); err != nil || !bytes.Equal(slow, want) {
+		t.Fatalf("the encoder alone wrote %s (%v), encoding/json %s", slow, err, want)
+	}
+	if e.State != nil {
+		fast, err := AppendState(nil, *e.State)
+		slow, serr := marshalState(nil, *e.State)
+		if err != nil || serr != nil || !bytes.Equal(fast, slow) || !bytes.Contains(want, slow) {
+			t.Fatalf("state written as %s (%v) and %s (%v), event %s", fast, err, slow, serr, want)
+		}
+	}
+	appended, err := AppendEvent([]byte("prefix"), e)
+	if err != nil || !bytes.Equal(appended, append([]byte("prefix"), want...)) {
+		t.Fatalf("AppendEvent wrote %s (%v)", appended, err)
+	}
+	back, err := DecodeEvent(got)
 	if err != nil {
-		t.Fatalf("slow decode: %v", err)
+		t.Fatalf("decode %s: %v", got, err)
 	}
-	fast, dok := decodeFast(want)
-	if dok && !reflect.DeepEqual(fast, slow) {
-		t.Fatalf("fast decoding differs:\n got %+v\nwant %+v", fast, slow)
+	old, err := v1Decode(got)
+	if err != nil || !reflect.DeepEqual(back, old) {
+		t.Fatalf("decoded %s as\n %+v\nencoding/json as\n %+v (%v)", got, back, old, err)
 	}
-	st, schema, sok := decodeStateFast(want)
-	if sok && (schema != SchemaVersion || !reflect.DeepEqual(st, slow.State)) {
-		t.Fatalf("fast state decoding differs:\n got %+v\nwant %+v", st, slow.State)
+	skip, err := DecodeEventSkipState(got)
+	old.State = nil
+	if err != nil || !reflect.DeepEqual(skip, old) {
+		t.Fatalf("without state, decoded %s as %+v (%v), want %+v", got, skip, err, old)
 	}
-	return ok, dok && sok
+	st, err := DecodeState(got)
+	switch {
+	case back.State == nil && !errors.Is(err, ErrUnknownEvent):
+		t.Fatalf("DecodeState without a snapshot: %v, want ErrUnknownEvent", err)
+	case back.State != nil && (err != nil || !reflect.DeepEqual(st, *back.State)):
+		t.Fatalf("DecodeState read %+v (%v), want %+v", st, err, *back.State)
+	}
 }
 
 func codecCorpus() []Event {
@@ -63,43 +152,109 @@ func codecCorpus() []Event {
 		e.OccurredAt = at
 		events = append(events, e)
 	}
-	for _, odd := range []string{"", "quote\"d", "back\\slash", "<html>&", "ünïcode", "tab\there", "\u2028"} {
+	for _, odd := range []string{"", "quote\"d", "back\\slash", "<html>&", "ünïcode", "tab\there", "\u2028\u2029",
+		"\x00\x1f\x7f", "\ufffd", "bad \xff utf-8"} {
 		e := sampleEvents()[1]
 		e.Cause.Reason = odd
 		st := full
 		st.Subject = odd
+		st.Claims = jsonv1.RawMessage(`{"t":"` + strings.ReplaceAll(odd, `"`, `\"`) + `","u":"\u003c\u00e9"}`)
 		e.State = &st
 		events = append(events, e)
 	}
 	zero := sampleEvents()[5]
 	zero.State = &State{}
-	events = append(events, zero)
-	return events
+	handled := sampleEvents()[8]
+	handled.Data = SecurityHandled{EventType: "x"} // nil Families: null, as v1 wrote it
+	selector := sampleEvents()[8]
+	selector.Data = SecurityHandled{Selector: &Selector{}, Families: []string{}} // {} and [], not omitted
+	claims := sampleEvents()[0]
+	withClaims := claims.Data.(FamilyIssued)
+	withClaims.Claims = jsonv1.RawMessage(`{ }`) // v1 wrote it, compacted
+	claims.Data = withClaims
+	empty := sampleEvents()[0]
+	issued := empty.Data.(FamilyIssued)
+	issued.Audience, issued.Claims = []string{}, nil
+	empty.Data = issued
+	year := sampleEvents()[2]
+	year.OccurredAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) // both refuse
+	return append(events, zero, handled, selector, claims, empty, year)
 }
 
-func TestCodecFastPathAgrees(t *testing.T) {
-	var enc, dec int
-	for _, e := range codecCorpus() {
-		fe, fd := checkCodec(t, e)
-		if fe {
-			enc++
-		}
-		if fd {
-			dec++
-		}
+func TestCodecMatchesEncodingJSON(t *testing.T) {
+	for i, e := range codecCorpus() {
+		t.Run(fmt.Sprint(i), func(t *testing.T) { checkCodec(t, e) })
 	}
-	// The fast paths must actually be taken for the plain events.
-	if enc < 10 || dec < 10 {
-		t.Fatalf("fast encode taken %d times, fast decode %d times", enc, dec)
+}
+
+// errAny is a wantErr that any error satisfies.
+var errAny = errors.New("any error")
+
+func TestDecodeStrict(t *testing.T) {
+	e := codecCorpus()[len(sampleEvents())+1] // a rotation with a full state
+	good, err := EncodeEvent(e)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !fastTypesOK {
-		t.Fatal("fastTypesOK is false: the codec no longer matches the event types")
+	want, err := DecodeEvent(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(old, new string) []byte {
+		if !bytes.Contains(good, []byte(old)) {
+			t.Fatalf("%s not in %s", old, good)
+		}
+		return bytes.Replace(good, []byte(old), []byte(new), 1)
+	}
+	for _, tc := range []struct {
+		name    string
+		in      []byte
+		wantErr error // nil: decodes as the plain event
+	}{
+		{"plain", good, nil},
+		{"type after data", append(edit(`"type":"refresh.rotated.v1",`, ``)[:len(good)-len(`"type":"refresh.rotated.v1",`)-1],
+			`,"type":"refresh.rotated.v1"}`...), nil},
+		{"whitespace", edit(`"id":`, " \n\t\"id\" : "), nil},
+		{"unknown envelope member", edit(`"id":`, `"added_later":{"x":[1,{"y":null}]},"id":`), nil},
+		{"unknown payload member", edit(`"from_generation":`, `"added_later":true,"from_generation":`), nil},
+		{"unknown state member", edit(`"family_id":"`+famID+`","client_id"`, `"family_id":"`+famID+`","added_later":"x","client_id"`), nil},
+		{"unknown nested member", edit(`"jti":`, `"added_later":1,"jti":`), nil},
+		{"repeated envelope member", edit(`"prev":`, `"prev":"x","prev":`), jsontext.ErrDuplicateName},
+		{"repeated payload member", edit(`"token_hash":`, `"token_hash":"x","token_hash":`), jsontext.ErrDuplicateName},
+		{"repeated state member", edit(`"events":`, `"events":1,"events":`), jsontext.ErrDuplicateName},
+		{"repeated unknown member", edit(`"id":`, `"later":1,"later":2,"id":`), jsontext.ErrDuplicateName},
+		{"repeated in another case", edit(`"prev":`, `"Prev":"x","prev":`), errMemberCase},
+		{"envelope member case", edit(`"prev":`, `"Prev":`), errMemberCase},
+		{"payload member case", edit(`"token_hash":`, `"Token_Hash":`), errMemberCase},
+		{"state member case", edit(`"subject":`, `"SUBJECT":`), errMemberCase},
+		{"nested member case", edit(`"kind":`, `"Kind":`), errMemberCase},
+		{"state case", edit(`"state":`, `"State":`), errMemberCase},
+		{"invalid utf-8", edit(`"alice@`, "\"\xffalice@"), errAny},
+		{"trailing data", append(bytes.Clone(good), ` {}`...), errAny},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DecodeEvent(tc.in)
+			switch {
+			case tc.wantErr != nil:
+				if err == nil || tc.wantErr != errAny && !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err %v, want %v", err, tc.wantErr)
+				}
+				if _, err := DecodeEventSkipState(tc.in); err == nil && !strings.Contains(tc.name, "state") {
+					t.Fatal("DecodeEventSkipState decoded it")
+				}
+			case err != nil:
+				t.Fatal(err)
+			case !reflect.DeepEqual(got, want):
+				t.Fatalf("decoded as %+v, want %+v", got, want)
+			}
+		})
 	}
 }
 
 func FuzzCodecAgrees(f *testing.F) {
 	f.Add("alice", "read write", "req-1", "reason", int64(0), uint64(1))
 	f.Add("ü\"\\<", "", "", "\x00", int64(-1), uint64(1<<63))
+	f.Add("\xff", "\u2028", "&", ">", int64(1<<62), uint64(0))
 	f.Fuzz(func(t *testing.T, subject, scope, id, reason string, ns int64, gen uint64) {
 		at := time.Unix(0, ns).UTC()
 		e := Event{ID: id, FamilyID: famID, OccurredAt: at, Cause: Cause{Kind: CauseRequest, ID: id, Reason: reason},
@@ -107,7 +262,7 @@ func FuzzCodecAgrees(f *testing.F) {
 				TokenHash: subject, SealedSuccessor: scope, RefreshExpiresAt: at, Version: 1,
 				Access: AccessGrant{JTI: id, Scope: scope, ExpiresAt: at}}}
 		st := State{FamilyID: famID, Subject: subject, Scope: scope, Generation: gen, CreatedAt: at,
-			Revoked: &Revocation{At: at, Cause: e.Cause}}
+			Audience: []string{scope}, Revoked: &Revocation{At: at, Cause: e.Cause}}
 		e.State = &st
 		checkCodec(t, e)
 	})

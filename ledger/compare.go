@@ -1,6 +1,10 @@
 package ledger
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/go-json-experiment/json/jsontext"
+)
 
 // A Folder decodes events for a reader that folds each family's events
 // itself (the auditor), and checks their snapshots against its fold
@@ -11,42 +15,24 @@ type Folder struct {
 }
 
 // Decode is DecodeEvent for the stored event b of a family whose state
-// before it is before: it decodes the event without its snapshot and
-// checks that the snapshot is the fold, next = Apply(before, e). It does so
-// for the events the ledger writes, whose snapshot is the last member,
-// encoded as EncodeEvent encodes it.
+// before it is before: it decodes the event without its snapshot, folds
+// it, next = Apply(before, e), and compares the stored snapshot's bytes
+// with next encoded as EncodeEvent encodes it.
 //
 // ok true means: DecodeEvent(b) would succeed, with e's envelope and
 // payload and with a snapshot that encodes as JSON exactly as next does (e
 // itself carries no State). ok false means only that this could not be
-// settled here (the snapshot differs, or it is not last, or the bytes need
-// encoding/json); the caller then uses DecodeEvent.
+// settled here (b does not decode, or its snapshot is absent or is not
+// next's encoding); the caller then uses DecodeEvent.
 func (f *Folder) Decode(b []byte, before State) (e Event, next State, ok bool) {
-	// Split b into the members before the snapshot and the snapshot:
-	// b = head + `,"state":` + snapshot + `}`, where head holds no other
-	// "state" (a repeated member, or a string that reads "state", is left
-	// to DecodeEvent).
-	i := bytes.Index(b, []byte(`"state"`))
-	if i < 2 || !fastTypesOK || !bytes.HasPrefix(b[i-2:], []byte(`},"state":{`)) {
-		return Event{}, State{}, false
-	}
-	head := b[:i-1]
-	f.buf = append(append(f.buf[:0], head...), '}')
-	if e, ok = decodeFastOpts(f.buf, false); !ok {
+	e, snap, err := decodeEvent[jsontext.Value](b)
+	if err != nil || len(snap) == 0 {
 		return Event{}, State{}, false
 	}
 	next = Apply(before, e)
-	f.buf = append(f.buf[:0], `,"state":`...)
-	if f.buf, ok = appendState(f.buf, next); !ok {
-		return Event{}, State{}, false
-	}
-	f.buf = append(f.buf, '}')
-	if !bytes.Equal(b[len(head):], f.buf) {
-		return Event{}, State{}, false
-	}
-	// b is head's members, none of them a snapshot, then the snapshot
-	// as appendState writes next: the fast decoder reads b as it read
-	// head, then reads the snapshot back as next.
 	next.Seq, next.Head = 0, "" // not stored: DecodeEvent leaves them zero
+	if f.buf, err = AppendState(f.buf[:0], next); err != nil || !bytes.Equal(f.buf, snap) {
+		return Event{}, State{}, false
+	}
 	return e, next, true
 }

@@ -3,9 +3,8 @@ package ledger
 import (
 	"crypto/sha256"
 	"encoding/hex"
-
 	"encoding/json"
-	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -167,150 +166,31 @@ type Selector struct {
 	FamilyID string `json:"family_id,omitempty"`
 }
 
-// Type returns the wire type of a payload, or "" for an unknown one.
-func TypeOf(data any) EventType {
-	switch data.(type) {
-	case FamilyIssued:
-		return TypeFamilyIssued
-	case RefreshRotated:
-		return TypeRefreshRotated
-	case RefreshUsed:
-		return TypeRefreshUsed
-	case GraceRetried:
-		return TypeGraceRetried
-	case ReuseDetected:
-		return TypeReuseDetected
-	case FamilyRevoked:
-		return TypeFamilyRevoked
-	case AccessRevoked:
-		return TypeAccessRevoked
-	case AccessCutoff:
-		return TypeAccessCutoff
-	case SecurityHandled:
-		return TypeSecurityHandled
-	}
-	return ""
+// payloads is THE list: each event type and its payload struct, whose
+// tags are its schema.
+var payloads = map[EventType]payload{
+	TypeFamilyIssued:    payloadOf[FamilyIssued](),
+	TypeRefreshRotated:  payloadOf[RefreshRotated](),
+	TypeRefreshUsed:     payloadOf[RefreshUsed](),
+	TypeGraceRetried:    payloadOf[GraceRetried](),
+	TypeReuseDetected:   payloadOf[ReuseDetected](),
+	TypeFamilyRevoked:   payloadOf[FamilyRevoked](),
+	TypeAccessRevoked:   payloadOf[AccessRevoked](),
+	TypeAccessCutoff:    payloadOf[AccessCutoff](),
+	TypeSecurityHandled: payloadOf[SecurityHandled](),
 }
 
-type wireEvent struct {
-	ID         string          `json:"id"`
-	Type       EventType       `json:"type"`
-	Schema     int             `json:"schema"`
-	FamilyID   string          `json:"family_id"`
-	OccurredAt time.Time       `json:"occurred_at"`
-	Cause      Cause           `json:"cause"`
-	Prev       string          `json:"prev"`
-	Data       json.RawMessage `json:"data"`
-	State      *State          `json:"state,omitempty"`
-}
+// typesOf is payloads the other way round.
+var typesOf = func() map[reflect.Type]EventType {
+	m := make(map[reflect.Type]EventType, len(payloads))
+	for t, p := range payloads {
+		m[p.goType] = t
+	}
+	return m
+}()
 
-// outEvent is wireEvent for encoding: the payload is marshalled in place,
-// not through a json.RawMessage that would be validated and compacted again.
-type outEvent struct {
-	ID         string    `json:"id"`
-	Type       EventType `json:"type"`
-	Schema     int       `json:"schema"`
-	FamilyID   string    `json:"family_id"`
-	OccurredAt time.Time `json:"occurred_at"`
-	Cause      Cause     `json:"cause"`
-	Prev       string    `json:"prev"`
-	Data       any       `json:"data"`
-	State      *State    `json:"state,omitempty"`
-}
-
-// EncodeEvent returns the event's stored JSON.
-func EncodeEvent(e Event) ([]byte, error) {
-	return AppendEvent(make([]byte, 0, 2048), e) // a rotation with its snapshot is ~1.6 KB
-}
-
-// appendEncoded is EncodeEvent writing into b's spare capacity when it
-// can (the bytes then alias b).
-func AppendEvent(b []byte, e Event) ([]byte, error) {
-	t := TypeOf(e.Data)
-	if t == "" {
-		return nil, fmt.Errorf("encode event %s: unknown payload %T", e.ID, e.Data)
-	}
-	if b, ok := appendEvent(b, e, t); ok {
-		return b, nil
-	}
-	b, err := json.Marshal(outEvent{
-		ID: e.ID, Type: t, Schema: SchemaVersion, FamilyID: e.FamilyID,
-		OccurredAt: e.OccurredAt.UTC(), Cause: e.Cause, Prev: e.Prev,
-		Data: e.Data, State: e.State,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
-	}
-	return b, nil
-}
-
-// DecodeEvent parses a stored event. An unknown type or schema is an error:
-// an event this code cannot read must not be folded. Unknown fields are
-// ignored, so writers may add optional fields.
-func DecodeEvent(b []byte) (Event, error) {
-	if e, ok := decodeFast(b); ok {
-		return e, nil
-	}
-	return decodeSlow(b)
-}
-
-// DecodeEventSkipState is DecodeEvent without the state snapshot (left
-// nil), for readers that fold events themselves: it is the cheaper read.
-func DecodeEventSkipState(b []byte) (Event, error) {
-	if e, ok := decodeFastOpts(b, false); ok {
-		return e, nil
-	}
-	e, err := decodeSlow(b)
-	e.State = nil
-	return e, err
-}
-
-// decodeSlow is DecodeEvent with encoding/json, for what the fast path
-// does not take.
-func decodeSlow(b []byte) (Event, error) {
-	var w wireEvent
-	if err := json.Unmarshal(b, &w); err != nil {
-		return Event{}, fmt.Errorf("decode event: %w", err)
-	}
-	if w.Schema != SchemaVersion {
-		return Event{}, fmt.Errorf("decode event %s: schema %d: %w", w.ID, w.Schema, ErrUnknownEvent)
-	}
-	var err error
-	e := Event{ID: w.ID, Type: w.Type, FamilyID: w.FamilyID, OccurredAt: w.OccurredAt,
-		Cause: w.Cause, Prev: w.Prev, State: w.State}
-	switch w.Type {
-	case TypeFamilyIssued:
-		e.Data, err = decodeData[FamilyIssued](w.Data)
-	case TypeRefreshRotated:
-		e.Data, err = decodeData[RefreshRotated](w.Data)
-	case TypeRefreshUsed:
-		e.Data, err = decodeData[RefreshUsed](w.Data)
-	case TypeGraceRetried:
-		e.Data, err = decodeData[GraceRetried](w.Data)
-	case TypeReuseDetected:
-		e.Data, err = decodeData[ReuseDetected](w.Data)
-	case TypeFamilyRevoked:
-		e.Data, err = decodeData[FamilyRevoked](w.Data)
-	case TypeAccessRevoked:
-		e.Data, err = decodeData[AccessRevoked](w.Data)
-	case TypeAccessCutoff:
-		e.Data, err = decodeData[AccessCutoff](w.Data)
-	case TypeSecurityHandled:
-		e.Data, err = decodeData[SecurityHandled](w.Data)
-	default:
-		return Event{}, fmt.Errorf("decode event %s: type %q: %w", w.ID, w.Type, ErrUnknownEvent)
-	}
-	if err != nil {
-		return Event{}, fmt.Errorf("decode event %s (%s): %w", w.ID, w.Type, err)
-	}
-	return e, nil
-}
-
-func decodeData[T any](b json.RawMessage) (T, error) {
-	var v T
-	err := json.Unmarshal(b, &v)
-	return v, err
-}
+// TypeOf returns the wire type of a payload, or "" for an unknown one.
+func TypeOf(data any) EventType { return typesOf[reflect.TypeOf(data)] }
 
 // ValidFamilyID reports whether id is a family id (a ULID), which also makes
 // it safe to put in a subject.

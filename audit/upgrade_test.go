@@ -1,0 +1,233 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/internal/natstest"
+	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/ledger/token"
+)
+
+// upgradeFixture is testdata/upgrade/fixture.json: what a test needs
+// besides the ledger stream to serve from a ledger written by an earlier
+// build (see testdata/upgrade/README.md).
+type upgradeFixture struct {
+	ClientID          string          `json:"client_id"`
+	ClientSecret      string          `json:"client_secret"`
+	Client            json.RawMessage `json:"client"`
+	KEK               string          `json:"kek"`
+	SigningKeysSealed []byte          `json:"signing_keys_sealed"`
+	LiveRefreshToken  string          `json:"live_refresh_token"`
+	LastEventStoredAt time.Time       `json:"last_event_stored_at"`
+}
+
+// exportedMsg is one line of testdata/upgrade/ledger.jsonl: a stream
+// message as the earlier build stored it.
+type exportedMsg struct {
+	Seq     uint64              `json:"seq"`
+	Subject string              `json:"subject"`
+	Headers map[string][]string `json:"headers"`
+	Data    string              `json:"data"`
+}
+
+func readUpgradeFixture(t *testing.T) (upgradeFixture, []exportedMsg) {
+	t.Helper()
+	dir := filepath.Join("testdata", "upgrade")
+	b, err := os.ReadFile(filepath.Join(dir, "fixture.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fix upgradeFixture
+	if err := json.Unmarshal(b, &fix); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, "ledger.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var msgs []exportedMsg
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m exportedMsg
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, m)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return fix, msgs
+}
+
+// TestUpgradeFromStoredLedger republishes a ledger written by the build
+// before the encoding/json/v2 codec (commit ca8d05a: an issue, rotations,
+// a grace retry, a reuse, a revoke and an admin revoke) into a fresh
+// stream, and checks that this build reads every event, writes the same
+// bytes for it, verifies the ledger clean and serves a refresh from it.
+func TestUpgradeFromStoredLedger(t *testing.T) {
+	fix, msgs := readUpgradeFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := natstest.Start(t, "")
+	nc, js := natstest.Connect(t, srv)
+	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[ledger.EventType]int{}
+	for _, m := range msgs {
+		msg := nats.NewMsg(m.Subject)
+		msg.Data = []byte(m.Data)
+		for k, vs := range m.Headers {
+			switch k {
+			case "Nats-Sequence", "Nats-Stream", "Nats-Subject", "Nats-Time-Stamp":
+				continue // added by the read, not stored
+			}
+			for _, v := range vs {
+				msg.Header.Add(k, v)
+			}
+		}
+		// The stored expected-last-subject-sequence header is checked
+		// again: the fresh stream must take the events where they were.
+		ack, err := js.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatalf("republish seq %d: %v", m.Seq, err)
+		}
+		require(t, "republished seq", ack.Sequence, m.Seq)
+
+		e, err := ledger.DecodeEvent(msg.Data)
+		if err != nil {
+			t.Fatalf("seq %d: %v", m.Seq, err)
+		}
+		types[e.Type]++
+		again, err := ledger.EncodeEvent(e)
+		if err != nil || !bytes.Equal(again, msg.Data) {
+			t.Fatalf("seq %d: this build writes\n%s (%v)\nfor the stored\n%s", m.Seq, again, err, msg.Data)
+		}
+		if _, err := ledger.DecodeEventSkipState(msg.Data); err != nil {
+			t.Fatalf("seq %d: %v", m.Seq, err)
+		}
+		if st, err := ledger.DecodeState(msg.Data); err != nil || !sameState(st, e.State) {
+			t.Fatalf("seq %d: DecodeState %+v (%v), want %+v", m.Seq, st, err, e.State)
+		}
+	}
+	for _, typ := range []ledger.EventType{ledger.TypeFamilyIssued, ledger.TypeRefreshRotated,
+		ledger.TypeGraceRetried, ledger.TypeReuseDetected, ledger.TypeFamilyRevoked} {
+		if types[typ] == 0 {
+			t.Errorf("the fixture holds no %s", typ)
+		}
+	}
+
+	verify := func(events uint64) {
+		t.Helper()
+		rep, err := Verify(ctx, NewSource(js, "", ""), VerifyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.OK || len(rep.Violations) != 0 {
+			t.Fatalf("verify: %+v", rep.Violations)
+		}
+		require(t, "verified events", rep.Events, events)
+	}
+	verify(uint64(len(msgs)))
+
+	// Serve a refresh of the fixture's live token: the keys bucket entry
+	// opens with the KEK, and the client authenticates with its secret.
+	kek, err := token.ParseKEK(fix.KEK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := jsstore.NewKeyStore(ctx, js, kek, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, jsstore.KeysBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "signing", fix.SigningKeysSealed); err != nil {
+		t.Fatal(err)
+	}
+	now := fix.LastEventStoredAt.Add(time.Minute) // the fixture's tokens live 14 days from then
+	keySet, err := keys.LoadOrCreate(ctx, token.AlgEdDSA, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keySet.Keys) != 1 {
+		t.Fatalf("the stored key set was not used: %d keys", len(keySet.Keys))
+	}
+	var client ledger.Client
+	if err := json.Unmarshal(fix.Client, &client); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := jsstore.NewRegistry(ctx, js, []ledger.Client{client}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := handlers.NewService(handlers.Config{
+		Ledger: jsstore.New(store, jsstore.WithClock(func() time.Time { return now })), Registry: reg, Keys: keySet,
+		Defaults: ledger.Policy{Rotation: ledger.RotateAlways, Grace: 2 * time.Second, AccessTTL: 15 * time.Minute,
+			RefreshTTL: 14 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour},
+		Workers: 4,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(svcCtx, nc) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("service: %v", err)
+		}
+	}()
+	body, _ := json.Marshal(map[string]string{"client_id": fix.ClientID, "client_secret": fix.ClientSecret,
+		"refresh_token": fix.LiveRefreshToken})
+	var reply struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+		Error        string `json:"error"`
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		msg, err := nc.RequestWithContext(ctx, "tokens.refresh", body)
+		if errors.Is(err, nats.ErrNoResponders) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // the service is starting
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(msg.Data, &reply); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	if reply.Error != "" || reply.AccessToken == "" || !strings.HasPrefix(reply.RefreshToken, "tlr_") {
+		t.Fatalf("refresh from the stored ledger: %+v", reply)
+	}
+	verify(uint64(len(msgs)) + 1) // the rotation this build appended
+	last, err := store.Stream().GetMsg(ctx, uint64(len(msgs))+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := ledger.DecodeEvent(last.Data); err != nil || e.Type != ledger.TypeRefreshRotated {
+		t.Fatalf("the appended event: %+v (%v)", e, err)
+	}
+}
