@@ -276,9 +276,10 @@ func (s *Service) tokenResponse(g jsstore.Grant, sig *presigned) (*pooledBody, e
 }
 
 // marshalInto replaces body's contents with the response, encoded with
-// replyOptions (the bytes encoding/json v1 wrote). It replaced a
-// hand-written appender: the library costs no measurable throughput of
-// issue or refresh (see the commit that made the change).
+// replyOptions (the bytes encoding/json v1 wrote), without allocating. It
+// replaced a hand-written appender: about 1.3 µs a reply against 0.07 µs,
+// under 1% of the ~150 µs of CPU an issue or refresh costs, and no change
+// of their throughput that the benchmarks could tell from noise.
 func (r *TokenResponse) marshalInto(body *pooledBody) error {
 	body.b = body.b[:0]
 	return json.MarshalWrite(body, r, replyOptions)
