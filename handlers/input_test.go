@@ -34,6 +34,10 @@ func TestMalformedInputChangesNothing(t *testing.T) {
 		{"invalid utf-8", "tokens.issue", "{" + cred + ",\"subject\":\"\xff\"}", CodeInvalidRequest, "400"},
 		{"oversized", "tokens.issue", `{` + cred + `,"subject":"` + strings.Repeat("a", 20000) + `"}`, CodeInvalidRequest, "400"},
 		{"reserved claim", "tokens.issue", `{` + cred + `,"subject":"a","claims":{"sub":"root"}}`, CodeInvalidRequest, "400"},
+		{"reserved claim in another case", "tokens.issue", `{` + cred + `,"subject":"a","claims":{"SUB":"root"}}`, CodeInvalidRequest, "400"},
+		{"duplicate claim", "tokens.issue", `{` + cred + `,"subject":"a","claims":{"tenant":"a","tenant":"b"}}`, CodeInvalidRequest, "400"},
+		{"duplicate inside a claim", "tokens.issue", `{` + cred + `,"subject":"a","claims":{"tenant":{"x":1,"x":2}}}`, CodeInvalidRequest, "400"},
+		{"wrong-case member", "tokens.issue", `{` + cred + `,"subject":"a","SUBJECT":"b"}`, CodeInvalidRequest, "400"},
 		{"claim not allowed", "tokens.issue", `{` + cred + `,"subject":"a","claims":{"role":"admin"}}`, CodeInvalidRequest, "400"},
 		{"scope not allowed", "tokens.issue", `{` + cred + `,"subject":"a","scope":"admin"}`, CodeInvalidScope, "400"},
 		{"audience not allowed", "tokens.issue", `{` + cred + `,"subject":"a","audience":["other"]}`, CodeInvalidRequest, "400"},
@@ -156,20 +160,47 @@ func FuzzDecodeRefreshRequest(f *testing.F) {
 	})
 }
 
+// Replies are the bytes encoding/json v1 wrote, so no client sees the
+// change of library.
 func TestTokenResponseEncodingAgrees(t *testing.T) {
-	buf := []byte(`{"stale":"bytes from an earlier reply"}`)
+	body := &pooledBody{b: []byte(`{"stale":"bytes from an earlier reply"}`)}
 	for _, r := range []TokenResponse{
 		{AccessToken: "a.b.c", TokenType: "Bearer", ExpiresIn: 900, RefreshToken: "tlr_x", RefreshTokenExpiresIn: 5, FamilyID: "F", Scope: "read write"},
 		{AccessToken: "a", TokenType: "Bearer", Scope: `we"ird<&>\`},
-		{TokenType: "Bearer", ExpiresIn: -1},
+		{TokenType: "Bearer", ExpiresIn: -1, Scope: "\u2028 \u2029 \x00\x1f\t\b\f é"},
 	} {
 		want, _ := json.Marshal(r)
-		// Appended over a reused buffer, as the service's pooled bodies are.
-		got, err := r.appendTo(buf[:0])
-		if err != nil || string(got) != string(want) {
-			t.Fatalf("encode:\n got %s\nwant %s (%v)", got, want, err)
+		// Written over a reused buffer, as the service's pooled bodies are.
+		if err := r.marshalInto(body); err != nil || string(body.b) != string(want) {
+			t.Fatalf("encode:\n got %s\nwant %s (%v)", body.b, want, err)
 		}
-		buf = got
+	}
+}
+
+// Every other reply is encoded as encoding/json v1 encoded it too.
+func TestRepliesEncodeAsBefore(t *testing.T) {
+	at := time.Date(2026, 11, 27, 10, 0, 0, 123, time.UTC)
+	for _, v := range []any{
+		IntrospectResponse{Active: true, TokenType: TokenTypeRefresh, Subject: "<a&b>", Audience: []string{"api"}, ExpiresAt: 9, SID: "F"},
+		IntrospectResponse{Active: true, TokenType: TokenTypeBearer, IssuedAt: 1, NotBefore: 2, JTI: "j", Scope: "\u2028"},
+		IntrospectResponse{},
+		RevokeResponse{Revoked: true},
+		AdminRevokeResponse{RevokedFamilies: 3},
+		DigestResponse{Seq: 7, Time: "2026-11-27T10:00:00Z", Digest: "abc"},
+		SessionsResponse{Families: []Session{}},
+		SessionsResponse{Families: []Session{{FamilyID: "F", ClientID: "web", CreatedAt: at, ExpiresAt: at.Add(time.Hour), Generation: 2, Version: 1},
+			{FamilyID: "G", RotatedAt: &at, CreatedAt: at.In(time.FixedZone("x", 3600))}}},
+		errorBody{Error: CodeInvalidRequest, Description: `field "<x>" appears more than once`},
+		map[string]any{"keys": []token.JWK{{Kty: "OKP", Kid: "k", Alg: "EdDSA", Use: "sig", Crv: "Ed25519", X: "abc"}}},
+	} {
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := marshalReply(v)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%T:\n got %s\nwant %s (%v)", v, got, want, err)
+		}
 	}
 }
 

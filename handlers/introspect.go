@@ -3,7 +3,6 @@ package handlers
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -36,9 +35,9 @@ type IntrospectResponse struct {
 	Scope     string   `json:"scope,omitempty"`
 	Audience  []string `json:"aud,omitempty"`
 	Issuer    string   `json:"iss,omitempty"`
-	ExpiresAt int64    `json:"exp,omitempty"`
-	IssuedAt  int64    `json:"iat,omitempty"`
-	NotBefore int64    `json:"nbf,omitempty"`
+	ExpiresAt int64    `json:"exp,omitzero"`
+	IssuedAt  int64    `json:"iat,omitzero"`
+	NotBefore int64    `json:"nbf,omitzero"`
 	JTI       string   `json:"jti,omitempty"`
 	SID       string   `json:"sid,omitempty"`
 }
@@ -330,7 +329,7 @@ func (in *introspector) verify(raw string, now time.Time) (*verifiedToken, bool)
 	if err != nil {
 		return nil, false
 	}
-	reply, err := json.Marshal(IntrospectResponse{
+	reply, err := marshalReply(IntrospectResponse{
 		Active: true, TokenType: TokenTypeBearer, Subject: c.Subject, ClientID: c.ClientID,
 		Scope: c.Scope, Audience: c.Audience, Issuer: c.Issuer, ExpiresAt: c.ExpiresAt,
 		IssuedAt: c.IssuedAt, NotBefore: c.NotBefore, JTI: c.JTI, SID: c.SID,
@@ -440,9 +439,8 @@ var (
 // with nothing after it; the value of keys[i] goes to *dsts[i] (at most
 // eight keys). decodeFlat reports false for anything else, and the caller
 // then decodes with decodeStrict, which accepts or refuses it as the
-// contract says (encoding/json also matches keys case-insensitively and
-// keeps the last of duplicates): so the fast path never decides a request
-// differently, it only decides it sooner.
+// contract says: so the fast path never decides a request differently, it
+// only decides it sooner.
 func decodeFlat(body []byte, limit int, keys []string, dsts []*string) bool {
 	if len(body) > limit {
 		return false

@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -133,7 +132,7 @@ func NewService(cfg Config) (*Service, error) {
 		cfg.Algs = []string{key.Alg}
 	}
 	// Publish retired keys while tokens they signed can still be valid.
-	jwks, err := json.Marshal(map[string]any{"keys": cfg.Keys.JWKS(cfg.Ledger.Now(), cfg.Defaults.AccessTTL+time.Minute)})
+	jwks, err := marshalReply(map[string]any{"keys": cfg.Keys.JWKS(cfg.Ledger.Now(), cfg.Defaults.AccessTTL+time.Minute)})
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +260,7 @@ func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) 
 		body = r.b
 		defer s.bodies.Put(r)
 	default:
-		if body, err = json.Marshal(reply); err != nil {
+		if body, err = marshalReply(reply); err != nil {
 			s.respondError(req, ep.name, err)
 			return
 		}
@@ -296,7 +295,7 @@ func (s *Service) respondError(req micro.Request, endpoint string, err error) {
 		st.(*endpointStats).errors.Add(1)
 		st.(*endpointStats).lastError.Store(status + " " + code)
 	}
-	body, _ := json.Marshal(errorBody{Error: code, Description: desc})
+	body, _ := marshalReply(errorBody{Error: code, Description: desc})
 	header := nats.Header{micro.ErrorHeader: {code + ": " + desc}, micro.ErrorCodeHeader: {status}}
 	if rerr := s.reply(req, body, header); rerr != nil {
 		s.cfg.Log.Warn("error reply failed", "endpoint", endpoint, "error", rerr)

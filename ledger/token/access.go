@@ -3,41 +3,70 @@ package token
 import (
 	"bytes"
 	"crypto"
-	"encoding/json"
+	jsonv1 "encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/tokenledger/tokenledger/ledger"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/golang-jwt/jwt/v5"
 )
 
 // AccessTokenType is the JWT typ header of access tokens (RFC 9068).
 const AccessTokenType = "at+jwt"
 
-// ReservedClaims may not be set as custom claims.
+// reservedClaims are the claims the ledger sets itself (AccessClaims'
+// members) and those RFC 9068 and RFC 8693 give a meaning (cnf, act): none
+// may be set as a custom claim, in any letter case.
 var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "sid", "ver", "cnf", "act"}
 
-// IsReservedClaim reports whether name is set by the ledger itself.
-func IsReservedClaim(name string) bool { return slices.Contains(reservedClaims, name) }
+// IsReservedClaim reports whether name is set by the ledger itself, or is
+// one of those names in another letter case: a decoder that folds case
+// (encoding/json v1 does) would read a custom "SUB" as the subject.
+func IsReservedClaim(name string) bool {
+	for _, r := range reservedClaims {
+		if strings.EqualFold(name, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// claimsOptions encode the header and claims as encoding/json v1 wrote them
+// (<, >, & and U+2028/U+2029 escaped, map keys sorted) and decode claims
+// strictly: names match exactly, and a name appears once.
+var claimsOptions = json.JoinOptions(
+	json.DefaultOptionsV2(),
+	json.Deterministic(true),
+	jsontext.EscapeForHTML(true),
+	jsontext.EscapeForJS(true),
+	json.MatchCaseInsensitiveNames(false),
+	jsontext.AllowDuplicateNames(false),
+)
 
 // AccessClaims are an access token's claims (RFC 9068 plus sid and ver).
 type AccessClaims struct {
-	Issuer    string          `json:"iss"`
-	Subject   string          `json:"sub"`
-	Audience  []string        `json:"aud,omitempty"`
-	ExpiresAt int64           `json:"exp"`
-	IssuedAt  int64           `json:"iat"`
-	NotBefore int64           `json:"nbf"`
-	JTI       string          `json:"jti"`
-	ClientID  string          `json:"client_id"`
-	Scope     string          `json:"scope,omitempty"`
-	SID       string          `json:"sid"`
-	Version   int             `json:"ver"`
-	Custom    json.RawMessage `json:"-"`
+	Issuer    string   `json:"iss"`
+	Subject   string   `json:"sub"`
+	Audience  []string `json:"aud,omitempty"`
+	ExpiresAt int64    `json:"exp"`
+	IssuedAt  int64    `json:"iat"`
+	NotBefore int64    `json:"nbf"`
+	JTI       string   `json:"jti"`
+	ClientID  string   `json:"client_id"`
+	Scope     string   `json:"scope,omitempty"`
+	SID       string   `json:"sid"`
+	Version   int      `json:"ver"`
+	// Custom is a JSON object of custom claims: Sign writes its members
+	// after the standard claims, and UnmarshalJSON collects there the
+	// members that are not standard claims (nil when there are none).
+	Custom jsonv1.RawMessage `json:"-"`
 }
 
 // Equal reports whether c and o are the same claims, field by field.
@@ -59,7 +88,8 @@ func ClaimsFor(issuer string, st ledger.State, g ledger.AccessGrant, issuedAt ti
 }
 
 // Signer signs access tokens with one key. The header is encoded once; the
-// claims are encoded with encoding/json and signed by golang-jwt's method.
+// claims are encoded with go-json-experiment (claimsOptions: the bytes
+// encoding/json v1 wrote) and signed by golang-jwt's method.
 type Signer struct {
 	key    Key
 	method jwt.SigningMethod
@@ -73,7 +103,7 @@ func NewSigner(key Key) (*Signer, error) {
 	if method == nil || !ValidAlg(key.Alg) {
 		return nil, fmt.Errorf("signer: algorithm %q not allowed", key.Alg)
 	}
-	h, err := json.Marshal(map[string]string{"alg": key.Alg, "kid": key.KID, "typ": AccessTokenType})
+	h, err := json.Marshal(map[string]string{"alg": key.Alg, "kid": key.KID, "typ": AccessTokenType}, claimsOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +119,7 @@ func (s *Signer) KID() string { return s.key.KID }
 
 // Sign returns the compact JWS of the claims.
 func (s *Signer) Sign(c AccessClaims) (string, error) {
-	payload, err := json.Marshal(c)
+	payload, err := json.Marshal(&c, claimsOptions)
 	if err != nil {
 		return "", fmt.Errorf("sign: %w", err)
 	}
@@ -218,31 +248,93 @@ func (c *verifiedClaims) GetIssuer() (string, error)             { return c.Issu
 func (c *verifiedClaims) GetSubject() (string, error)            { return c.Subject, nil }
 func (c *verifiedClaims) GetAudience() (jwt.ClaimStrings, error) { return c.Audience, nil }
 
-// UnmarshalJSON accepts aud as a string or an array (RFC 7519).
+// claimsWire is AccessClaims as a token's payload holds them: aud a string
+// or an array (RFC 7519 §4.1.3), and any other member a custom claim.
+type claimsWire struct {
+	Issuer    string         `json:"iss"`
+	Subject   string         `json:"sub"`
+	Audience  jsontext.Value `json:"aud"`
+	ExpiresAt int64          `json:"exp"`
+	IssuedAt  int64          `json:"iat"`
+	NotBefore int64          `json:"nbf"`
+	JTI       string         `json:"jti"`
+	ClientID  string         `json:"client_id"`
+	Scope     string         `json:"scope"`
+	SID       string         `json:"sid"`
+	Version   int            `json:"ver"`
+	Custom    jsontext.Value `json:",embed"`
+}
+
+// UnmarshalJSON decodes a token's claims strictly: a claim named twice, or
+// a member that spells a reserved claim in another letter case, is an
+// error (a case-folding reader would take it for the claim), so no reader
+// can see other claims than these. aud may be a string or an array (RFC
+// 7519); other members are custom claims and go to Custom.
 func (c *AccessClaims) UnmarshalJSON(b []byte) error {
-	type plain AccessClaims
-	var w struct {
-		plain
-		Audience any `json:"aud"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
+	var w claimsWire
+	if err := json.Unmarshal(b, &w, claimsOptions); err != nil {
 		return err
 	}
-	*c = AccessClaims(w.plain)
-	switch a := w.Audience.(type) {
-	case string:
-		c.Audience = []string{a}
-	case []any:
-		for _, x := range a {
-			s, ok := x.(string)
-			if !ok {
-				return errors.New("aud must hold strings")
-			}
-			c.Audience = append(c.Audience, s)
+	*c = AccessClaims{
+		Issuer: w.Issuer, Subject: w.Subject, ExpiresAt: w.ExpiresAt, IssuedAt: w.IssuedAt,
+		NotBefore: w.NotBefore, JTI: w.JTI, ClientID: w.ClientID, Scope: w.Scope, SID: w.SID,
+		Version: w.Version,
+	}
+	switch w.Audience.Kind() {
+	case '"':
+		var a string
+		if err := json.Unmarshal(w.Audience, &a, claimsOptions); err != nil {
+			return err
 		}
-	case nil:
+		c.Audience = []string{a}
+	case '[':
+		if err := json.Unmarshal(w.Audience, &c.Audience, claimsOptions); err != nil {
+			return errors.New("aud must hold strings")
+		}
+	case 'n', 0: // null, or absent
 	default:
 		return errors.New("aud must be a string or an array")
 	}
+	if len(w.Custom) > 0 {
+		if err := checkCustomNames(w.Custom); err != nil {
+			return err
+		}
+		c.Custom = jsonv1.RawMessage(w.Custom)
+	}
 	return nil
+}
+
+// checkCustomNames refuses a custom claim whose name is a reserved claim's
+// in another letter case.
+func checkCustomNames(obj jsontext.Value) error {
+	dec := jsontext.NewDecoder(bytes.NewReader(obj))
+	if _, err := dec.ReadToken(); err != nil { // '{'
+		return err
+	}
+	for dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		for _, r := range reservedClaims {
+			if n := name.String(); n != r && strings.EqualFold(n, r) {
+				return fmt.Errorf("claim %q is claim %q in another letter case", clipName(n), r)
+			}
+		}
+		if err := dec.SkipValue(); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil && !errors.Is(err, io.EOF) { // '}'
+		return err
+	}
+	return nil
+}
+
+// clipName bounds a claim name quoted in an error.
+func clipName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
