@@ -99,12 +99,22 @@ type famFold struct {
 	// access tokens: jti -> grant, its revocation, and the cut-offs.
 	grants    map[string]grantAt
 	accessRev map[string]*EventRef
-	cutoffs   []*EventRef
+	cutoffs   []cutoffAt
 }
 
+// grantAt is an access token handed out, by the family's event number
+// event (ledger.State.Events after it: the token's sid_event claim).
 type grantAt struct {
 	ref   *EventRef
 	grant ledger.AccessGrant
+	event uint64
+}
+
+// cutoffAt is an access cutoff, the family's event number event: it
+// denies the tokens granted by earlier events.
+type cutoffAt struct {
+	ref   *EventRef
+	event uint64
 }
 
 func (f *famFold) apply(seq uint64, e ledger.Event) {
@@ -123,21 +133,21 @@ func (f *famFold) apply(seq uint64, e ledger.Event) {
 	case ledger.FamilyIssued:
 		f.issued = r
 		f.minted[0], f.hashes[d.TokenHash] = r, 0
-		f.grants[d.Access.JTI] = grantAt{r, d.Access}
+		f.grants[d.Access.JTI] = grantAt{r, d.Access, f.st.Events}
 	case ledger.RefreshRotated:
 		f.rotated[d.FromGeneration] = r
 		f.minted[d.ToGeneration], f.hashes[d.TokenHash] = r, d.ToGeneration
-		f.grants[d.Access.JTI] = grantAt{r, d.Access}
+		f.grants[d.Access.JTI] = grantAt{r, d.Access, f.st.Events}
 	case ledger.RefreshUsed:
-		f.grants[d.Access.JTI] = grantAt{r, d.Access}
+		f.grants[d.Access.JTI] = grantAt{r, d.Access, f.st.Events}
 	case ledger.GraceRetried:
-		f.grants[d.Access.JTI] = grantAt{r, d.Access}
+		f.grants[d.Access.JTI] = grantAt{r, d.Access, f.st.Events}
 	case ledger.AccessRevoked:
 		if _, ok := f.accessRev[d.JTI]; !ok {
 			f.accessRev[d.JTI] = r
 		}
 	case ledger.AccessCutoff:
-		f.cutoffs = append(f.cutoffs, r)
+		f.cutoffs = append(f.cutoffs, cutoffAt{r, f.st.Events})
 	}
 }
 
@@ -337,7 +347,7 @@ func answerAccess(ans *AtAnswer, f *famFold, jti string, view *projections.View,
 	}
 	g := f.grants[jti]
 	issuedAt := g.ref.OccurredAt
-	denied := view.AccessRevoked(jti, f.st.FamilyID, issuedAt, t)
+	denied := view.AccessRevoked(jti, f.st.FamilyID, issuedAt, g.event, t)
 	defer func() { ans.ViewAgrees = denied == (ans.Status == StatusRevoked || ans.Status == StatusCutOff) }()
 	if !t.Before(g.grant.ExpiresAt) {
 		fv := f.view(t)
@@ -357,10 +367,13 @@ func answerAccess(ans *AtAnswer, f *famFold, jti string, view *projections.View,
 		ans.Status, ans.Event, ans.Reason = StatusRevoked, r, "this access token was revoked"
 		return
 	}
+	// Stream order decides: a cutoff denies the tokens granted by the
+	// family's events before it, whatever the instances' clocks said.
 	for _, c := range f.cutoffs {
-		if !issuedAt.After(c.OccurredAt) {
-			ans.Status, ans.Event = StatusCutOff, c
-			ans.Reason = "the family's access tokens issued until " + c.OccurredAt.Format(time.RFC3339Nano) + " were cut off"
+		if g.event < c.event {
+			ans.Status, ans.Event = StatusCutOff, c.ref
+			ans.Reason = fmt.Sprintf("the family's access tokens granted before its event %d were cut off at %s",
+				c.event, c.ref.OccurredAt.Format(time.RFC3339Nano))
 			return
 		}
 	}

@@ -173,7 +173,7 @@ func Diff(ctx context.Context, src *Source, opts DiffOptions) (DiffReport, error
 		add("view/fold", "listed_for_subject", active, st.StatusAt(now) == ledger.StatusActive)
 	}
 	for _, j := range jtis {
-		if now.Before(j.d.ExpiresAt) && !view.AccessRevoked(j.d.JTI, j.family, time.Time{}, now) {
+		if now.Before(j.d.ExpiresAt) && !view.AccessRevoked(j.d.JTI, j.family, time.Time{}, 0, now) {
 			rep.Differences = append(rep.Differences, Difference{FamilyID: j.family, Between: "view/fold",
 				Field: "access_revoked " + j.d.JTI, A: "false", B: "true", Seq: j.seq})
 		}

@@ -100,7 +100,7 @@ func (in *introspector) afterSync(tok *verifiedToken, syncErr error, now time.Ti
 	if syncErr != nil {
 		return nil, fmt.Errorf("introspect: %w: %w", ledger.ErrUnavailable, syncErr)
 	}
-	if !in.view.AccessActive(tok.jti, tok.sid, time.Unix(tok.iat, 0), now) {
+	if !in.view.AccessActive(tok.jti, tok.sid, time.Unix(tok.iat, 0), tok.grantEvent, now) {
 		return inactiveReply, nil
 	}
 	return tok.reply, nil
@@ -289,6 +289,7 @@ func (in *introspector) keyEpoch(now time.Time) *keyEpoch {
 type verifiedToken struct {
 	jti, sid      string
 	iat, nbf, exp int64
+	grantEvent    uint64 // the sid_event claim: the family event that granted it
 	epoch         uint64
 	reply         []byte
 }
@@ -337,7 +338,7 @@ func (in *introspector) verify(raw string, now time.Time) (*verifiedToken, bool)
 	if err != nil {
 		return nil, false
 	}
-	t := &verifiedToken{jti: c.JTI, sid: c.SID, iat: c.IssuedAt, nbf: c.NotBefore, exp: c.ExpiresAt, epoch: e.gen, reply: reply}
+	t := &verifiedToken{jti: c.JTI, sid: c.SID, iat: c.IssuedAt, nbf: c.NotBefore, exp: c.ExpiresAt, grantEvent: c.FamilyEvent, epoch: e.gen, reply: reply}
 	in.cache.put(raw, t, now)
 	return t, t.validAt(now)
 }

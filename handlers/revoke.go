@@ -160,7 +160,7 @@ func (s *Service) revokeAccess(ctx context.Context, client ledger.Client, raw st
 		if err := s.cfg.View.WaitFor(ctx, st.Seq); err != nil {
 			return false, fmt.Errorf("revoke: %w: %w", ledger.ErrUnavailable, err)
 		}
-		return s.cfg.View.AccessRevoked(c.JTI, c.SID, time.Unix(c.IssuedAt, 0), s.cfg.Ledger.Now()), nil
+		return s.cfg.View.AccessRevoked(c.JTI, c.SID, time.Unix(c.IssuedAt, 0), c.FamilyEvent, s.cfg.Ledger.Now()), nil
 	}
 	at := jsstore.AccessToken{FamilyID: c.SID, JTI: c.JTI, ExpiresAt: time.Unix(c.ExpiresAt, 0)}
 	st, err := s.cfg.Ledger.RevokeAccess(ctx, at, cause, denied)

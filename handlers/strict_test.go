@@ -57,7 +57,8 @@ func TestEveryEndpointRefusesAmbiguousMembers(t *testing.T) {
 		{"tokens.revoke", append(slices.Clone(cred), member{"token", g.AccessToken}, member{"token_type_hint", "access_token"})},
 		{"tokens.introspect", append(slices.Clone(cred), member{"token", g.AccessToken})},
 		{"tokens.jwks", nil},
-		{"tokens.sessions", []member{{"subject", "alice"}}},
+		{"tokens.sessions", append(slices.Clone(cred), member{"subject", "alice"})},
+		{"tokens.admin.sessions", []member{{"subject", "alice"}}},
 		{"tokens.admin.revoke", []member{{"subject", "nobody-at-all"}, {"reason", "strict test"}}},
 		{"tokens.admin.digest", nil},
 	}

@@ -188,7 +188,7 @@ func BenchmarkAccessRevoked(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			if v.AccessRevoked(jtis[i%len(ids)], ids[i%len(ids)], now, now) {
+			if v.AccessRevoked(jtis[i%len(ids)], ids[i%len(ids)], now, 0, now) {
 				b.Fatal("revoked")
 			}
 			i++

@@ -356,8 +356,12 @@ func (f *Feed) announce(ctx context.Context, seq uint64, e ledger.Event) error {
 	}
 	a := revocation.Announcement{FamilyID: e.FamilyID, At: e.OccurredAt.UTC(), Cause: e.Cause.Kind, EventID: e.ID, LedgerSeq: seq}
 	until := e.OccurredAt.Add(f.cfg.MaxAge) // when the view no longer knows the family
+	var cutoffEvent uint64
 	if fv, ok := f.view.Family(e.FamilyID); ok {
-		until = fv.AccessUntil
+		// The view has applied seq, and maybe later events: a later
+		// cutoff's number denies more, as that cutoff's own announcement
+		// will anyway.
+		until, cutoffEvent = fv.AccessUntil, fv.CutoffEvent
 	}
 	switch d := e.Data.(type) {
 	case ledger.ReuseDetected:
@@ -367,7 +371,7 @@ func (f *Feed) announce(ctx context.Context, seq uint64, e ledger.Event) error {
 	case ledger.AccessRevoked:
 		a.Kind, a.JTI, a.ExpiresAt = revocation.KindAccess, d.JTI, d.ExpiresAt.UTC()
 	case ledger.AccessCutoff:
-		a.Kind, a.ExpiresAt = revocation.KindCutoff, until
+		a.Kind, a.ExpiresAt, a.FamilyEvent = revocation.KindCutoff, until, cutoffEvent
 	default:
 		return nil
 	}

@@ -135,7 +135,7 @@ func TestFeedAnnouncesEveryRevocationOnceAndResumes(t *testing.T) {
 			}
 			stop = start()
 			got = waitAnnounced(4)
-			if len(got) != 4 || got[2].Kind != revocation.KindCutoff || got[2].FamilyID != c.State.FamilyID || got[3].Kind != revocation.KindFamily || got[3].FamilyID != a.State.FamilyID {
+			if len(got) != 4 || got[2].Kind != revocation.KindCutoff || got[2].FamilyID != c.State.FamilyID || got[2].FamilyEvent != 2 || got[3].Kind != revocation.KindFamily || got[3].FamilyID != a.State.FamilyID {
 				t.Fatalf("after restart: %+v", got)
 			}
 			// A burst of revocations from concurrent writers, with

@@ -319,7 +319,7 @@ func TestSyncerSeesRevocationsOfAnotherConnection(t *testing.T) {
 			t.Fatal(err)
 		}
 		iat := g.IssuedAt
-		if !v.AccessActive(g.Access.JTI, g.State.FamilyID, iat, c.Now()) {
+		if !v.AccessActive(g.Access.JTI, g.State.FamilyID, iat, g.State.Events, c.Now()) {
 			t.Fatalf("round %d: fresh family's access token inactive after sync", round)
 		}
 
@@ -333,7 +333,7 @@ func TestSyncerSeesRevocationsOfAnotherConnection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !v.AccessActive(g.Access.JTI, g.State.FamilyID, iat, c.Now()) {
+		if !v.AccessActive(g.Access.JTI, g.State.FamilyID, iat, g.State.Events, c.Now()) {
 			t.Fatalf("round %d: the held view already saw the revocation; the test proves nothing", round)
 		}
 		var wg sync.WaitGroup
@@ -344,7 +344,7 @@ func TestSyncerSeesRevocationsOfAnotherConnection(t *testing.T) {
 					stale <- err.Error()
 					return
 				}
-				if v.AccessActive(g.Access.JTI, g.State.FamilyID, iat, c.Now()) {
+				if v.AccessActive(g.Access.JTI, g.State.FamilyID, iat, g.State.Events, c.Now()) {
 					stale <- "revoked access token active after sync"
 				}
 			})

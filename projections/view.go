@@ -59,12 +59,17 @@ type exemption struct {
 	exp    uint32
 }
 
-// familyRec is one family, 88 bytes.
+// familyRec is one family, 96 bytes.
 type familyRec struct {
 	key         [16]byte
 	seq         uint64 // stream sequence of the family's last event
 	generation  uint64
 	cutoff      int64 // unix ns of the latest access cutoff, 0 for none
+	// events counts the family's events applied (ledger.State.Events);
+	// cutoffEvent is the number of its latest access cutoff among them
+	// (0 for none): access tokens granted by an earlier event are denied.
+	events      uint32
+	cutoffEvent uint32
 	client      uint32
 	subject     uint32
 	nextSubject uint32 // index+1 of the previous family of the subject
@@ -98,8 +103,12 @@ type FamilyView struct {
 	// RevokedCause is the cause kind (ledger.CauseReuse, CauseRevoke,
 	// CauseAdmin, CauseSecurity); the full cause is in the ledger.
 	RevokedCause string
-	// AccessCutoff: access tokens issued at or before it are denied.
+	// AccessCutoff is when the latest access cutoff happened, and
+	// CutoffEvent its number among the family's events: access tokens
+	// granted by an earlier event are denied (tokens that carry no event
+	// number, from older builds: those issued at or before AccessCutoff).
 	AccessCutoff time.Time
+	CutoffEvent  uint64
 }
 
 // ActiveAt reports whether the family is active at now: not revoked and
@@ -181,7 +190,7 @@ func (v *View) apply(seq uint64, e ledger.Event) {
 		r := familyRec{
 			key: key, seq: seq, client: v.intern(d.ClientID), subject: v.intern(d.Subject),
 			version: int32(d.Version), created: secs(e.OccurredAt), expires: ceilSecs(d.ExpiresAt),
-			accessUntil: ceilSecs(d.Access.ExpiresAt),
+			accessUntil: ceilSecs(d.Access.ExpiresAt), events: 1,
 		}
 		r.nextSubject = v.subjectHead[r.subject]
 		v.subjectHead[r.subject] = idx + 1
@@ -197,6 +206,7 @@ func (v *View) apply(seq uint64, e ledger.Event) {
 	}
 	r := &v.fams[idx]
 	r.seq = seq
+	r.events++
 	switch d := e.Data.(type) {
 	case ledger.RefreshRotated:
 		r.generation = d.ToGeneration
@@ -220,6 +230,7 @@ func (v *View) apply(seq uint64, e ledger.Event) {
 		}
 	case ledger.AccessCutoff:
 		r.cutoff = e.OccurredAt.UnixNano()
+		r.cutoffEvent = r.events
 		for k, x := range v.exempt {
 			if x.family == r.key {
 				delete(v.exempt, k)
@@ -306,6 +317,7 @@ func (v *View) familyView(r *familyRec) FamilyView {
 	}
 	if r.cutoff != 0 {
 		f.AccessCutoff = time.Unix(0, r.cutoff).UTC()
+		f.CutoffEvent = uint64(r.cutoffEvent)
 	}
 	return f
 }
@@ -372,9 +384,11 @@ func (r *familyRec) activeAt(now int64) bool { return !r.revoked && now < int64(
 
 // AccessRevoked reports whether an unexpired access token is denied: its
 // jti was revoked, its family (sid) was revoked, or the family's access was
-// cut off at or after issuedAt. It does not check expiry or signature, nor
-// that the family exists: an unknown family has revoked nothing.
-func (v *View) AccessRevoked(jti string, sid string, issuedAt time.Time, now time.Time) bool {
+// cut off after the event that granted it (grantEvent, its sid_event claim;
+// for a token without one, 0, a cutoff at or after issuedAt). It does not
+// check expiry or signature, nor that the family exists: an unknown family
+// has revoked nothing.
+func (v *View) AccessRevoked(jti string, sid string, issuedAt time.Time, grantEvent uint64, now time.Time) bool {
 	jkey, jok := parseKey(jti)
 	fkey, fok := parseKey(sid)
 	v.mu.RLock()
@@ -389,16 +403,17 @@ func (v *View) AccessRevoked(jti string, sid string, issuedAt time.Time, now tim
 	if !ok {
 		return false
 	}
-	return v.familyDenies(&v.fams[idx], jkey, jok, issuedAt)
+	return v.familyDenies(&v.fams[idx], jkey, jok, issuedAt, grantEvent)
 }
 
 // AccessActive reports whether the view lets an access token of family sid
-// with id jti, issued at issuedAt, be active at now: the family is known
-// and active (not revoked, within its lifetime) and AccessRevoked is false.
+// with id jti, issued at issuedAt by the family's event grantEvent, be
+// active at now: the family is known and active (not revoked, within its
+// lifetime) and AccessRevoked is false.
 // It does not check the token's own signature or expiry. A family the view
 // does not know (never issued, or pruned because nothing of it can be
 // valid) lets nothing be active.
-func (v *View) AccessActive(jti string, sid string, issuedAt time.Time, now time.Time) bool {
+func (v *View) AccessActive(jti string, sid string, issuedAt time.Time, grantEvent uint64, now time.Time) bool {
 	fkey, ok := parseKey(sid)
 	if !ok {
 		return false
@@ -412,7 +427,7 @@ func (v *View) AccessActive(jti string, sid string, issuedAt time.Time, now time
 		return false
 	}
 	r := &v.fams[idx]
-	return r.activeAt(n) && !v.jtiRevoked(jti, jkey, jok, n) && !v.familyDenies(r, jkey, jok, issuedAt)
+	return r.activeAt(n) && !v.jtiRevoked(jti, jkey, jok, n) && !v.familyDenies(r, jkey, jok, issuedAt, grantEvent)
 }
 
 // jtiRevoked reports whether the access token itself was revoked and is
@@ -429,11 +444,17 @@ func (v *View) jtiRevoked(jti string, jkey [16]byte, jok bool, n int64) bool {
 }
 
 // familyDenies reports whether the family denies its access token jti
-// issued at issuedAt: the family is revoked, or its access was cut off at
-// or after issuedAt (and the token is not exempt). v.mu is held.
-func (v *View) familyDenies(r *familyRec, jkey [16]byte, jok bool, issuedAt time.Time) bool {
+// granted by its event grantEvent at issuedAt: the family is revoked, or
+// its access was cut off by a later event. Stream order decides, never the
+// clocks of the instances that issued and cut: only a token without an
+// event number (from a build before it) is compared by time, cut off at or
+// after issuedAt unless exempt. v.mu is held.
+func (v *View) familyDenies(r *familyRec, jkey [16]byte, jok bool, issuedAt time.Time, grantEvent uint64) bool {
 	if r.revoked {
 		return true
+	}
+	if r.cutoff != 0 && grantEvent != 0 {
+		return grantEvent < uint64(r.cutoffEvent)
 	}
 	if r.cutoff != 0 {
 		iat, cut := issuedAt.Unix(), r.cutoff/int64(time.Second)
@@ -546,6 +567,9 @@ func (v *View) DigestAt(now time.Time) (digest string, seq uint64) {
 			r.key, v.strs[r.client], v.strs[r.subject], r.generation, r.version,
 			r.created, r.rotated, r.expires, r.accessUntil, r.revoked, r.revokedAt,
 			v.causes[r.cause], r.cutoff)
+		if r.cutoffEvent != 0 {
+			fmt.Fprintf(h, "c %x %d\n", r.key, r.cutoffEvent)
+		}
 	}
 	jtis := make([][16]byte, 0, len(v.revokedJTI))
 	for k, exp := range v.revokedJTI {

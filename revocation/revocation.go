@@ -16,7 +16,7 @@ const (
 const (
 	KindFamily = "family" // a family was revoked: all its tokens are dead
 	KindAccess = "access" // one access token (JTI) is denied
-	KindCutoff = "cutoff" // access tokens of the family issued at or before At are denied
+	KindCutoff = "cutoff" // access tokens of the family granted before its event FamilyEvent are denied
 )
 
 // Announcement is one message of the revocation feed.
@@ -24,9 +24,13 @@ type Announcement struct {
 	Kind     string `json:"kind"`
 	FamilyID string `json:"family_id"`
 	JTI      string `json:"jti,omitempty"`
-	// At is when the revocation happened; for a cutoff, tokens issued at
-	// or before it are denied.
+	// At is when the revocation happened.
 	At time.Time `json:"at"`
+	// FamilyEvent, for a cutoff, is the cutoff's number among its family's
+	// events: the access tokens whose sid_event claim is lower are denied,
+	// by stream order and no clock. Tokens without the claim (from builds
+	// before it) are denied when issued at or before At.
+	FamilyEvent uint64 `json:"family_event,omitempty"`
 	// ExpiresAt is when the announcement stops mattering: no access token
 	// it denies can be valid after it, so a subscriber may forget it then.
 	ExpiresAt time.Time `json:"expires_at"`

@@ -79,8 +79,11 @@ type Verifier struct {
 
 type familyRevocation struct {
 	revoked bool
-	cutoff  int64     // unix seconds of the latest cutoff, 0 for none
-	expires time.Time // after it nothing here matters
+	cutoff  int64 // unix seconds of the latest cutoff, 0 for none
+	// cutoffEvent is the latest cutoff's number among the family's
+	// events: tokens granted by an earlier event are denied.
+	cutoffEvent uint64
+	expires     time.Time // after it nothing here matters
 }
 
 // New returns a verifier on the connection; Run must be running for Verify
@@ -245,6 +248,7 @@ func (v *Verifier) apply(a revocation.Announcement) {
 			f.revoked = true
 		} else {
 			f.cutoff = max(f.cutoff, a.At.Unix())
+			f.cutoffEvent = max(f.cutoffEvent, a.FamilyEvent)
 		}
 		if a.ExpiresAt.After(f.expires) {
 			f.expires = a.ExpiresAt
@@ -309,7 +313,20 @@ func (v *Verifier) revoked(c token.AccessClaims) bool {
 	if !ok || !now.Before(f.expires) {
 		return false
 	}
-	return f.revoked || (f.cutoff != 0 && c.IssuedAt <= f.cutoff)
+	return f.revoked || f.cutOff(c)
+}
+
+// cutOff reports whether the family's access cutoff denies the token: by
+// stream order when both the token (sid_event) and the announcement carry
+// the family event number, by time only for what predates them.
+func (f *familyRevocation) cutOff(c token.AccessClaims) bool {
+	switch {
+	case f.cutoff == 0:
+		return false
+	case c.FamilyEvent != 0 && f.cutoffEvent != 0:
+		return c.FamilyEvent < f.cutoffEvent
+	}
+	return c.IssuedAt <= f.cutoff
 }
 
 // refetch reloads the keys unless that was done less than RefetchInterval

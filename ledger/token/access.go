@@ -24,7 +24,7 @@ const AccessTokenType = "at+jwt"
 // reservedClaims are the claims the ledger sets itself (AccessClaims'
 // members) and those RFC 9068 and RFC 8693 give a meaning (cnf, act): none
 // may be set as a custom claim, in any letter case.
-var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "sid", "ver", "cnf", "act"}
+var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "sid", "sid_event", "ver", "cnf", "act"}
 
 // IsReservedClaim reports whether name is set by the ledger itself, or is
 // one of those names in another letter case: a decoder that folds case
@@ -62,7 +62,12 @@ type AccessClaims struct {
 	ClientID  string   `json:"client_id"`
 	Scope     string   `json:"scope,omitempty"`
 	SID       string   `json:"sid"`
-	Version   int      `json:"ver"`
+	// FamilyEvent is the number, within the family (sid), of the event
+	// that granted the token (1 for the issue): an access cutoff denies
+	// exactly the tokens granted by events before it, by stream order,
+	// never by comparing clocks. 0 in tokens of builds before it.
+	FamilyEvent uint64 `json:"sid_event,omitzero"`
+	Version     int    `json:"ver"`
 	// Custom is a JSON object of custom claims: Sign writes its members
 	// after the standard claims, and UnmarshalJSON collects there the
 	// members that are not standard claims (nil when there are none).
@@ -74,16 +79,17 @@ func (c AccessClaims) Equal(o AccessClaims) bool {
 	return c.Issuer == o.Issuer && c.Subject == o.Subject && slices.Equal(c.Audience, o.Audience) &&
 		c.ExpiresAt == o.ExpiresAt && c.IssuedAt == o.IssuedAt && c.NotBefore == o.NotBefore &&
 		c.JTI == o.JTI && c.ClientID == o.ClientID && c.Scope == o.Scope && c.SID == o.SID &&
-		c.Version == o.Version && bytes.Equal(c.Custom, o.Custom)
+		c.FamilyEvent == o.FamilyEvent && c.Version == o.Version && bytes.Equal(c.Custom, o.Custom)
 }
 
-// ClaimsFor builds the claims of the access token a grant hands out.
+// ClaimsFor builds the claims of the access token a grant hands out; st is
+// the family's state after the granting event.
 func ClaimsFor(issuer string, st ledger.State, g ledger.AccessGrant, issuedAt time.Time) AccessClaims {
 	return AccessClaims{
 		Issuer: issuer, Subject: st.Subject, Audience: st.Audience,
 		ExpiresAt: g.ExpiresAt.Unix(), IssuedAt: issuedAt.Unix(), NotBefore: issuedAt.Unix(),
 		JTI: g.JTI, ClientID: st.ClientID, Scope: g.Scope, SID: st.FamilyID,
-		Version: st.Version, Custom: st.Claims,
+		FamilyEvent: st.Events, Version: st.Version, Custom: st.Claims,
 	}
 }
 
@@ -251,18 +257,19 @@ func (c *verifiedClaims) GetAudience() (jwt.ClaimStrings, error) { return c.Audi
 // claimsWire is AccessClaims as a token's payload holds them: aud a string
 // or an array (RFC 7519 §4.1.3), and any other member a custom claim.
 type claimsWire struct {
-	Issuer    string         `json:"iss"`
-	Subject   string         `json:"sub"`
-	Audience  jsontext.Value `json:"aud"`
-	ExpiresAt int64          `json:"exp"`
-	IssuedAt  int64          `json:"iat"`
-	NotBefore int64          `json:"nbf"`
-	JTI       string         `json:"jti"`
-	ClientID  string         `json:"client_id"`
-	Scope     string         `json:"scope"`
-	SID       string         `json:"sid"`
-	Version   int            `json:"ver"`
-	Custom    jsontext.Value `json:",embed"`
+	Issuer      string         `json:"iss"`
+	Subject     string         `json:"sub"`
+	Audience    jsontext.Value `json:"aud"`
+	ExpiresAt   int64          `json:"exp"`
+	IssuedAt    int64          `json:"iat"`
+	NotBefore   int64          `json:"nbf"`
+	JTI         string         `json:"jti"`
+	ClientID    string         `json:"client_id"`
+	Scope       string         `json:"scope"`
+	SID         string         `json:"sid"`
+	FamilyEvent uint64         `json:"sid_event"`
+	Version     int            `json:"ver"`
+	Custom      jsontext.Value `json:",embed"`
 }
 
 // UnmarshalJSON decodes a token's claims strictly: a claim named twice, or
@@ -278,7 +285,7 @@ func (c *AccessClaims) UnmarshalJSON(b []byte) error {
 	*c = AccessClaims{
 		Issuer: w.Issuer, Subject: w.Subject, ExpiresAt: w.ExpiresAt, IssuedAt: w.IssuedAt,
 		NotBefore: w.NotBefore, JTI: w.JTI, ClientID: w.ClientID, Scope: w.Scope, SID: w.SID,
-		Version: w.Version,
+		FamilyEvent: w.FamilyEvent, Version: w.Version,
 	}
 	switch w.Audience.Kind() {
 	case '"':

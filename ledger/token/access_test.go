@@ -28,6 +28,8 @@ func TestAccessClaimsEqualCoversEveryField(t *testing.T) {
 			f.SetString(f.String() + "x")
 		case reflect.Int, reflect.Int64:
 			f.SetInt(f.Int() + 1)
+		case reflect.Uint64:
+			f.SetUint(f.Uint() + 1)
 		case reflect.Slice:
 			if f.Type().Elem().Kind() == reflect.String {
 				f.Set(reflect.ValueOf([]string{"a", "b"}))
