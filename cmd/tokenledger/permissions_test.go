@@ -595,6 +595,7 @@ func testTransport(t *testing.T, env *permEnv, port int) {
 	}{
 		{"no client certificate", []nats.Option{nats.UserInfo("web", permPassword("web")), nats.RootCAs(filepath.Join(env.certs, devcerts.CAFile))}},
 		{"no user", slices.Delete(env.options("web"), 1, 2)},
+		{"unknown user", append(env.options("web"), nats.UserInfo("mallory", permPassword("web")))},
 		{"wrong password", append(env.options("web"), nats.UserInfo("web", "wrong"))},
 		{"another role's password", append(env.options("web"), nats.UserInfo("web", permPassword("billing")))},
 	}
@@ -608,17 +609,22 @@ func testTransport(t *testing.T, env *permEnv, port int) {
 		})
 	}
 
-	// And the TLS the server offers is TLS 1.2 or later with the
-	// generated server certificate for 127.0.0.1.
+	// TLS 1.2 or later: the same client capped at TLS 1.1 is refused, at
+	// TLS 1.2 it gets in.
 	cert, err := tls.LoadX509KeyPair(filepath.Join(env.certs, devcerts.ClientCertFile("web")), filepath.Join(env.certs, devcerts.ClientKeyFile("web")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(env.url, nats.UserInfo("web", permPassword("web")),
-		nats.RootCAs(filepath.Join(env.certs, devcerts.CAFile)), nats.Secure(&tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS11}))
-	if err == nil {
-		nc.Close()
-		t.Error("TLS 1.1 accepted")
+	for _, v := range []uint16{tls.VersionTLS11, tls.VersionTLS12} {
+		cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS10, MaxVersion: v}
+		nc, err := nats.Connect(env.url, nats.UserInfo("web", permPassword("web")), nats.MaxReconnects(0),
+			nats.Secure(cfg), nats.RootCAs(filepath.Join(env.certs, devcerts.CAFile))) // RootCAs after Secure: it adds to cfg
+		if err == nil {
+			nc.Close()
+		}
+		if got, want := err == nil, v >= tls.VersionTLS12; got != want {
+			t.Errorf("TLS version %#x: connected %v (%v), want %v", v, got, err, want)
+		}
 	}
 }
 
