@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,13 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/tokenledger/tokenledger/ledger"
-	"github.com/tokenledger/tokenledger/verifier"
 )
 
 // buildBinary compiles tokenledger into the test's temporary directory. Each
@@ -206,160 +198,6 @@ func TestQuickStart(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(data, "kek")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("generated kek: %v %v", fi, err)
-	}
-}
-
-// The shipped NATS server config: the service runs against it as an
-// external server, and each role can do only what SPEC §3 allows.
-func TestShippedServerConfigPermissions(t *testing.T) {
-	pw := map[string]string{}
-	for _, role := range []string{"TOKENLEDGER", "SERVICE", "ADMIN", "AUDITOR", "SECURITY", "RESOURCE"} {
-		pw[role] = "pw-" + strings.ToLower(role)
-		t.Setenv(role+"_NATS_PASSWORD", pw[role])
-	}
-	opts, err := server.ProcessConfigFile("../../config/nats-server.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Host, opts.Port, opts.StoreDir = "127.0.0.1", server.RANDOM_PORT, t.TempDir()
-	opts.NoLog, opts.NoSigs = true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(srv.Shutdown)
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-
-	bin := buildBinary(t)
-	startServe(t, bin, []string{"TOKENLEDGER_PASSWORD=" + pw["TOKENLEDGER"], "TOKENLEDGER_KEK=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="},
-		"--nats-url", srv.ClientURL(), "--user", "tokenledger")
-
-	connect := func(user string) *nats.Conn {
-		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(strings.ToLower(user), pw[user]),
-			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // permission errors are expected
-		if err != nil {
-			t.Fatalf("%s: %v", user, err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	// Denied calls get no answer: give each a short deadline of its own.
-	short := func() context.Context {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		t.Cleanup(cancel)
-		return c
-	}
-
-	// An admin registers a client.
-	admin := connect("ADMIN")
-	ajs, _ := jetstream.New(admin)
-	kv, err := ajs.KeyValue(ctx, "tokenledger_clients")
-	if err != nil {
-		t.Fatalf("admin opens the clients bucket: %v", err)
-	}
-	secret := "tlcs_permission-test-secret"
-	sum := ledger.SecretSHA256(secret)
-	if _, err := kv.Create(ctx, "svc", []byte(`{"client_id":"svc","secret_sha256":"`+sum+`","scopes":["read"]}`)); err != nil {
-		t.Fatal(err)
-	}
-
-	// A service may issue and refresh ...
-	svc := connect("SERVICE")
-	req := func(nc *nats.Conn, subject string, body string) (*nats.Msg, error) {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		return nc.RequestWithContext(c, subject, []byte(body))
-	}
-	msg, err := req(svc, "tokens.issue", `{"client_id":"svc","client_secret":"`+secret+`","subject":"alice"}`)
-	if err != nil {
-		t.Fatalf("service issue: %v", err)
-	}
-	var tr tokenResponse
-	if err := json.Unmarshal(msg.Data, &tr); err != nil || tr.RefreshToken == "" || tr.AccessToken == "" {
-		t.Fatalf("service issue reply %s", msg.Data)
-	}
-	// ... but not reach admin subjects or write the ledger.
-	if _, err := req(svc, "tokens.admin.revoke", `{"subject":"alice","reason":"x"}`); err == nil {
-		t.Fatal("service reached tokens.admin.revoke")
-	}
-	sjs, _ := jetstream.New(svc)
-	if _, err := sjs.Publish(short(), "ledger.family.forged", []byte(`{}`)); err == nil {
-		t.Fatal("service wrote to the ledger")
-	}
-
-	// The auditor reads the ledger but cannot write it.
-	aud := connect("AUDITOR")
-	audjs, _ := jetstream.New(aud)
-	stream, err := audjs.Stream(ctx, "TOKENLEDGER")
-	if err != nil {
-		t.Fatalf("auditor stream info: %v", err)
-	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatalf("auditor ordered consumer: %v", err)
-	}
-	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-	if err != nil || !bytes.Contains(m.Data(), []byte(tr.FamilyID)) {
-		t.Fatalf("auditor read: %v", err)
-	}
-	if _, err := audjs.Publish(short(), "ledger.family.forged", []byte(`{}`)); err == nil {
-		t.Fatal("auditor wrote to the ledger")
-	}
-	if err := audjs.DeleteStream(short(), "TOKENLEDGER"); err == nil {
-		t.Fatal("auditor deleted the ledger")
-	}
-	if m, err := req(aud, "tokens.admin.digest", ""); err != nil || !bytes.Contains(m.Data, []byte(`"digest"`)) {
-		t.Fatalf("auditor asks for the live view's digest: %v", err)
-	}
-	if _, err := req(svc, "tokens.admin.digest", ""); err == nil {
-		t.Fatal("a service reached tokens.admin.digest")
-	}
-
-	// A resource server verifies the access token offline with the JWKS and
-	// the revocation feed, with its read-only permissions.
-	res := connect("RESOURCE")
-	rv, err := verifier.New(res, verifier.Config{Issuer: "tokenledger"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, rcancel := context.WithCancel(ctx)
-	rdone := make(chan error, 1)
-	go func() { rdone <- rv.Run(rctx) }()
-	select {
-	case <-rv.Ready():
-	case err := <-rdone:
-		t.Fatalf("resource server verifier stopped: %v", err)
-	case <-ctx.Done():
-		t.Fatal("resource server verifier not ready")
-	}
-	if _, err := rv.Verify(ctx, tr.AccessToken); err != nil {
-		t.Fatalf("resource server verify: %v", err)
-	}
-	rcancel()
-	<-rdone
-	if _, err := req(res, "tokens.issue", `{}`); err == nil {
-		t.Fatal("resource server called tokens.issue")
-	}
-
-	// Security tooling publishes events but cannot call the service.
-	sec := connect("SECURITY")
-	if err := sec.Publish("security.events.credential_compromised", []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := req(sec, "tokens.issue", `{}`); err == nil {
-		t.Fatal("security tooling called tokens.issue")
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != 1 {
-		t.Fatalf("ledger holds %d messages, want only the issue", info.State.Msgs)
 	}
 }
 

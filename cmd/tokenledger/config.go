@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -100,7 +101,7 @@ func envName(flagName string) string {
 
 // natsFlags are the connection options every subcommand takes.
 type natsFlags struct {
-	url, creds, user, password, tlsCA, tlsCert, tlsKey string
+	url, creds, user, password, nkey, tlsCA, tlsCert, tlsKey, inboxPrefix string
 }
 
 func (n *natsFlags) register(fs *flag.FlagSet, defaultURL string) {
@@ -108,9 +109,11 @@ func (n *natsFlags) register(fs *flag.FlagSet, defaultURL string) {
 	fs.StringVar(&n.creds, "creds", "", "NATS credentials file")
 	fs.StringVar(&n.user, "user", "", "NATS user")
 	fs.StringVar(&n.password, "password", "", "NATS password (prefer TOKENLEDGER_PASSWORD)")
-	fs.StringVar(&n.tlsCA, "tls-ca", "", "CA certificate file for the NATS server")
-	fs.StringVar(&n.tlsCert, "tls-cert", "", "client certificate file")
-	fs.StringVar(&n.tlsKey, "tls-key", "", "client key file")
+	fs.StringVar(&n.nkey, "nkey", "", "NATS NKEY seed file (an nkey user instead of --user/--password)")
+	fs.StringVar(&n.tlsCA, "tls-ca", "", "CA certificate file for the NATS server (enables TLS)")
+	fs.StringVar(&n.tlsCert, "tls-cert", "", "client certificate file, where the server asks for one (with --tls-key)")
+	fs.StringVar(&n.tlsKey, "tls-key", "", "client key file (with --tls-cert)")
+	fs.StringVar(&n.inboxPrefix, "inbox-prefix", "", "reply subject prefix (default _INBOX); the shipped server config gives each role in the TOKENS account its own, e.g. _INBOX_admin")
 }
 
 func (n *natsFlags) options(name string) ([]nats.Option, error) {
@@ -120,6 +123,19 @@ func (n *natsFlags) options(name string) ([]nats.Option, error) {
 	}
 	if n.user != "" {
 		opts = append(opts, nats.UserInfo(n.user, n.password))
+	}
+	if n.nkey != "" {
+		opt, err := nats.NkeyOptionFromSeed(n.nkey)
+		if err != nil {
+			return nil, fmt.Errorf("nkey: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if n.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(n.inboxPrefix))
+	}
+	if (n.tlsCert == "") != (n.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
 	}
 	if n.tlsCA != "" || n.tlsCert != "" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -31,8 +32,16 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("resourceserver", flag.ContinueOnError)
-	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server of the token ledger")
-	creds := fs.String("creds", "", "NATS credentials file")
+	var nf natsFlags
+	fs.StringVar(&nf.url, "nats-url", nats.DefaultURL, "NATS server of the token ledger (tls://… with TLS)")
+	fs.StringVar(&nf.creds, "creds", "", "NATS credentials file")
+	fs.StringVar(&nf.user, "user", "", "NATS user (the shipped server config: resource)")
+	fs.StringVar(&nf.password, "password", "", "NATS password (prefer RESOURCESERVER_PASSWORD)")
+	fs.StringVar(&nf.nkey, "nkey", "", "NATS NKEY seed file")
+	fs.StringVar(&nf.tlsCA, "tls-ca", "", "CA certificate file for the NATS server (enables TLS)")
+	fs.StringVar(&nf.tlsCert, "tls-cert", "", "client certificate file (with --tls-key)")
+	fs.StringVar(&nf.tlsKey, "tls-key", "", "client key file")
+	fs.StringVar(&nf.inboxPrefix, "inbox-prefix", "", "reply subject prefix (the shipped server config: _INBOX_resource)")
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP listen address")
 	issuer := fs.String("issuer", "tokenledger", "iss claim the tokens must carry")
 	audience := fs.String("audience", "", "aud value the tokens must carry (empty: any)")
@@ -40,13 +49,16 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := fromEnv(fs); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 
-	opts := []nats.Option{nats.Name("resourceserver"), nats.MaxReconnects(-1)}
-	if *creds != "" {
-		opts = append(opts, nats.UserCredentials(*creds))
+	opts, err := nf.options()
+	if err != nil {
+		return err
 	}
-	nc, err := nats.Connect(*natsURL, opts...)
+	nc, err := nats.Connect(nf.url, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -92,4 +104,57 @@ func run(ctx context.Context, args []string) error {
 		return srv.Shutdown(sctx)
 	})
 	return g.Wait()
+}
+
+// fromEnv sets every flag not given on the command line from
+// RESOURCESERVER_<FLAG> (upper case, - as _), as tokenledger does with
+// TOKENLEDGER_, so the password stays out of the command line.
+func fromEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "RESOURCESERVER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && !given[f.Name] && err == nil {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s: %w", name, serr)
+			}
+		}
+	})
+	return err
+}
+
+// natsFlags are the connection options, the same as tokenledger's.
+type natsFlags struct {
+	url, creds, user, password, nkey, tlsCA, tlsCert, tlsKey, inboxPrefix string
+}
+
+func (n *natsFlags) options() ([]nats.Option, error) {
+	opts := []nats.Option{nats.Name("resourceserver"), nats.MaxReconnects(-1)}
+	if n.creds != "" {
+		opts = append(opts, nats.UserCredentials(n.creds))
+	}
+	if n.user != "" {
+		opts = append(opts, nats.UserInfo(n.user, n.password))
+	}
+	if n.nkey != "" {
+		opt, err := nats.NkeyOptionFromSeed(n.nkey)
+		if err != nil {
+			return nil, fmt.Errorf("nkey: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if n.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(n.inboxPrefix))
+	}
+	if (n.tlsCert == "") != (n.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if n.tlsCA != "" {
+		opts = append(opts, nats.RootCAs(n.tlsCA))
+	}
+	if n.tlsCert != "" {
+		opts = append(opts, nats.ClientCert(n.tlsCert, n.tlsKey))
+	}
+	return opts, nil
 }
