@@ -23,7 +23,7 @@ import (
 
 // The bare pipeline is the denominator of every bench result: the work a
 // token service cannot avoid on this machine, with no ledger logic. It is
-// what MEASUREMENTS.md calls the bare issue and rotate pipelines:
+// what the reference measurements call the bare issue and rotate pipelines:
 //
 //	issue:   endpoint → EdDSA sign (golang-jwt) → JetStream publish → reply
 //	refresh: endpoint → direct get of the family subject's last message →

@@ -17,7 +17,7 @@ import (
 // DefaultMaxRequestBytes is the default request size limit.
 const DefaultMaxRequestBytes = 16 << 10
 
-// requestOptions are the rules every request is decoded by (SPEC §3), the
+// requestOptions are the rules every request is decoded by (docs/contract.md §3), the
 // encoding/json/v2 semantics made explicit: member names match exactly (no
 // case folding), a name may appear once per object, an unknown member is an
 // error, and strings must be valid UTF-8. encoding/json v1 folded case and

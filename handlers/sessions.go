@@ -29,7 +29,7 @@ type Session struct {
 	FamilyID  string    `json:"family_id"`
 	ClientID  string    `json:"client_id"`
 	CreatedAt time.Time `json:"created_at"`
-	// RotatedAt is null for a family never rotated: every key of SPEC §3
+	// RotatedAt is null for a family never rotated: every key of docs/contract.md §3
 	// is always there.
 	RotatedAt  *time.Time `json:"rotated_at"`
 	Generation uint64     `json:"generation"`

@@ -8,7 +8,7 @@
 # callers on loopback TCP).
 #
 #   in-process  the service and the bare pipeline run inside the bench's
-#               process, as in MEASUREMENTS.md, whose figures hold server,
+#               process, as in the reference figures, which hold server,
 #               client and load in one process (--in-process);
 #   processes   each runs as a child process, as deployed.
 #

@@ -1,4 +1,4 @@
-// Package worker is the security-event worker of SPEC §5: it reads the
+// Package worker is the security-event worker of docs/contract.md §5: it reads the
 // events security tooling publishes on security.events.<type> (the JSON
 // form, or a Security Event Token from a configured transmitter), selects
 // the active families each one names, applies the policy's action (revoke

@@ -7,7 +7,7 @@ import (
 	"slices"
 )
 
-// Severity is how serious a security event is (SPEC §5).
+// Severity is how serious a security event is (docs/contract.md §5).
 type Severity string
 
 // The closed set of severities.
@@ -45,7 +45,7 @@ func (a Action) Valid() bool {
 
 // Policy maps a security event's type and severity to an action. A type's
 // entry overrides the default for the severities it lists; a severity that
-// neither lists falls back to the built-in default of SPEC §5.
+// neither lists falls back to the built-in default of docs/contract.md §5.
 type Policy struct {
 	// Default maps each severity to an action for every type.
 	Default map[Severity]Action `json:"default,omitempty"`
@@ -54,7 +54,7 @@ type Policy struct {
 	Types map[string]map[Severity]Action `json:"types,omitempty"`
 }
 
-// builtinActions is SPEC §5's default policy.
+// builtinActions is docs/contract.md §5's default policy.
 var builtinActions = map[Severity]Action{
 	SeverityCritical: ActionRevokeFamilies,
 	SeverityHigh:     ActionRevokeFamilies,
@@ -62,7 +62,7 @@ var builtinActions = map[Severity]Action{
 	SeverityLow:      ActionRecordOnly,
 }
 
-// DefaultPolicy is SPEC §5's policy: critical and high revoke the selected
+// DefaultPolicy is docs/contract.md §5's policy: critical and high revoke the selected
 // families, medium revokes their access tokens, low is recorded only.
 func DefaultPolicy() Policy {
 	return Policy{Default: maps.Clone(builtinActions)}

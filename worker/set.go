@@ -26,7 +26,7 @@ import (
 // SETType is the JWT typ of a Security Event Token (RFC 8417 §2.3).
 const SETType = "secevent+jwt"
 
-// The CAEP and RISC event types the worker understands, and the SPEC §5
+// The CAEP and RISC event types the worker understands, and the docs/contract.md §5
 // type each maps to. docs/security-events.md explains the choices.
 const (
 	caepPrefix = "https://schemas.openid.net/secevent/caep/event-type/"

@@ -23,7 +23,7 @@ import (
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
-// Defaults of the security-event worker (SPEC §5).
+// Defaults of the security-event worker (docs/contract.md §5).
 const (
 	DefaultSecurityStream      = "SECURITY_EVENTS"
 	DefaultSecurityPrefix      = "security.events"
@@ -55,7 +55,7 @@ const maxReasonBytes = 1024
 
 var eventTypePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 
-// SecurityEvent is a security event of SPEC §5, decoded from its JSON form
+// SecurityEvent is a security event of docs/contract.md §5, decoded from its JSON form
 // or mapped from a Security Event Token.
 type SecurityEvent struct {
 	ID         string    `json:"id"`
@@ -69,7 +69,7 @@ type SecurityEvent struct {
 }
 
 // DecodeSecurityEvent decodes the JSON form strictly: at most limit bytes,
-// one object, member names exactly as SPEC §5 spells them (a name in
+// one object, member names exactly as docs/contract.md §5 spells them (a name in
 // another letter case is unknown), no member twice, no unknown member, and
 // a valid event. Every error wraps ErrInvalidEvent and never quotes the
 // body.
@@ -418,7 +418,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// decode tells the two formats apart: a JSON object is the SPEC §5 event,
+// decode tells the two formats apart: a JSON object is the docs/contract.md §5 event,
 // a compact JWS is a Security Event Token.
 func (w *Worker) decode(body []byte) (SecurityEvent, error) {
 	if len(body) > w.cfg.MaxEventBytes {

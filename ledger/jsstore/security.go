@@ -17,7 +17,7 @@ import (
 	"github.com/tokenledger/tokenledger/ledger"
 )
 
-// What the security-event worker asks of the ledger (SPEC §5): whether an
+// What the security-event worker asks of the ledger (docs/contract.md §5): whether an
 // event was handled, the selection of a family by id, the cut of a
 // family's access tokens once per handling, and the record of the
 // handling. Revoking a family is Revoke.
