@@ -115,6 +115,11 @@ type RevokeAccess struct {
 type CutAccess struct {
 	EventID string
 	Cause   Cause
+	// Since, when set, is when the work that asks for the cut began (the
+	// handling of a security event, which survives a takeover by another
+	// worker): a family already cut at or after it is not cut again, so a
+	// repeated handling records nothing twice.
+	Since time.Time
 }
 
 func (Issue) command()        {}
@@ -306,6 +311,8 @@ func decideCutAccess(s State, c CutAccess, now time.Time) ([]Event, error) {
 		return nil, fmt.Errorf("cut access: a cause is required: %w", ErrInvalidRequest)
 	case s.StatusAt(now) != StatusActive:
 		return nil, nil // a dead family's access tokens are already inactive
+	case !c.Since.IsZero() && !s.AccessCutoff.IsZero() && !s.AccessCutoff.Before(c.Since):
+		return nil, nil // cut already by this work (or later): nothing to record
 	}
 	return []Event{{
 		ID: c.EventID, FamilyID: s.FamilyID, OccurredAt: now, Cause: c.Cause,

@@ -177,6 +177,8 @@ func TestDecide(t *testing.T) {
 		{name: "revoke access token of revoked family appends nothing", given: []step{issued, revoked}, at: t0.Add(4 * time.Minute), cmd: RevokeAccess{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, JTI: "J0", ExpiresAt: t0.Add(15 * time.Minute)}},
 		{name: "revoke access token of expired family appends nothing", given: []step{issued}, at: t0.Add(90 * 24 * time.Hour), cmd: RevokeAccess{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, JTI: "J0", ExpiresAt: t0.Add(100 * 24 * time.Hour)}},
 		{name: "revoke access token needs a jti", given: []step{issued}, at: t0, cmd: RevokeAccess{EventID: "E9", Cause: Cause{Kind: CauseRevoke}, ExpiresAt: t0.Add(15 * time.Minute)}, wantErr: ErrInvalidRequest},
+		{name: "cut access again by the same handling appends nothing", given: []step{issued, {t0.Add(time.Minute), CutAccess{EventID: "E8", Cause: Cause{Kind: CauseSecurity, ID: "sec-1"}}}}, at: t0.Add(2 * time.Minute), cmd: CutAccess{EventID: "E9", Cause: Cause{Kind: CauseSecurity, ID: "sec-1"}, Since: t0.Add(30 * time.Second)}},
+		{name: "cut access after an older cut", given: []step{issued, {t0.Add(time.Minute), CutAccess{EventID: "E8", Cause: Cause{Kind: CauseSecurity, ID: "sec-0"}}}}, at: t0.Add(2 * time.Minute), cmd: CutAccess{EventID: "E9", Cause: Cause{Kind: CauseSecurity, ID: "sec-1"}, Since: t0.Add(90 * time.Second)}, wantType: TypeAccessCutoff},
 		{name: "identity helper keeps the command", given: []step{issued}, at: t0, cmd: id(refreshCmd("E1", "H0", "H1")), wantType: TypeRefreshRotated},
 	}
 	for _, tc := range tests {

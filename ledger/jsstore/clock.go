@@ -60,7 +60,7 @@ type ClockGuard struct {
 	mu   sync.Mutex
 	last clockReading
 	// refusal is what Err returns, read on every request without a lock.
-	refusal atomic.Pointer[error]
+	refusal refusal
 }
 
 type clockReading struct {
@@ -110,10 +110,9 @@ func (g *ClockGuard) Probe(ctx context.Context) error {
 	was := g.last
 	g.last = r
 	if r.err != nil {
-		err := fmt.Errorf("%w: %w", ledger.ErrUnavailable, r.err)
-		g.refusal.Store(&err)
+		g.refusal.set(fmt.Errorf("%w: %w", ledger.ErrUnavailable, r.err))
 	} else {
-		g.refusal.Store(nil)
+		g.refusal.set(nil)
 	}
 	g.mu.Unlock()
 	switch {
@@ -162,22 +161,44 @@ func (g *ClockGuard) Err() error {
 	if g == nil {
 		return nil
 	}
-	if err := g.refusal.Load(); err != nil {
+	return g.refusal.get()
+}
+
+// Run probes every interval until ctx ends.
+func (g *ClockGuard) Run(ctx context.Context) error {
+	every(ctx, g.cfg.Interval, func(ctx context.Context) { g.Probe(ctx) })
+	return nil
+}
+
+// refusal is an error read on every request without a lock: nil while
+// decisions may be made.
+type refusal struct{ p atomic.Pointer[error] }
+
+func (r *refusal) get() error {
+	if err := r.p.Load(); err != nil {
 		return *err
 	}
 	return nil
 }
 
-// Run probes every interval until ctx ends.
-func (g *ClockGuard) Run(ctx context.Context) error {
-	t := time.NewTicker(g.cfg.Interval)
+func (r *refusal) set(err error) {
+	if err == nil {
+		r.p.Store(nil)
+		return
+	}
+	r.p.Store(&err)
+}
+
+// every runs fn each interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
-			g.Probe(ctx)
+			fn(ctx)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,7 +69,7 @@ type WatchdogConfig struct {
 type Watchdog struct {
 	js      jetstream.JetStream
 	cfg     WatchdogConfig
-	refusal atomic.Pointer[error]
+	refusal refusal
 }
 
 // NewWatchdog returns a watchdog; it has checked nothing until Check or Run.
@@ -101,12 +100,12 @@ func (w *Watchdog) Check(ctx context.Context) error {
 			return w.Err()
 		}
 	}
-	was := w.refusal.Load()
+	was := w.refusal.get()
 	if len(missing) == 0 {
 		if was != nil {
 			w.cfg.Log.Info("ledger stores back: deciding again")
 		}
-		w.refusal.Store(nil)
+		w.refusal.set(nil)
 		return nil
 	}
 	err := fmt.Errorf("%w: %w: %s", ledger.ErrUnavailable, ErrLedgerMissing, strings.Join(missing, ", "))
@@ -114,7 +113,7 @@ func (w *Watchdog) Check(ctx context.Context) error {
 		w.cfg.Log.Error("ledger stores missing: refusing every decision; restore them from a backup (nothing is recreated)",
 			"missing", missing)
 	}
-	w.refusal.Store(&err)
+	w.refusal.set(err)
 	return err
 }
 
@@ -123,22 +122,11 @@ func (w *Watchdog) Err() error {
 	if w == nil {
 		return nil
 	}
-	if err := w.refusal.Load(); err != nil {
-		return *err
-	}
-	return nil
+	return w.refusal.get()
 }
 
 // Run checks every interval until ctx ends.
 func (w *Watchdog) Run(ctx context.Context) error {
-	t := time.NewTicker(w.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			w.Check(ctx)
-		}
-	}
+	every(ctx, w.cfg.Interval, func(ctx context.Context) { w.Check(ctx) })
+	return nil
 }

@@ -76,28 +76,9 @@ func (l *Ledger) SecuritySelects(ctx context.Context, familyID, subject, clientI
 // survives a takeover by another worker): so a repeated handling cuts
 // nothing twice. It loads the family once per attempt.
 func (l *Ledger) CutAccessSince(ctx context.Context, familyID string, since time.Time, cause ledger.Cause) (ledger.State, error) {
-	for range maxAttempts {
-		st, err := l.store.Load(ctx, familyID)
-		if err != nil {
-			return ledger.State{}, err
-		}
-		if st.Exists() && (st.Revoked != nil || !st.AccessCutoff.Before(since)) {
-			return st, nil
-		}
-		events, err := ledger.Decide(st, ledger.CutAccess{EventID: l.NewID(), Cause: cause}, l.now())
-		if err != nil {
-			return st, err
-		}
-		after, err := l.store.Append(ctx, st, events...)
-		if errors.Is(err, ledger.ErrConflict) {
-			continue
-		}
-		if err == nil {
-			l.cache.put(after)
-		}
-		return after, err
-	}
-	return ledger.State{}, fmt.Errorf("family %s: %d conflicting writers: %w", familyID, maxAttempts, ledger.ErrUnavailable)
+	return l.run(ctx, familyID, func(context.Context, ledger.State) (ledger.Command, error) {
+		return ledger.CutAccess{EventID: l.NewID(), Cause: cause, Since: since}, nil
+	})
 }
 
 // RecordSecurityHandled appends security.handled.v1 on
