@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/tokenledger/tokenledger/bench"
 )
 
@@ -83,7 +84,9 @@ func parseBench(args []string) (bench.Config, benchFlags, error) {
 // service that serve wires, in this process or as a child process of this
 // binary. `bench bare-child` and `bench serve-child` are those children.
 func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	w := bench.Wiring{Serve: serve, StartServer: startEmbedded, Env: childEnv()}
+	// The bare pipeline's server syncs as serve's embedded default does.
+	startServer := func(listen, dataDir string) (*server.Server, error) { return startEmbedded(listen, dataDir, false) }
+	w := bench.Wiring{Serve: serve, StartServer: startServer, Env: childEnv()}
 	if len(args) > 0 && bench.IsChild(args[0]) {
 		return bench.RunChild(ctx, args, w, os.Stdin, os.Stdout)
 	}
