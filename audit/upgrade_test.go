@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,9 +12,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tokenledger/tokenledger/handlers"
-	"github.com/tokenledger/tokenledger/internal/natstest"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
@@ -84,12 +83,8 @@ func TestUpgradeFromStoredLedger(t *testing.T) {
 	fix, msgs := readUpgradeFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv := natstest.Start(t, "")
-	nc, js := natstest.Connect(t, srv)
-	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := tltest.New(t, "") // the ledger stream exists, empty
+	js := e.JS
 	types := map[ledger.EventType]int{}
 	for _, m := range msgs {
 		msg := nats.NewMsg(m.Subject)
@@ -148,82 +143,35 @@ func TestUpgradeFromStoredLedger(t *testing.T) {
 	verify(uint64(len(msgs)))
 
 	// Serve a refresh of the fixture's live token: the keys bucket entry
-	// opens with the KEK, and the client authenticates with its secret.
+	// (restored as it was stored) opens with the KEK, and the client
+	// authenticates with its secret.
 	kek, err := token.ParseKEK(fix.KEK)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := jsstore.NewKeyStore(ctx, js, kek, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, jsstore.KeysBucket)
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: jsstore.KeysBucket})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Put(ctx, "signing", fix.SigningKeysSealed); err != nil {
 		t.Fatal(err)
 	}
-	now := fix.LastEventStoredAt.Add(time.Minute) // the fixture's tokens live 14 days from then
-	keySet, err := keys.LoadOrCreate(ctx, token.AlgEdDSA, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keySet.Keys) != 1 {
-		t.Fatalf("the stored key set was not used: %d keys", len(keySet.Keys))
-	}
 	var client ledger.Client
 	if err := json.Unmarshal(fix.Client, &client); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := jsstore.NewRegistry(ctx, js, []ledger.Client{client}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
+	e.Clock.Set(fix.LastEventStoredAt.Add(time.Minute)) // the fixture's tokens live 14 days from then
+	in := e.StartInstance(tltest.Options{Grace: 2 * time.Second, KEK: kek, Client: func(c *ledger.Client) { *c = client }})
+	if n := len(in.Keys().Keys); n != 1 {
+		t.Fatalf("the stored key set was not used: %d keys", n)
 	}
-	svc, err := handlers.NewService(handlers.Config{
-		Ledger: jsstore.New(store, jsstore.WithClock(func() time.Time { return now })), Registry: reg, Keys: keySet,
-		Defaults: ledger.Policy{Rotation: ledger.RotateAlways, Grace: 2 * time.Second, AccessTTL: 15 * time.Minute,
-			RefreshTTL: 14 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour},
-		Workers: 4,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svcCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(svcCtx, nc) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("service: %v", err)
-		}
-	}()
-	body, _ := json.Marshal(map[string]string{"client_id": fix.ClientID, "client_secret": fix.ClientSecret,
+	reply := e.Call("tokens.refresh", map[string]string{"client_id": fix.ClientID, "client_secret": fix.ClientSecret,
 		"refresh_token": fix.LiveRefreshToken})
-	var reply struct {
-		AccessToken  string `json:"access_token"`
-		RefreshToken string `json:"refresh_token"`
-		Error        string `json:"error"`
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		msg, err := nc.RequestWithContext(ctx, "tokens.refresh", body)
-		if errors.Is(err, nats.ErrNoResponders) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond) // the service is starting
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(msg.Data, &reply); err != nil {
-			t.Fatal(err)
-		}
-		break
-	}
 	if reply.Error != "" || reply.AccessToken == "" || !strings.HasPrefix(reply.RefreshToken, "tlr_") {
-		t.Fatalf("refresh from the stored ledger: %+v", reply)
+		t.Fatalf("refresh from the stored ledger: %s", reply.Raw)
 	}
 	verify(uint64(len(msgs)) + 1) // the rotation this build appended
-	last, err := store.Stream().GetMsg(ctx, uint64(len(msgs))+1)
+	last, err := e.Store.Stream().GetMsg(ctx, uint64(len(msgs))+1)
 	if err != nil {
 		t.Fatal(err)
 	}

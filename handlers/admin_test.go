@@ -1,31 +1,19 @@
-package handlers
+package handlers_test
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 )
 
-func (e *env) adminRevoke(body map[string]any) int {
-	e.t.Helper()
-	r := e.call("tokens.admin.revoke", body)
-	if r.Error != "" {
-		e.t.Fatalf("admin revoke %v: %s", body, r.Raw)
-	}
-	var out AdminRevokeResponse
-	if err := json.Unmarshal(r.Raw, &out); err != nil {
-		e.t.Fatal(err)
-	}
-	return out.RevokedFamilies
-}
-
 func TestAdminRevoke(t *testing.T) {
-	e, _, _ := viewEnv(t, envOptions{grace: 10 * time.Second})
-	a1, a2 := e.issue("alice"), e.issue("alice")
-	b1 := e.issue("bob")
-	c1 := e.issue("carol")
+	e, _, _ := viewEnv(t, tltest.Options{Grace: 10 * time.Second})
+	a1, a2 := e.Issue("alice"), e.Issue("alice")
+	b1 := e.Issue("bob")
+	c1 := e.Issue("carol")
 	e.revoke(a2.RefreshToken) // already revoked: not counted again
 
 	if n := e.adminRevoke(map[string]any{"subject": "alice", "reason": "account locked"}); n != 1 {
@@ -40,7 +28,7 @@ func TestAdminRevoke(t *testing.T) {
 	if n := e.adminRevoke(map[string]any{"family_id": b1.FamilyID, "reason": "lost phone"}); n != 1 {
 		t.Fatalf("by family: %d", n)
 	}
-	if n := e.adminRevoke(map[string]any{"client_id": testClientID, "reason": "client rotated"}); n != 1 {
+	if n := e.adminRevoke(map[string]any{"client_id": tltest.ClientID, "reason": "client rotated"}); n != 1 {
 		t.Fatalf("by client: %d (carol's family left)", n)
 	}
 	if e.introspect(c1.RefreshToken).Active {
@@ -48,7 +36,7 @@ func TestAdminRevoke(t *testing.T) {
 	}
 
 	var admin []ledger.Event
-	for _, ev := range e.events() {
+	for _, ev := range e.Events() {
 		if ev.Type == ledger.TypeFamilyRevoked && ev.Cause.Kind == ledger.CauseAdmin {
 			admin = append(admin, ev)
 		}
@@ -57,7 +45,7 @@ func TestAdminRevoke(t *testing.T) {
 		t.Fatalf("admin revocations in the ledger: %+v", admin)
 	}
 
-	before := e.lastSeq()
+	before := e.LastSeq()
 	for name, body := range map[string]any{
 		"no selector":     map[string]any{"reason": "x"},
 		"two selectors":   map[string]any{"subject": "a", "client_id": "b", "reason": "x"},
@@ -66,12 +54,12 @@ func TestAdminRevoke(t *testing.T) {
 		"unknown field":   map[string]any{"subject": "a", "reason": "x", "force": true},
 		"reason not text": map[string]any{"subject": "a", "reason": "\x00"},
 	} {
-		r := e.call("tokens.admin.revoke", body)
-		if r.Error != CodeInvalidRequest || r.Status != "400" {
+		r := e.Call("tokens.admin.revoke", body)
+		if r.Error != handlers.CodeInvalidRequest || r.Status != "400" {
 			t.Errorf("%s: got %s", name, r.Raw)
 		}
 	}
-	if e.lastSeq() != before {
+	if e.LastSeq() != before {
 		t.Fatal("malformed admin requests appended events")
 	}
 }

@@ -1,4 +1,4 @@
-package handlers
+package handlers_test
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenledger/tokenledger/internal/tltest"
 )
 
 // An instance whose clock is pushed out of bound from the NATS server's
@@ -13,31 +15,31 @@ import (
 // decides again once its clock is back in bound.
 func TestClockOutOfBoundStopsDecisions(t *testing.T) {
 	e := newEnv(t, "")
-	e.clock.t = time.Now() // the guard measures against the server's real clock
+	e.Clock.Set(time.Now()) // the guard measures against the server's real clock
 	logs := &syncWriter{w: &bytes.Buffer{}}
-	e.startService(envOptions{grace: 10 * time.Second, clockGuard: 500 * time.Millisecond, logTo: logs})
+	guard := e.StartInstance(tltest.Options{Grace: 10 * time.Second, ClockGuard: 500 * time.Millisecond, Log: logs}).ClockGuard()
 	ctx := context.Background()
 
-	good := e.issue("alice")
+	good := e.Issue("alice")
 	if good.Error != "" {
 		t.Fatalf("in bound: issue refused: %s %s", good.Error, good.Description)
 	}
 	for _, skew := range []time.Duration{time.Hour, -2 * time.Hour} { // ahead, then behind
 		t.Run(skew.String(), func(t *testing.T) {
-			e.clock.Advance(skew)
-			if err := e.guard.Probe(ctx); err == nil {
+			e.Clock.Advance(skew)
+			if err := guard.Probe(ctx); err == nil {
 				t.Fatalf("probe with the clock %s off: in bound", skew)
 			}
-			for name, r := range map[string]reply{"issue": e.issue("bob"), "refresh": e.refresh(good.RefreshToken)} {
+			for name, r := range map[string]tltest.Reply{"issue": e.Issue("bob"), "refresh": e.Refresh(good.RefreshToken)} {
 				if r.Error != "temporarily_unavailable" || r.Status != "503" {
 					t.Errorf("%s out of bound: %s %q (status %s), want temporarily_unavailable 503", name, r.Error, r.Description, r.Status)
 				}
 			}
-			e.clock.Advance(-skew)
-			if err := e.guard.Probe(ctx); err != nil {
+			e.Clock.Advance(-skew)
+			if err := guard.Probe(ctx); err != nil {
 				t.Fatalf("probe back in bound: %v", err)
 			}
-			if r := e.refresh(good.RefreshToken); r.Error != "" {
+			if r := e.Refresh(good.RefreshToken); r.Error != "" {
 				t.Fatalf("back in bound: refresh refused: %s %s", r.Error, r.Description)
 			} else {
 				good = r
@@ -47,7 +49,7 @@ func TestClockOutOfBoundStopsDecisions(t *testing.T) {
 	if !strings.Contains(string(logs.bytes()), "clock offset from the NATS server out of bound") {
 		t.Errorf("no error log about the clock; logs:\n%s", string(logs.bytes()))
 	}
-	if off, unc := e.guard.Offset(); off > time.Second || off < -time.Second || unc > time.Second {
+	if off, unc := guard.Offset(); off > time.Second || off < -time.Second || unc > time.Second {
 		t.Errorf("offset %s ± %s after recovery, want near zero", off, unc)
 	}
 }

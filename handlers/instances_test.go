@@ -1,8 +1,7 @@
-package handlers
+package handlers_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -18,10 +17,10 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
-	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
-	"github.com/tokenledger/tokenledger/projections"
 )
 
 // Two instances on one NATS split the load and stay correct, also when
@@ -38,11 +37,7 @@ func TestTwoInstancesShareTheLoad(t *testing.T) {
 func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 	e := newEnv(t, "")
 	for range 2 {
-		opts := envOptions{grace: 10 * time.Second}
-		if cached {
-			opts.view = projections.NewView()
-		}
-		e.startService(opts)
+		e.StartInstance(tltest.Options{Grace: 10 * time.Second, NoView: !cached})
 	}
 
 	const callers, chain = 16, 20
@@ -72,7 +67,7 @@ func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 		})
 	}
 	// And one token raced across both instances.
-	shared := e.issue("shared")
+	shared := e.Issue("shared")
 	var raced sync.WaitGroup
 	successors := make(chan string, 32)
 	for range 32 {
@@ -100,7 +95,7 @@ func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 	if len(distinct) != 1 {
 		t.Fatalf("%d distinct successors across instances, want 1", len(distinct))
 	}
-	events := e.events()
+	events := e.Events()
 	rotations := 0
 	for _, ev := range events {
 		if ev.FamilyID == shared.FamilyID && ev.Type == ledger.TypeRefreshRotated {
@@ -123,18 +118,18 @@ func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 // instanceStats asks every tokenledger instance for its stats and returns
 // requests served per instance id, waiting until want instances answered.
 func (e *env) instanceStats(want int) map[string]int {
-	e.t.Helper()
+	e.T.Helper()
 	out := map[string]int{}
 	deadline := time.Now().Add(10 * time.Second)
 	for len(out) < want && time.Now().Before(deadline) {
-		inbox := e.nc.NewRespInbox()
-		sub, err := e.nc.SubscribeSync(inbox)
+		inbox := e.NC.NewRespInbox()
+		sub, err := e.NC.SubscribeSync(inbox)
 		if err != nil {
-			e.t.Fatal(err)
+			e.T.Fatal(err)
 		}
-		subject, _ := micro.ControlSubject(micro.StatsVerb, ServiceName, "")
-		if err := e.nc.PublishRequest(subject, inbox, nil); err != nil {
-			e.t.Fatal(err)
+		subject, _ := micro.ControlSubject(micro.StatsVerb, handlers.ServiceName, "")
+		if err := e.NC.PublishRequest(subject, inbox, nil); err != nil {
+			e.T.Fatal(err)
 		}
 		for len(out) < want {
 			msg, err := sub.NextMsg(500 * time.Millisecond)
@@ -143,7 +138,7 @@ func (e *env) instanceStats(want int) map[string]int {
 			}
 			var s micro.Stats
 			if err := json.Unmarshal(msg.Data, &s); err != nil {
-				e.t.Fatal(err)
+				e.T.Fatal(err)
 			}
 			n := 0
 			for _, ep := range s.Endpoints {
@@ -154,7 +149,7 @@ func (e *env) instanceStats(want int) map[string]int {
 		_ = sub.Unsubscribe()
 	}
 	if len(out) < want {
-		e.t.Fatalf("%d instances answered, want %d", len(out), want)
+		e.T.Fatalf("%d instances answered, want %d", len(out), want)
 	}
 	return out
 }
@@ -163,21 +158,21 @@ func (e *env) instanceStats(want int) map[string]int {
 func TestRestartKeepsFamiliesAndKey(t *testing.T) {
 	dir := t.TempDir()
 	e1 := newEnv(t, dir)
-	e1.startService(envOptions{grace: 10 * time.Second, useWall: true})
-	a := e1.issue("alice")
-	b := e1.refresh(a.RefreshToken)
-	wantOK(t, b)
-	jwks1 := e1.call("tokens.jwks", "").Raw
-	e1.srv.Shutdown()
-	e1.srv.WaitForShutdown()
+	e1.StartInstance(tltest.Options{Grace: 10 * time.Second, Wall: true})
+	a := e1.Issue("alice")
+	b := e1.Refresh(a.RefreshToken)
+	tltest.WantOK(t, b)
+	jwks1 := e1.Call("tokens.jwks", "").Raw
+	e1.Srv.Shutdown()
+	e1.Srv.WaitForShutdown()
 
 	e2 := newEnv(t, dir)
-	e2.startService(envOptions{grace: 10 * time.Second, useWall: true})
-	if jwks2 := e2.call("tokens.jwks", "").Raw; !bytes.Equal(jwks1, jwks2) {
+	e2.StartInstance(tltest.Options{Grace: 10 * time.Second, Wall: true})
+	if jwks2 := e2.Call("tokens.jwks", "").Raw; !bytes.Equal(jwks1, jwks2) {
 		t.Fatalf("signing key changed across restart:\n%s\n%s", jwks1, jwks2)
 	}
-	c := e2.refresh(b.RefreshToken)
-	wantOK(t, c)
+	c := e2.Refresh(b.RefreshToken)
+	tltest.WantOK(t, c)
 	if c.FamilyID != a.FamilyID {
 		t.Fatal("family changed")
 	}
@@ -197,7 +192,7 @@ func TestRestartKeepsFamiliesAndKey(t *testing.T) {
 		t.Fatalf("post-restart access token: %v", err)
 	}
 	// The retired token is still recognised as reuse after the restart.
-	wantError(t, e2.refresh(a.RefreshToken), CodeInvalidGrant, "400")
+	tltest.WantError(t, e2.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
 }
 
 // After a run, every stored byte of the ledger (all JetStream files: the
@@ -207,42 +202,34 @@ func TestNoSecretAtRest(t *testing.T) {
 	dir := t.TempDir()
 	logs := &syncWriter{w: &bytes.Buffer{}}
 	e := newEnv(t, dir)
-	e.startService(envOptions{grace: 10 * time.Second, logTo: logs})
+	e.StartInstance(tltest.Options{Grace: 10 * time.Second, Log: logs})
 
 	var secrets []string
-	add := func(r reply) reply {
+	add := func(r tltest.Reply) tltest.Reply {
 		if r.RefreshToken != "" {
 			secrets = append(secrets, r.RefreshToken)
 		}
 		return r
 	}
-	a := add(e.issue("alice"))
-	b := add(e.refresh(a.RefreshToken))
-	add(e.refresh(a.RefreshToken)) // grace retry
-	c := add(e.refresh(b.RefreshToken))
-	e.clock.Advance(time.Minute)
-	add(e.refresh(a.RefreshToken)) // reuse
-	add(e.refresh(c.RefreshToken))
-	add(e.call("tokens.issue", `{"client_id":"web","client_secret":"`+testSecret+`","subject":"x","bogus":1}`))
-	add(e.call("tokens.refresh", `{"client_id":"web","client_secret":"wrong-`+testSecret+`","refresh_token":"`+c.RefreshToken+`"}`))
+	a := add(e.Issue("alice"))
+	b := add(e.Refresh(a.RefreshToken))
+	add(e.Refresh(a.RefreshToken)) // grace retry
+	c := add(e.Refresh(b.RefreshToken))
+	e.Clock.Advance(time.Minute)
+	add(e.Refresh(a.RefreshToken)) // reuse
+	add(e.Refresh(c.RefreshToken))
+	add(e.Call("tokens.issue", `{"client_id":"web","client_secret":"`+tltest.Secret+`","subject":"x","bogus":1}`))
+	add(e.Call("tokens.refresh", `{"client_id":"web","client_secret":"wrong-`+tltest.Secret+`","refresh_token":"`+c.RefreshToken+`"}`))
 
-	kek, _ := token.ParseKEK(testKEK)
-	keys, err := jsstore.NewKeyStore(context.Background(), e.js, kek, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := keys.LoadOrCreate(context.Background(), token.AlgEdDSA, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ks.Current()
+	kek, _ := token.ParseKEK(tltest.KEK)
+	key, _ := e.Instances[0].Keys().Current()
 	der, err := x509.MarshalPKCS8PrivateKey(key.Private)
 	if err != nil {
 		t.Fatal(err)
 	}
 	seed := der[len(der)-32:] // the Ed25519 seed ends the PKCS#8 encoding
 
-	needles := map[string][]byte{"client secret": []byte(testSecret), "kek": kek[:]}
+	needles := map[string][]byte{"client secret": []byte(tltest.Secret), "kek": kek[:]}
 	for i, s := range secrets {
 		needles["refresh token "+string(rune('0'+i))] = []byte(s)
 		tok, _ := token.ParseRefreshToken(s)
@@ -287,63 +274,7 @@ func TestNoSecretAtRest(t *testing.T) {
 		}
 	}
 	// The stored events are really there (the scan read something real).
-	if n := len(e.events()); n < 5 {
+	if n := len(e.Events()); n < 5 {
 		t.Fatalf("only %d events stored", n)
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.w.Bytes())
-}
-
-// tryCall is call for goroutines other than the test's own, which must not
-// call t.Fatal: it returns what went wrong instead of stopping the test.
-func (e *env) tryCall(subject string, body map[string]any) (reply, error) {
-	data, err := json.Marshal(body)
-	if err != nil {
-		return reply{}, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	msg, err := e.nc.RequestWithContext(ctx, subject, data)
-	if err != nil {
-		return reply{}, fmt.Errorf("request %s: %w", subject, err)
-	}
-	var r reply
-	if err := json.Unmarshal(msg.Data, &r); err != nil {
-		return reply{}, fmt.Errorf("reply of %s is not JSON: %w: %q", subject, err, msg.Data)
-	}
-	r.Status = msg.Header.Get(micro.ErrorCodeHeader)
-	r.Raw = msg.Data
-	if (r.Error != "") != (r.Status != "") {
-		return r, fmt.Errorf("error body %q and header %q disagree", r.Error, r.Status)
-	}
-	return r, nil
-}
-
-// tryIssue is issue for goroutines other than the test's (see tryCall).
-func (e *env) tryIssue(subject string) (reply, error) {
-	return e.tryCall("tokens.issue", map[string]any{
-		"client_id": testClientID, "client_secret": testSecret, "subject": subject,
-	})
-}
-
-// tryRefresh is refresh for goroutines other than the test's (see tryCall).
-func (e *env) tryRefresh(token string) (reply, error) {
-	return e.tryCall("tokens.refresh", map[string]any{
-		"client_id": testClientID, "client_secret": testSecret, "refresh_token": token,
-	})
 }

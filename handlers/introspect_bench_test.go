@@ -1,4 +1,4 @@
-package handlers
+package handlers_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenledger/tokenledger/projections"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 )
 
 // BenchmarkIntrospect measures introspection over NATS against one
@@ -34,7 +34,7 @@ func BenchmarkIntrospect(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			e := newEnv(b, "")
-			e.startService(envOptions{grace: 10 * time.Second, view: projections.NewView()})
+			e.StartInstance(tltest.Options{Grace: 10 * time.Second})
 			n := 100
 			if bc.distinct {
 				n = b.N
@@ -42,19 +42,28 @@ func BenchmarkIntrospect(b *testing.B) {
 			bodies := make([][]byte, n)
 			var next atomic.Int64
 			var wg sync.WaitGroup
+			errs := make(chan error, 16) // the goroutines must not stop the benchmark
 			for range 16 {
 				wg.Go(func() {
 					for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-						r := e.issue(fmt.Sprint("user-", i))
+						r, err := e.tryIssue(fmt.Sprint("user-", i))
+						if err != nil {
+							errs <- err
+							return
+						}
 						tok := r.AccessToken
 						if bc.refresh {
 							tok = r.RefreshToken
 						}
-						bodies[i], _ = json.Marshal(map[string]any{"client_id": testClientID, "client_secret": testSecret, "token": tok})
+						bodies[i], _ = json.Marshal(map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": tok})
 					}
 				})
 			}
 			wg.Wait()
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
 			var seq atomic.Int64
 			b.ReportAllocs()
 			b.SetParallelism(16)
@@ -63,7 +72,7 @@ func BenchmarkIntrospect(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					body := bodies[int(seq.Add(1)-1)%len(bodies)]
-					msg, err := e.nc.RequestWithContext(context.Background(), "tokens.introspect", body)
+					msg, err := e.NC.RequestWithContext(context.Background(), "tokens.introspect", body)
 					if err != nil || string(msg.Data[:14]) != `{"active":true` {
 						b.Fatalf("introspect: %v %s", err, msg.Data)
 					}

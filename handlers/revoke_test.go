@@ -1,81 +1,38 @@
-package handlers
+package handlers_test
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
-	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
-	"github.com/tokenledger/tokenledger/projections"
 )
 
-// viewEnv is an env with one service instance that serves the view.
-func viewEnv(t *testing.T, opts envOptions) (*env, *jsstore.Ledger, *projections.View) {
-	t.Helper()
-	e := newEnv(t, "")
-	opts.view = projections.NewView()
-	l := e.startService(opts)
-	return e, l, opts.view
-}
-
-func (e *env) tokenCall(subject, token, hint string) reply {
-	e.t.Helper()
-	body := map[string]any{"client_id": testClientID, "client_secret": testSecret, "token": token}
-	if hint != "" {
-		body["token_type_hint"] = hint
-	}
-	return e.call(subject, body)
-}
-
-func (e *env) revoke(token string) {
-	e.t.Helper()
-	r := e.tokenCall("tokens.revoke", token, "")
-	if r.Error != "" || string(r.Raw) != `{"revoked":true}` {
-		e.t.Fatalf("revoke: got %s", r.Raw)
-	}
-}
-
-func (e *env) introspect(token string) IntrospectResponse {
-	e.t.Helper()
-	r := e.tokenCall("tokens.introspect", token, "")
-	if r.Error != "" {
-		e.t.Fatalf("introspect: %s", r.Raw)
-	}
-	var out IntrospectResponse
-	if err := json.Unmarshal(r.Raw, &out); err != nil {
-		e.t.Fatal(err)
-	}
-	if !out.Active && string(r.Raw) != `{"active":false}` {
-		e.t.Fatalf("inactive answer carries more than active:false: %s", r.Raw)
-	}
-	return out
-}
-
 func TestRevokeRefreshTokenThenIntrospectReadsItsWrite(t *testing.T) {
-	e, _, _ := viewEnv(t, envOptions{grace: 10 * time.Second})
+	e, _, _ := viewEnv(t, tltest.Options{Grace: 10 * time.Second})
 	for i := range 20 { // repeated: a lagging view would show up as a flake
-		g := e.issue("alice")
-		wantOK(t, g)
+		g := e.Issue("alice")
+		tltest.WantOK(t, g)
 		at := e.introspect(g.AccessToken)
-		if !at.Active || at.TokenType != TokenTypeBearer || at.Subject != "alice" || at.ClientID != testClientID ||
+		if !at.Active || at.TokenType != handlers.TokenTypeBearer || at.Subject != "alice" || at.ClientID != tltest.ClientID ||
 			at.SID != g.FamilyID || at.JTI == "" || at.Issuer == "" || at.ExpiresAt == 0 || at.IssuedAt == 0 ||
 			at.Scope != "read write" || len(at.Audience) != 1 {
 			t.Fatalf("access token introspection: %+v", at)
 		}
 		rt := e.introspect(g.RefreshToken)
-		if !rt.Active || rt.TokenType != TokenTypeRefresh || rt.SID != g.FamilyID || rt.Subject != "alice" {
+		if !rt.Active || rt.TokenType != handlers.TokenTypeRefresh || rt.SID != g.FamilyID || rt.Subject != "alice" {
 			t.Fatalf("refresh token introspection: %+v", rt)
 		}
 
 		hint := ""
 		if i%2 == 0 {
-			hint = HintRefreshToken
+			hint = handlers.HintRefreshToken
 		}
 		if r := e.tokenCall("tokens.revoke", g.RefreshToken, hint); string(r.Raw) != `{"revoked":true}` {
 			t.Fatalf("revoke: %s", r.Raw)
@@ -88,9 +45,9 @@ func TestRevokeRefreshTokenThenIntrospectReadsItsWrite(t *testing.T) {
 		if got := e.introspect(g.RefreshToken); got.Active {
 			t.Fatalf("round %d: refresh token active right after revocation", i)
 		}
-		wantError(t, e.refresh(g.RefreshToken), CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(g.RefreshToken), handlers.CodeInvalidGrant, "400")
 	}
-	evs := e.events()
+	evs := e.Events()
 	var revoked []ledger.Event
 	for _, ev := range evs {
 		if ev.Type == ledger.TypeFamilyRevoked {
@@ -103,14 +60,14 @@ func TestRevokeRefreshTokenThenIntrospectReadsItsWrite(t *testing.T) {
 }
 
 func TestRevokeAccessTokenKeepsFamily(t *testing.T) {
-	e, _, _ := viewEnv(t, envOptions{grace: 10 * time.Second})
-	g := e.issue("alice")
-	wantOK(t, g)
+	e, _, _ := viewEnv(t, tltest.Options{Grace: 10 * time.Second})
+	g := e.Issue("alice")
+	tltest.WantOK(t, g)
 	e.revoke(g.AccessToken)
 	if e.introspect(g.AccessToken).Active {
 		t.Fatal("revoked access token still active")
 	}
-	evs := e.events()
+	evs := e.Events()
 	if n := countType(evs, ledger.TypeAccessRevoked); n != 1 {
 		t.Fatalf("want one access.revoked.v1, got %d", n)
 	}
@@ -123,29 +80,26 @@ func TestRevokeAccessTokenKeepsFamily(t *testing.T) {
 	if !e.introspect(g.RefreshToken).Active {
 		t.Fatal("refresh token inactive after revoking an access token")
 	}
-	next := e.refresh(g.RefreshToken)
-	wantOK(t, next)
+	next := e.Refresh(g.RefreshToken)
+	tltest.WantOK(t, next)
 	if !e.introspect(next.AccessToken).Active {
 		t.Fatal("fresh access token inactive")
 	}
 	// Revoking it again records nothing new.
-	before := e.lastSeq()
+	before := e.LastSeq()
 	e.revoke(g.AccessToken)
-	if e.lastSeq() != before {
+	if e.LastSeq() != before {
 		t.Fatal("revoking an already revoked access token appended an event")
 	}
 }
 
 func TestRevokeChangesNothingForUnknownForgedOrForeignTokens(t *testing.T) {
-	e, _, _ := viewEnv(t, envOptions{grace: 10 * time.Second})
-	g := e.issue("alice")
-	wantOK(t, g)
+	e, _, _ := viewEnv(t, tltest.Options{Grace: 10 * time.Second})
+	g := e.Issue("alice")
+	tltest.WantOK(t, g)
 
 	// Another client, registered at runtime.
-	reg, err := jsstore.NewRegistry(context.Background(), e.js, nil, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := e.Instances[0].Registry()
 	const otherSecret = "tlcs_other-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 	if err := reg.Create(context.Background(), ledger.Client{ID: "other", SecretSHA256: ledger.SecretSHA256(otherSecret), Scopes: []string{"read"}}); err != nil {
 		t.Fatal(err)
@@ -157,39 +111,39 @@ func TestRevokeChangesNothingForUnknownForgedOrForeignTokens(t *testing.T) {
 	forged := tok
 	forged.Secret[0] ^= 0xff
 
-	before := e.lastSeq()
+	before := e.LastSeq()
 	for name, body := range map[string]map[string]any{
-		"garbage":         {"client_id": testClientID, "client_secret": testSecret, "token": "not a token"},
-		"garbage jwt":     {"client_id": testClientID, "client_secret": testSecret, "token": "eyJhbGciOiJub25lIn0.e30.", "token_type_hint": "access_token"},
-		"unknown family":  {"client_id": testClientID, "client_secret": testSecret, "token": token.RefreshToken{FamilyID: ulid.Make()}.String()},
-		"forged secret":   {"client_id": testClientID, "client_secret": testSecret, "token": forged.String()},
+		"garbage":         {"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": "not a token"},
+		"garbage jwt":     {"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": "eyJhbGciOiJub25lIn0.e30.", "token_type_hint": "access_token"},
+		"unknown family":  {"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": token.RefreshToken{FamilyID: ulid.Make()}.String()},
+		"forged secret":   {"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": forged.String()},
 		"other's refresh": {"client_id": "other", "client_secret": otherSecret, "token": g.RefreshToken},
 		"other's access":  {"client_id": "other", "client_secret": otherSecret, "token": g.AccessToken},
 	} {
-		r := e.call("tokens.revoke", body)
+		r := e.Call("tokens.revoke", body)
 		if string(r.Raw) != `{"revoked":true}` {
 			t.Fatalf("%s: got %s", name, r.Raw)
 		}
 	}
-	if after := e.lastSeq(); after != before {
+	if after := e.LastSeq(); after != before {
 		t.Fatalf("revocations that must change nothing appended %d events", after-before)
 	}
 	if !e.introspect(g.AccessToken).Active || !e.introspect(g.RefreshToken).Active {
 		t.Fatal("tokens inactive after foreign revocation attempts")
 	}
 	// The other client cannot see the refresh token through introspection.
-	r := e.call("tokens.introspect", map[string]any{"client_id": "other", "client_secret": otherSecret, "token": g.RefreshToken})
+	r := e.Call("tokens.introspect", map[string]any{"client_id": "other", "client_secret": otherSecret, "token": g.RefreshToken})
 	if string(r.Raw) != `{"active":false}` {
 		t.Fatalf("another client's refresh token introspected as %s", r.Raw)
 	}
 }
 
 func TestRevokeOlderGenerationRevokesFamily(t *testing.T) {
-	e, _, _ := viewEnv(t, envOptions{grace: 10 * time.Second})
-	g0 := e.issue("alice")
-	g1 := e.refresh(g0.RefreshToken)
-	g2 := e.refresh(g1.RefreshToken)
-	wantOK(t, g2)
+	e, _, _ := viewEnv(t, tltest.Options{Grace: 10 * time.Second})
+	g0 := e.Issue("alice")
+	g1 := e.Refresh(g0.RefreshToken)
+	g2 := e.Refresh(g1.RefreshToken)
+	tltest.WantOK(t, g2)
 	// g0 is two generations old: still genuine, so it may revoke.
 	e.revoke(g0.RefreshToken)
 	if e.introspect(g2.RefreshToken).Active || e.introspect(g2.AccessToken).Active {
@@ -198,29 +152,29 @@ func TestRevokeOlderGenerationRevokesFamily(t *testing.T) {
 }
 
 func TestRevokeRejectsMalformedRequests(t *testing.T) {
-	e, _, _ := viewEnv(t, envOptions{})
+	e, _, _ := viewEnv(t, tltest.Options{})
 	for name, tc := range map[string]struct {
 		body         any
 		code, status string
 	}{
-		"not json":      {"{", CodeInvalidRequest, "400"},
-		"unknown field": {map[string]any{"client_id": testClientID, "client_secret": testSecret, "token": "x", "extra": 1}, CodeInvalidRequest, "400"},
-		"no token":      {map[string]any{"client_id": testClientID, "client_secret": testSecret}, CodeInvalidRequest, "400"},
-		"bad hint":      {map[string]any{"client_id": testClientID, "client_secret": testSecret, "token": "x", "token_type_hint": "id_token"}, CodeInvalidRequest, "400"},
-		"no client":     {map[string]any{"token": "x"}, CodeInvalidRequest, "400"},
-		"wrong secret":  {map[string]any{"client_id": testClientID, "client_secret": "nope", "token": "x"}, CodeInvalidClient, "401"},
+		"not json":      {"{", handlers.CodeInvalidRequest, "400"},
+		"unknown field": {map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": "x", "extra": 1}, handlers.CodeInvalidRequest, "400"},
+		"no token":      {map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret}, handlers.CodeInvalidRequest, "400"},
+		"bad hint":      {map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": "x", "token_type_hint": "id_token"}, handlers.CodeInvalidRequest, "400"},
+		"no client":     {map[string]any{"token": "x"}, handlers.CodeInvalidRequest, "400"},
+		"wrong secret":  {map[string]any{"client_id": tltest.ClientID, "client_secret": "nope", "token": "x"}, handlers.CodeInvalidClient, "401"},
 	} {
 		for _, subject := range []string{"tokens.revoke", "tokens.introspect"} {
-			r := e.call(subject, tc.body)
+			r := e.Call(subject, tc.body)
 			if r.Error != tc.code || r.Status != tc.status {
 				t.Errorf("%s on %s: got %s (%s)", name, subject, r.Raw, r.Status)
 			}
-			if strings.Contains(string(r.Raw), testSecret) {
+			if strings.Contains(string(r.Raw), tltest.Secret) {
 				t.Errorf("%s: reply echoes the secret", name)
 			}
 		}
 	}
-	if seq := e.lastSeq(); seq != 0 {
+	if seq := e.LastSeq(); seq != 0 {
 		t.Fatalf("malformed requests appended %d events", seq)
 	}
 }

@@ -1,43 +1,23 @@
-package handlers
+package handlers_test
 
 import (
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 )
 
-func (e *env) sessions(subject string) SessionsResponse {
-	e.t.Helper()
-	return e.sessionsAt("tokens.sessions", map[string]any{"client_id": testClientID, "client_secret": testSecret, "subject": subject})
-}
-
-func (e *env) sessionsAt(endpoint string, body map[string]any) SessionsResponse {
-	e.t.Helper()
-	r := e.call(endpoint, body)
-	if r.Error != "" {
-		e.t.Fatalf("sessions: %s", r.Raw)
-	}
-	var out SessionsResponse
-	if err := json.Unmarshal(r.Raw, &out); err != nil {
-		e.t.Fatal(err)
-	}
-	if out.Families == nil {
-		e.t.Fatalf("sessions: families must be an array: %s", r.Raw)
-	}
-	return out
-}
-
 func TestSessionsListsActiveFamilies(t *testing.T) {
-	e, _, _ := viewEnv(t, envOptions{grace: 10 * time.Second})
-	a1, a2, a3 := e.issue("alice"), e.issue("alice"), e.issue("alice")
-	e.issue("bob")
-	e.clock.Advance(time.Minute)
-	rotated := e.refresh(a2.RefreshToken)
-	wantOK(t, rotated)
+	e, _, _ := viewEnv(t, tltest.Options{Grace: 10 * time.Second})
+	a1, a2, a3 := e.Issue("alice"), e.Issue("alice"), e.Issue("alice")
+	e.Issue("bob")
+	e.Clock.Advance(time.Minute)
+	rotated := e.Refresh(a2.RefreshToken)
+	tltest.WantOK(t, rotated)
 	e.revoke(a3.RefreshToken)
 
 	got := e.sessions("alice").Families
@@ -45,8 +25,8 @@ func TestSessionsListsActiveFamilies(t *testing.T) {
 		t.Fatalf("sessions of alice: %+v", got)
 	}
 	s := got[1]
-	now := e.clock.Now()
-	if s.ClientID != testClientID || s.Generation != 1 || s.Version != 1 ||
+	now := e.Clock.Now()
+	if s.ClientID != tltest.ClientID || s.Generation != 1 || s.Version != 1 ||
 		s.RotatedAt == nil || !s.RotatedAt.Equal(now) || !s.CreatedAt.Equal(now.Add(-time.Minute)) ||
 		!s.ExpiresAt.Equal(now.Add(-time.Minute).Add(90*24*time.Hour)) {
 		t.Fatalf("session fields: %+v (now %s)", s, now)
@@ -54,16 +34,16 @@ func TestSessionsListsActiveFamilies(t *testing.T) {
 	if got[0].RotatedAt != nil || got[0].Generation != 0 {
 		t.Fatalf("never rotated family: %+v", got[0])
 	}
-	if raw := e.call("tokens.sessions", map[string]any{"client_id": testClientID, "client_secret": testSecret, "subject": "alice"}).Raw; !strings.Contains(string(raw), `"rotated_at":null`) {
+	if raw := e.Call("tokens.sessions", map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "subject": "alice"}).Raw; !strings.Contains(string(raw), `"rotated_at":null`) {
 		t.Fatalf("a never rotated family must say rotated_at null: %s", raw)
 	}
 	if n := len(e.sessions("nobody").Families); n != 0 {
 		t.Fatalf("unknown subject has %d sessions", n)
 	}
 	for _, bad := range []any{"{}", map[string]any{"subject": "a", "client_id": "x"}, `{"subject": 1}`, map[string]any{"subject": "alice"}} {
-		wantError(t, e.call("tokens.sessions", bad), CodeInvalidRequest, "400")
+		tltest.WantError(t, e.Call("tokens.sessions", bad), handlers.CodeInvalidRequest, "400")
 	}
-	wantError(t, e.call("tokens.sessions", map[string]any{"client_id": testClientID, "client_secret": "tlcs_wrong", "subject": "alice"}), CodeInvalidClient, "401")
+	tltest.WantError(t, e.Call("tokens.sessions", map[string]any{"client_id": tltest.ClientID, "client_secret": "tlcs_wrong", "subject": "alice"}), handlers.CodeInvalidClient, "401")
 }
 
 // tokens.sessions lists only the calling client's families; another
@@ -72,11 +52,11 @@ func TestSessionsListsActiveFamilies(t *testing.T) {
 func TestSessionsAreScopedToTheClient(t *testing.T) {
 	const otherSecret = "tlcs_other-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 	other := ledger.Client{ID: "billing", SecretSHA256: ledger.SecretSHA256(otherSecret), Scopes: []string{"read"}, Audiences: []string{"api"}}
-	e, _, _ := viewEnv(t, envOptions{grace: 10 * time.Second, more: []ledger.Client{other}})
-	mine := e.issue("alice")
-	wantOK(t, mine)
-	theirs := e.call("tokens.issue", map[string]any{"client_id": "billing", "client_secret": otherSecret, "subject": "alice"})
-	wantOK(t, theirs)
+	e, _, _ := viewEnv(t, tltest.Options{Grace: 10 * time.Second, More: []ledger.Client{other}})
+	mine := e.Issue("alice")
+	tltest.WantOK(t, mine)
+	theirs := e.Call("tokens.issue", map[string]any{"client_id": "billing", "client_secret": otherSecret, "subject": "alice"})
+	tltest.WantOK(t, theirs)
 
 	for _, tc := range []struct {
 		name     string
@@ -84,7 +64,7 @@ func TestSessionsAreScopedToTheClient(t *testing.T) {
 		body     map[string]any
 		want     []string
 	}{
-		{"the test client", "tokens.sessions", map[string]any{"client_id": testClientID, "client_secret": testSecret, "subject": "alice"}, []string{mine.FamilyID}},
+		{"the test client", "tokens.sessions", map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "subject": "alice"}, []string{mine.FamilyID}},
 		{"another client", "tokens.sessions", map[string]any{"client_id": "billing", "client_secret": otherSecret, "subject": "alice"}, []string{theirs.FamilyID}},
 		{"an operator", "tokens.admin.sessions", map[string]any{"subject": "alice"}, []string{mine.FamilyID, theirs.FamilyID}},
 	} {
@@ -98,5 +78,5 @@ func TestSessionsAreScopedToTheClient(t *testing.T) {
 			}
 		})
 	}
-	wantError(t, e.call("tokens.admin.sessions", map[string]any{"subject": "alice", "client_id": "billing"}), CodeInvalidRequest, "400")
+	tltest.WantError(t, e.Call("tokens.admin.sessions", map[string]any{"subject": "alice", "client_id": "billing"}), handlers.CodeInvalidRequest, "400")
 }

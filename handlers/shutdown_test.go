@@ -1,4 +1,4 @@
-package handlers
+package handlers_test
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/tokenledger/tokenledger/projections"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 )
 
 // A service stopped while requests are still arriving and queued stops
@@ -20,16 +20,16 @@ import (
 func TestServiceStopsUnderLoad(t *testing.T) {
 	for round := range 3 {
 		e := newEnv(t, "")
-		e.startService(envOptions{grace: 10 * time.Second, view: projections.NewView()})
-		g := e.issue("alice")
-		wantOK(t, g)
+		e.StartInstance(tltest.Options{Grace: 10 * time.Second})
+		g := e.Issue("alice")
+		tltest.WantOK(t, g)
 		e.introspect(g.AccessToken) // cached: served without the pool
 		bodies := map[string][]byte{}
-		bodies["tokens.introspect"], _ = json.Marshal(map[string]any{"client_id": testClientID, "client_secret": testSecret, "token": g.AccessToken})
-		bodies["tokens.issue"], _ = json.Marshal(map[string]any{"client_id": testClientID, "client_secret": testSecret, "subject": "bob"})
+		bodies["tokens.introspect"], _ = json.Marshal(map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": g.AccessToken})
+		bodies["tokens.issue"], _ = json.Marshal(map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "subject": "bob"})
 
 		inbox := nats.NewInbox()
-		replies, err := e.nc.SubscribeSync(inbox)
+		replies, err := e.NC.SubscribeSync(inbox)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,7 +39,7 @@ func TestServiceStopsUnderLoad(t *testing.T) {
 			if i%3 == 0 {
 				subject = "tokens.issue"
 			}
-			if err := e.nc.PublishRequest(subject, inbox, bodies[subject]); err != nil {
+			if err := e.NC.PublishRequest(subject, inbox, bodies[subject]); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -47,7 +47,7 @@ func TestServiceStopsUnderLoad(t *testing.T) {
 		if _, err := replies.NextMsg(10 * time.Second); err != nil {
 			t.Fatalf("round %d: first reply: %v", round, err)
 		}
-		if err := e.stops[0](); err != nil {
+		if err := e.StopInstance(0); err != nil {
 			t.Fatalf("round %d: Run returned %v", round, err)
 		}
 		answered, refused := 1, 0

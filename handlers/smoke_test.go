@@ -1,14 +1,18 @@
-package handlers
+package handlers_test
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/tokenledger/tokenledger/internal/tltest"
+)
 
 func TestIssueRefreshRoundTrip(t *testing.T) {
 	e := newEnv(t, "")
-	e.startService(envOptions{grace: 10e9})
-	first := e.issue("alice")
-	wantOK(t, first)
-	second := e.refresh(first.RefreshToken)
-	wantOK(t, second)
+	e.StartInstance(tltest.Options{Grace: 10e9})
+	first := e.Issue("alice")
+	tltest.WantOK(t, first)
+	second := e.Refresh(first.RefreshToken)
+	tltest.WantOK(t, second)
 	if second.RefreshToken == first.RefreshToken || second.FamilyID != first.FamilyID {
 		t.Fatalf("rotation: got %+v after %+v", second.TokenResponse, first.TokenResponse)
 	}

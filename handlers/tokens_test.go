@@ -1,4 +1,4 @@
-package handlers
+package handlers_test
 
 import (
 	"context"
@@ -15,28 +15,29 @@ import (
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/token"
-	"github.com/tokenledger/tokenledger/projections"
 )
 
 // The access token verifies against the tokens.jwks reply with go-jose, an
 // independent JWT library, and carries the claims of docs/contract.md §2.4.
 func TestAccessTokenVerifiesWithIndependentLibrary(t *testing.T) {
 	e := newEnv(t, "")
-	e.startService(envOptions{grace: 10 * time.Second, useWall: true})
-	r := e.call("tokens.issue", map[string]any{
-		"client_id": testClientID, "client_secret": testSecret, "subject": "alice",
+	e.StartInstance(tltest.Options{Grace: 10 * time.Second, Wall: true})
+	r := e.Call("tokens.issue", map[string]any{
+		"client_id": tltest.ClientID, "client_secret": tltest.Secret, "subject": "alice",
 		"scope": "read", "claims": map[string]any{"tenant": "acme"},
 	})
-	wantOK(t, r)
+	tltest.WantOK(t, r)
 
-	jwksReply := e.call("tokens.jwks", "{}")
+	jwksReply := e.Call("tokens.jwks", "{}")
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(jwksReply.Raw, &set); err != nil || len(set.Keys) == 0 {
 		t.Fatalf("jwks %s: %v", jwksReply.Raw, err)
 	}
-	if empty := e.call("tokens.jwks", ""); string(empty.Raw) != string(jwksReply.Raw) {
+	if empty := e.Call("tokens.jwks", ""); string(empty.Raw) != string(jwksReply.Raw) {
 		t.Fatal("empty jwks request answered differently")
 	}
 
@@ -73,7 +74,7 @@ func TestAccessTokenVerifiesWithIndependentLibrary(t *testing.T) {
 		std.Expiry.Time().Sub(std.IssuedAt.Time()) != 15*time.Minute {
 		t.Fatalf("times %+v", std)
 	}
-	if extra.ClientID != testClientID || extra.Scope != "read" || extra.SID != r.FamilyID || extra.Ver != 1 || extra.Tenant != "acme" {
+	if extra.ClientID != tltest.ClientID || extra.Scope != "read" || extra.SID != r.FamilyID || extra.Ver != 1 || extra.Tenant != "acme" {
 		t.Fatalf("claims %+v", extra)
 	}
 	if r.TokenType != "Bearer" || r.ExpiresIn != 900 || r.RefreshTokenExpiresIn != 14*24*3600 || r.Scope != "read" {
@@ -89,59 +90,59 @@ func TestAccessTokenVerifiesWithIndependentLibrary(t *testing.T) {
 
 func TestRefreshChainAndGrace(t *testing.T) {
 	e := newEnv(t, "")
-	e.startService(envOptions{grace: 10 * time.Second})
-	first := e.issue("alice")
-	wantOK(t, first)
+	e.StartInstance(tltest.Options{Grace: 10 * time.Second})
+	first := e.Issue("alice")
+	tltest.WantOK(t, first)
 	seen := map[string]bool{first.RefreshToken: true}
 	cur := first
 	for i := range 100 {
-		e.clock.Advance(time.Minute)
-		next := e.refresh(cur.RefreshToken)
-		wantOK(t, next)
+		e.Clock.Advance(time.Minute)
+		next := e.Refresh(cur.RefreshToken)
+		tltest.WantOK(t, next)
 		if seen[next.RefreshToken] || next.FamilyID != first.FamilyID {
 			t.Fatalf("step %d: token repeated or family changed", i)
 		}
 		seen[next.RefreshToken] = true
 		cur = next
 	}
-	st, err := e.store.Load(context.Background(), first.FamilyID)
+	st, err := e.Store.Load(context.Background(), first.FamilyID)
 	if err != nil || st.Generation != 100 || st.Events != 101 {
 		t.Fatalf("after 100 rotations: generation %d, events %d, err %v", st.Generation, st.Events, err)
 	}
 
 	// A grace retry of the previous token returns the same successor.
 	prev := cur
-	e.clock.Advance(time.Minute)
-	succ := e.refresh(prev.RefreshToken)
-	wantOK(t, succ)
-	e.clock.Advance(9 * time.Second)
-	retry := e.refresh(prev.RefreshToken)
-	wantOK(t, retry)
+	e.Clock.Advance(time.Minute)
+	succ := e.Refresh(prev.RefreshToken)
+	tltest.WantOK(t, succ)
+	e.Clock.Advance(9 * time.Second)
+	retry := e.Refresh(prev.RefreshToken)
+	tltest.WantOK(t, retry)
 	if retry.RefreshToken != succ.RefreshToken || retry.AccessToken == succ.AccessToken {
 		t.Fatal("grace retry must return the same successor with a fresh access token")
 	}
-	events := e.events()
+	events := e.Events()
 	if n := countType(events, ledger.TypeGraceRetried); n != 1 {
 		t.Fatalf("%d grace events, want 1", n)
 	}
 	// The successor is still the one current token.
-	wantOK(t, e.refresh(succ.RefreshToken))
+	tltest.WantOK(t, e.Refresh(succ.RefreshToken))
 }
 
 func TestReuseAfterWindowRevokesFamily(t *testing.T) {
 	e := newEnv(t, "")
-	e.startService(envOptions{grace: 10 * time.Second})
+	e.StartInstance(tltest.Options{Grace: 10 * time.Second})
 	t.Run("previous generation", func(t *testing.T) {
-		a := e.issue("alice")
-		b := e.refresh(a.RefreshToken)
-		wantOK(t, b)
-		e.clock.Advance(11 * time.Second)
-		wantError(t, e.refresh(a.RefreshToken), CodeInvalidGrant, "400")
+		a := e.Issue("alice")
+		b := e.Refresh(a.RefreshToken)
+		tltest.WantOK(t, b)
+		e.Clock.Advance(11 * time.Second)
+		tltest.WantError(t, e.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
 		// The newest token of the family fails too.
-		wantError(t, e.refresh(b.RefreshToken), CodeInvalidGrant, "400")
-		reuse := lastOfType(t, e.events(), a.FamilyID, ledger.TypeReuseDetected)
+		tltest.WantError(t, e.Refresh(b.RefreshToken), handlers.CodeInvalidGrant, "400")
+		reuse := lastOfType(t, e.Events(), a.FamilyID, ledger.TypeReuseDetected)
 		d := reuse.Data.(ledger.ReuseDetected)
-		rotation := lastOfType(t, e.events(), a.FamilyID, ledger.TypeRefreshRotated)
+		rotation := lastOfType(t, e.Events(), a.FamilyID, ledger.TypeRefreshRotated)
 		if d.PresentedGeneration != 0 || d.CurrentGeneration != 1 || d.RotatedAgo != 11*time.Second ||
 			d.WinnerEventID != rotation.ID || d.WinnerRequest != rotation.Cause.ID || d.WinnerRequest == "" {
 			t.Fatalf("lineage %+v (rotation %s by %s)", d, rotation.ID, rotation.Cause.ID)
@@ -151,79 +152,79 @@ func TestReuseAfterWindowRevokesFamily(t *testing.T) {
 		}
 	})
 	t.Run("older generation", func(t *testing.T) {
-		a := e.issue("bob")
-		b := e.refresh(a.RefreshToken)
-		e.clock.Advance(time.Minute)
-		c := e.refresh(b.RefreshToken)
-		wantOK(t, c)
-		e.clock.Advance(time.Minute)
-		wantError(t, e.refresh(a.RefreshToken), CodeInvalidGrant, "400")
-		d := lastOfType(t, e.events(), a.FamilyID, ledger.TypeReuseDetected).Data.(ledger.ReuseDetected)
+		a := e.Issue("bob")
+		b := e.Refresh(a.RefreshToken)
+		e.Clock.Advance(time.Minute)
+		c := e.Refresh(b.RefreshToken)
+		tltest.WantOK(t, c)
+		e.Clock.Advance(time.Minute)
+		tltest.WantError(t, e.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
+		d := lastOfType(t, e.Events(), a.FamilyID, ledger.TypeReuseDetected).Data.(ledger.ReuseDetected)
 		if d.PresentedGeneration != 0 || d.CurrentGeneration != 2 || d.RotatedAgo != 2*time.Minute || d.WinnerEventID == "" {
 			t.Fatalf("lineage %+v", d)
 		}
-		wantError(t, e.refresh(c.RefreshToken), CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(c.RefreshToken), handlers.CodeInvalidGrant, "400")
 	})
 	t.Run("revoked family stays dead inside the grace window", func(t *testing.T) {
-		a := e.issue("carol")
-		b := e.refresh(a.RefreshToken)
-		wantOK(t, b)
-		if _, err := e.ledger().Revoke(context.Background(), a.FamilyID, ledger.Cause{Kind: ledger.CauseAdmin, Reason: "test"}); err != nil {
+		a := e.Issue("carol")
+		b := e.Refresh(a.RefreshToken)
+		tltest.WantOK(t, b)
+		if _, err := e.Ledger().Revoke(context.Background(), a.FamilyID, ledger.Cause{Kind: ledger.CauseAdmin, Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
-		wantError(t, e.refresh(a.RefreshToken), CodeInvalidGrant, "400")
-		wantError(t, e.refresh(b.RefreshToken), CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(b.RefreshToken), handlers.CodeInvalidGrant, "400")
 	})
 }
 
 func TestForgedTokenRevokesNothing(t *testing.T) {
 	e := newEnv(t, "")
-	e.startService(envOptions{grace: 10 * time.Second})
-	a := e.issue("alice")
-	b := e.refresh(a.RefreshToken)
-	before := e.lastSeq()
+	e.StartInstance(tltest.Options{Grace: 10 * time.Second})
+	a := e.Issue("alice")
+	b := e.Refresh(a.RefreshToken)
+	before := e.LastSeq()
 	tok, _ := token.ParseRefreshToken(a.RefreshToken)
 	for _, afterSeq := range []uint64{0, tok.AfterSeq, 1, 2, 1 << 60} {
 		forged, _ := token.MintRefreshToken(rand.Reader, tok.FamilyID, afterSeq)
-		wantError(t, e.refresh(forged), CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(forged), handlers.CodeInvalidGrant, "400")
 	}
 	for _, junk := range []string{"tlr_", "tlr_AAAA", "eyJhbGciOi.x.y", strings.Repeat("z", 300)} {
-		wantError(t, e.refresh(junk), CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(junk), handlers.CodeInvalidGrant, "400")
 	}
-	if after := e.lastSeq(); after != before {
+	if after := e.LastSeq(); after != before {
 		t.Fatalf("forged tokens appended %d events", after-before)
 	}
-	wantOK(t, e.refresh(b.RefreshToken))
+	tltest.WantOK(t, e.Refresh(b.RefreshToken))
 }
 
 func TestExpiry(t *testing.T) {
 	e := newEnv(t, "")
-	e.startService(envOptions{grace: 10 * time.Second})
+	e.StartInstance(tltest.Options{Grace: 10 * time.Second})
 	t.Run("idle", func(t *testing.T) {
-		a := e.issue("alice")
-		e.clock.Advance(14*24*time.Hour - time.Second)
-		b := e.refresh(a.RefreshToken)
-		wantOK(t, b)
-		e.clock.Advance(14 * 24 * time.Hour)
-		before := e.lastSeq()
-		wantError(t, e.refresh(b.RefreshToken), CodeInvalidGrant, "400")
-		if e.lastSeq() != before {
+		a := e.Issue("alice")
+		e.Clock.Advance(14*24*time.Hour - time.Second)
+		b := e.Refresh(a.RefreshToken)
+		tltest.WantOK(t, b)
+		e.Clock.Advance(14 * 24 * time.Hour)
+		before := e.LastSeq()
+		tltest.WantError(t, e.Refresh(b.RefreshToken), handlers.CodeInvalidGrant, "400")
+		if e.LastSeq() != before {
 			t.Fatal("expiry wrote an event")
 		}
 	})
 	t.Run("absolute", func(t *testing.T) {
-		a := e.issue("bob")
+		a := e.Issue("bob")
 		cur := a
 		for range 6 { // 6 x 13 days = 78 days
-			e.clock.Advance(13 * 24 * time.Hour)
-			cur = e.refresh(cur.RefreshToken)
-			wantOK(t, cur)
+			e.Clock.Advance(13 * 24 * time.Hour)
+			cur = e.Refresh(cur.RefreshToken)
+			tltest.WantOK(t, cur)
 		}
 		if cur.RefreshTokenExpiresIn != 12*24*3600 {
 			t.Fatalf("refresh token outlives its family: expires in %ds", cur.RefreshTokenExpiresIn)
 		}
-		e.clock.Advance(12 * 24 * time.Hour) // day 90
-		wantError(t, e.refresh(cur.RefreshToken), CodeInvalidGrant, "400")
+		e.Clock.Advance(12 * 24 * time.Hour) // day 90
+		tltest.WantError(t, e.Refresh(cur.RefreshToken), handlers.CodeInvalidGrant, "400")
 	})
 }
 
@@ -240,21 +241,17 @@ func TestConcurrentRefreshOneToken(t *testing.T) {
 		grace := tc.grace
 		t.Run(fmt.Sprintf("grace=%s/state cache %t", grace, tc.cached), func(t *testing.T) {
 			e := newEnv(t, "")
-			opts := envOptions{grace: grace}
+			e.StartInstance(tltest.Options{Grace: grace, NoView: !tc.cached})
+			presented, rotatedBefore := e.Issue("alice").RefreshToken, 0
 			if tc.cached {
-				opts.view = projections.NewView()
-			}
-			e.startService(opts)
-			presented, rotatedBefore := e.issue("alice").RefreshToken, 0
-			if tc.cached {
-				r := e.refresh(presented)
+				r := e.Refresh(presented)
 				if r.Error != "" {
 					t.Fatalf("first refresh: %s", r.Raw)
 				}
 				presented, rotatedBefore = r.RefreshToken, 1
 			}
 			const n = 64
-			replies := make([]reply, n)
+			replies := make([]tltest.Reply, n)
 			errs := make([]error, n) // the goroutines must not stop the test
 			var wg sync.WaitGroup
 			start := make(chan struct{})
@@ -275,13 +272,13 @@ func TestConcurrentRefreshOneToken(t *testing.T) {
 				switch {
 				case r.Error == "":
 					successors[r.RefreshToken]++
-				case r.Error == CodeInvalidGrant:
+				case r.Error == handlers.CodeInvalidGrant:
 					failures++
 				default:
 					t.Fatalf("unexpected reply %s", r.Raw)
 				}
 			}
-			events := e.events()
+			events := e.Events()
 			if got := countType(events, ledger.TypeRefreshRotated) - rotatedBefore; got != 1 {
 				t.Fatalf("%d rotation events from the race, want exactly 1", got)
 			}
@@ -302,10 +299,10 @@ func TestConcurrentRefreshOneToken(t *testing.T) {
 // refresh of that family succeeds, and the log shows no grant after it.
 func TestRefreshRacingRevocation(t *testing.T) {
 	e := newEnv(t, "")
-	e.startService(envOptions{grace: 10 * time.Second, useWall: true})
-	l := e.ledger()
+	e.StartInstance(tltest.Options{Grace: 10 * time.Second, Wall: true})
+	l := e.Ledger()
 	for round := range 20 {
-		a := e.issue("alice")
+		a := e.Issue("alice")
 		stop := make(chan struct{})
 		var revokedAt time.Time
 		var mu sync.Mutex
@@ -349,7 +346,7 @@ func TestRefreshRacingRevocation(t *testing.T) {
 		mu.Unlock()
 		// Let the refreshers run into the revocation a few times.
 		for range 5 {
-			wantError(t, e.refresh(a.RefreshToken), CodeInvalidGrant, "400")
+			tltest.WantError(t, e.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
 		}
 		close(stop)
 		wg.Wait()
@@ -361,7 +358,7 @@ func TestRefreshRacingRevocation(t *testing.T) {
 			t.Fatalf("round %d: %d refreshes succeeded after the revocation was appended", round, len(lateSuccess))
 		}
 		dead := false
-		for _, ev := range e.events() {
+		for _, ev := range e.Events() {
 			if ev.FamilyID != a.FamilyID {
 				continue
 			}
@@ -378,15 +375,4 @@ func TestRefreshRacingRevocation(t *testing.T) {
 			t.Fatalf("round %d: no revocation in the log", round)
 		}
 	}
-}
-
-func lastOfType(t *testing.T, events []ledger.Event, familyID string, typ ledger.EventType) ledger.Event {
-	t.Helper()
-	for i := len(events) - 1; i >= 0; i-- {
-		if events[i].FamilyID == familyID && events[i].Type == typ {
-			return events[i]
-		}
-	}
-	t.Fatalf("no %s event for family %s", typ, familyID)
-	return ledger.Event{}
 }

@@ -2,7 +2,6 @@ package verifier_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -12,118 +11,41 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/internal/natstest"
-	"github.com/tokenledger/tokenledger/ledger"
-	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger/token"
-	"github.com/tokenledger/tokenledger/projections"
 	"github.com/tokenledger/tokenledger/verifier"
 )
 
-const (
-	clientID = "web"
-	secret   = "tlcs_test-secret-0123456789abcdefghijklmnopqrstuvwxyz"
-	issuer   = "tokenledger-test"
-)
+const issuer = "tokenledger-test"
 
-// startLedger runs the service with its view, runner and revocation feed
-// on srv until the test ends, and returns a connection for requests.
-func startLedger(t *testing.T, srv *server.Server) *nats.Conn {
+// startLedger runs tokenledger (the service with its view, runner and
+// revocation feed, wired by instance as serve wires it) on a fresh
+// embedded server until the test ends.
+func startLedger(t *testing.T) *tltest.Env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	nc, js := natstest.Connect(t, srv)
-	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kek token.KEK
-	keys, err := jsstore.NewKeyStore(ctx, js, kek, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keySet, err := keys.LoadOrCreate(ctx, token.AlgEdDSA, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := jsstore.NewRegistry(ctx, js, []ledger.Client{{
-		ID: clientID, SecretSHA256: ledger.SecretSHA256(secret), Scopes: []string{"read"}, Audiences: []string{"api"},
-	}}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	view := projections.NewView()
-	runner, err := projections.NewRunner(js, view, projections.RunnerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	feed, err := projections.NewFeed(ctx, js, view, projections.FeedConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	feed.Follow(runner) // as serve wires it
-	svc, err := handlers.NewService(handlers.Config{
-		Ledger: jsstore.New(store), Registry: reg, Keys: keySet, Issuer: issuer, View: view,
-		Defaults: ledger.Policy{Rotation: ledger.RotateAlways, Grace: 10 * time.Second, AccessTTL: 15 * time.Minute,
-			RefreshTTL: time.Hour, FamilyTTL: 24 * time.Hour},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for _, run := range []func(context.Context) error{
-		runner.Run, feed.Run, func(ctx context.Context) error { return svc.Run(ctx, nc) },
-	} {
-		wg.Go(func() {
-			if err := run(ctx); err != nil {
-				t.Errorf("ledger part stopped: %v", err)
-			}
-		})
-	}
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := nc.Request("tokens.jwks", nil, time.Second); err == nil {
-			return nc
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("service did not come up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func request(t *testing.T, nc *nats.Conn, subject string, body map[string]any) map[string]any {
-	t.Helper()
-	data, _ := json.Marshal(body)
-	msg, err := nc.Request(subject, data, 10*time.Second)
-	if err != nil {
-		t.Fatalf("%s: %v", subject, err)
-	}
-	var out map[string]any
-	if err := json.Unmarshal(msg.Data, &out); err != nil {
-		t.Fatal(err)
-	}
-	if out["error"] != nil {
-		t.Fatalf("%s: %s", subject, msg.Data)
-	}
-	return out
+	e := tltest.New(t, "")
+	e.StartInstance(tltest.Options{Grace: 10 * time.Second, Wall: true, Issuer: issuer})
+	return e
 }
 
 type tokens struct{ access, refresh, family string }
 
-func issue(t *testing.T, nc *nats.Conn) tokens {
+func issue(t *testing.T, e *tltest.Env) tokens {
 	t.Helper()
-	r := request(t, nc, "tokens.issue", map[string]any{"client_id": clientID, "client_secret": secret, "subject": "alice"})
-	return tokens{r["access_token"].(string), r["refresh_token"].(string), r["family_id"].(string)}
+	r := e.Issue("alice")
+	tltest.WantOK(t, r)
+	return tokens{r.AccessToken, r.RefreshToken, r.FamilyID}
 }
 
-func revoke(t *testing.T, nc *nats.Conn, token string) {
+func revoke(t *testing.T, e *tltest.Env, token string) {
 	t.Helper()
-	request(t, nc, "tokens.revoke", map[string]any{"client_id": clientID, "client_secret": secret, "token": token})
+	r := e.Call("tokens.revoke", map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": token})
+	if r.Error != "" {
+		t.Fatalf("tokens.revoke: %s", r.Raw)
+	}
 }
 
 // startVerifier runs a verifier on nc until the test ends and waits until
@@ -171,11 +93,10 @@ func waitFor(t *testing.T, v *verifier.Verifier, token string, want error, withi
 }
 
 func TestVerifierDeniesRevokedTokensWithinASecond(t *testing.T) {
-	srv := natstest.Start(t, "")
-	ledgerConn := startLedger(t, srv)
-	nc, _ := natstest.Connect(t, srv)
+	tl := startLedger(t)
+	nc, _ := natstest.Connect(t, tl.Srv)
 
-	a, b, c := issue(t, ledgerConn), issue(t, ledgerConn), issue(t, ledgerConn)
+	a, b, c := issue(t, tl), issue(t, tl), issue(t, tl)
 	v := startVerifier(t, nc, 0)
 	for _, tok := range []tokens{a, b, c} {
 		claims, err := v.Verify(context.Background(), tok.access)
@@ -187,9 +108,9 @@ func TestVerifierDeniesRevokedTokensWithinASecond(t *testing.T) {
 		t.Fatalf("tampered token: %v", err)
 	}
 
-	revoke(t, ledgerConn, a.access) // one access token
+	revoke(t, tl, a.access) // one access token
 	took := waitFor(t, v, a.access, verifier.ErrRevoked, time.Second)
-	revoke(t, ledgerConn, b.refresh) // the whole family
+	revoke(t, tl, b.refresh) // the whole family
 	tookFamily := waitFor(t, v, b.access, verifier.ErrRevoked, time.Second)
 	t.Logf("access token denied after %s, family after %s", took, tookFamily)
 	if _, err := v.Verify(context.Background(), c.access); err != nil {
@@ -225,8 +146,8 @@ func TestVerifierDeniesRevokedTokensWithinASecond(t *testing.T) {
 }
 
 func TestVerifierCatchesUpAfterDisconnectAndRestart(t *testing.T) {
-	srv := natstest.Start(t, "")
-	ledgerConn := startLedger(t, srv)
+	tl := startLedger(t)
+	srv := tl.Srv
 	proxy := newProxy(t, srv.Addr().String())
 	nc, err := nats.Connect("nats://"+proxy.addr, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
@@ -234,7 +155,7 @@ func TestVerifierCatchesUpAfterDisconnectAndRestart(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 
-	a, b, c := issue(t, ledgerConn), issue(t, ledgerConn), issue(t, ledgerConn)
+	a, b, c := issue(t, tl), issue(t, tl), issue(t, tl)
 	v := startVerifier(t, nc, 300*time.Millisecond)
 	if _, err := v.Verify(context.Background(), a.access); err != nil {
 		t.Fatal(err)
@@ -249,8 +170,8 @@ func TestVerifierCatchesUpAfterDisconnectAndRestart(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	// Revocations while the verifier cannot hear them.
-	revoke(t, ledgerConn, a.refresh)
-	revoke(t, ledgerConn, b.access)
+	revoke(t, tl, a.refresh)
+	revoke(t, tl, b.access)
 	// Cut off from the feed for longer than MaxStale, it fails closed.
 	waitFor(t, v, c.access, verifier.ErrStale, 5*time.Second)
 

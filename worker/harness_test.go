@@ -1,254 +1,198 @@
-package worker
+package worker_test
 
-// The minimum of handlers/harness_test.go the worker's tests need: an
-// embedded JetStream server and the token service on it, so tests issue
-// and refresh as clients do. (To be replaced by the one constructor that
-// wires the service for serve, worker and the tests.)
+// The worker's side of internal/tltest: workers started as `tokenledger
+// worker` runs them (instance, WorkerOnly), security events published to
+// the intake, and what the tests look for in the ledger and the
+// dead-letter stream. Everything else (the server, the wiring, the clock,
+// issue and refresh, the events) is tltest's.
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 
-	"github.com/tokenledger/tokenledger/handlers"
-	"github.com/tokenledger/tokenledger/internal/natstest"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
-	"github.com/tokenledger/tokenledger/ledger/token"
+	"github.com/tokenledger/tokenledger/worker"
 )
 
-// testClock is a settable clock shared by a test, the service and the
-// worker.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
+// env is one test's running system (tltest.Env) with the worker's helpers.
+type env struct{ *tltest.Env }
+
+func newEnv(t testing.TB, dir string) *env { return &env{tltest.New(t, dir)} }
+
+// workerOptions tunes a worker under test.
+type workerOptions struct {
+	transmitters []worker.Transmitter
+	concurrency  int
+	wall         bool // real clock instead of the test clock
 }
 
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
+// startWorker runs a worker, fed by a real projections view, on its own
+// connection until the test ends.
+func (e *env) startWorker(o workerOptions) *worker.Worker {
+	e.T.Helper()
+	w, _ := e.runWorker(o)
+	return w
 }
 
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// runWorker runs a worker alone (an instance with WorkerOnly, as
+// `tokenledger worker` runs it) until the returned function is called or
+// the test ends.
+func (e *env) runWorker(o workerOptions) (*worker.Worker, func()) {
+	e.T.Helper()
+	i := len(e.Instances)
+	in := e.StartInstance(tltest.Options{WorkerOnly: true, Wall: o.wall, Security: worker.Config{
+		Transmitters: o.transmitters, Concurrency: o.concurrency, AckWait: 5 * time.Second,
+	}})
+	// What Run returned is reported when the test ends.
+	return in.Worker(), func() { _ = e.StopInstance(i) }
 }
 
-const (
-	testClientID = "web"
-	testSecret   = "tlcs_test-secret-0123456789abcdefghijklmnopqrstuvwxyz"
-	testKEK      = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes
-)
-
-// env is one test's running system: an embedded JetStream server and the
-// token service on it.
-type env struct {
-	t     testing.TB
-	srv   *server.Server
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	store *jsstore.Store
-	clock *testClock
+// publishSecurity sends a security event (a SecurityEvent, raw bytes or a
+// string) to the intake, with a Nats-Msg-Id when msgID is set.
+func (e *env) publishSecurity(subject string, body any, msgID string) {
+	e.T.Helper()
+	msg := nats.NewMsg(worker.DefaultSecurityPrefix + "." + subject)
+	data, err := tltest.Bytes(body)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	msg.Data = data
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	if _, err := e.JS.PublishMsg(context.Background(), msg, opts...); err != nil {
+		e.T.Fatalf("publish security event: %v", err)
+	}
 }
 
-// envOptions tunes the service under test.
-type envOptions struct {
-	useWall bool // real clock instead of the test clock
+// createSecurityStreams is what serve does at startup, worker or not.
+func (e *env) createSecurityStreams() {
+	e.T.Helper()
+	if err := worker.CreateSecurityStreams(context.Background(), e.JS, worker.Config{}); err != nil {
+		e.T.Fatal(err)
+	}
 }
 
-func newEnv(t testing.TB, dir string) *env {
+// pollUntil polls cond until it holds or the deadline passes.
+func pollUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	srv := natstest.Start(t, dir)
-	nc, js := natstest.Connect(t, srv)
-	store, err := jsstore.NewStore(context.Background(), js, jsstore.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, srv: srv, nc: nc, js: js, store: store,
-		clock: &testClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}}
-}
-
-// startService runs the token service on its own connection until the
-// test ends and returns its ledger.
-func (e *env) startService(opts envOptions) *jsstore.Ledger {
-	t := e.t
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	nc, js := natstest.Connect(t, e.srv)
-	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kek, _ := token.ParseKEK(testKEK)
-	keys, err := jsstore.NewKeyStore(ctx, js, kek, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keySet, err := keys.LoadOrCreate(ctx, token.AlgEdDSA, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := ledger.Client{
-		ID: testClientID, SecretSHA256: ledger.SecretSHA256(testSecret),
-		Scopes: []string{"read", "write"}, Audiences: []string{"api"},
-	}
-	reg, err := jsstore.NewRegistry(ctx, js, []ledger.Client{client}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ledgerOpts []jsstore.Option
-	if !opts.useWall {
-		ledgerOpts = append(ledgerOpts, jsstore.WithClock(e.clock.Now))
-	}
-	l := jsstore.New(store, ledgerOpts...)
-	svc, err := handlers.NewService(handlers.Config{
-		Ledger: l, Registry: reg, Keys: keySet,
-		Defaults: ledger.Policy{
-			Rotation: ledger.RotateAlways, AccessTTL: 15 * time.Minute,
-			RefreshTTL: 14 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour,
-		},
-		Workers: 32,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, nc) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("service stopped with %v", err)
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
-	})
-	e.waitForService(ctx)
-	return l
-}
-
-// waitForService polls until the service answers, so tests never sleep.
-func (e *env) waitForService(ctx context.Context) {
-	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		msg, err := e.nc.RequestWithContext(ctx, "tokens.jwks", nil)
-		if err == nil && len(msg.Data) > 0 {
-			return
-		}
-		if err != nil && !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			e.t.Fatalf("waiting for service: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
-	e.t.Fatal("service did not come up")
 }
 
-// reply is a decoded service reply: the token response or an OAuth error.
-type reply struct {
-	handlers.TokenResponse
-	Error       string `json:"error"`
-	Description string `json:"error_description"`
-	Status      string `json:"-"`
-	Raw         []byte `json:"-"`
-}
-
-// bytesOf is body as bytes: raw bytes and strings as they are, anything
-// else as JSON.
-func (e *env) bytesOf(body any) []byte {
-	e.t.Helper()
-	switch b := body.(type) {
-	case []byte:
-		return b
-	case string:
-		return []byte(b)
-	}
-	data, err := json.Marshal(body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return data
-}
-
-// call sends a request body and decodes the reply.
-func (e *env) call(subject string, body any) reply {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	msg, err := e.nc.RequestWithContext(ctx, subject, e.bytesOf(body))
-	if err != nil {
-		e.t.Fatalf("request %s: %v", subject, err)
-	}
-	var r reply
-	if err := json.Unmarshal(msg.Data, &r); err != nil {
-		e.t.Fatalf("reply of %s is not JSON: %v", subject, err)
-	}
-	r.Status = msg.Header.Get(micro.ErrorCodeHeader)
-	r.Raw = msg.Data
-	return r
-}
-
-func (e *env) issue(subject string) reply {
-	e.t.Helper()
-	return e.call("tokens.issue", map[string]any{
-		"client_id": testClientID, "client_secret": testSecret, "subject": subject,
-	})
-}
-
-func (e *env) refresh(token string) reply {
-	e.t.Helper()
-	return e.call("tokens.refresh", map[string]any{
-		"client_id": testClientID, "client_secret": testSecret, "refresh_token": token,
-	})
-}
-
-// lastSeq is the ledger stream's last sequence.
-func (e *env) lastSeq() uint64 {
-	e.t.Helper()
-	seq, err := e.store.LastSeq(context.Background())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return seq
-}
-
-// events reads every event of the ledger stream in order.
-func (e *env) events() []ledger.Event {
-	e.t.Helper()
-	ctx := context.Background()
-	last := e.lastSeq()
-	var out []ledger.Event
-	for seq := uint64(1); seq <= last; seq++ {
-		msg, err := e.store.Stream().GetMsg(ctx, seq)
+// securitySettled waits until the workers' consumer has nothing pending,
+// in hand or waiting for redelivery.
+func (e *env) securitySettled() {
+	e.T.Helper()
+	pollUntil(e.T, "the security consumer to settle", func() bool {
+		c, err := e.JS.Consumer(context.Background(), worker.DefaultSecurityStream, worker.DefaultSecurityDurable)
 		if err != nil {
-			e.t.Fatalf("get seq %d: %v", seq, err)
+			return false
 		}
-		ev, err := ledger.DecodeEvent(msg.Data)
-		if err != nil {
-			e.t.Fatalf("decode seq %d: %v", seq, err)
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
+	})
+}
+
+// handledRecords returns the security.handled.v1 records by event id.
+func (e *env) handledRecords() map[string][]ledger.Event {
+	out := map[string][]ledger.Event{}
+	for _, ev := range e.Events() {
+		if ev.Type == ledger.TypeSecurityHandled {
+			out[ev.Cause.ID] = append(out[ev.Cause.ID], ev)
 		}
-		out = append(out, ev)
 	}
 	return out
 }
 
-func wantOK(t testing.TB, r reply) {
+// waitHandled waits for the record of event id and returns it.
+func (e *env) waitHandled(id string) ledger.SecurityHandled {
+	e.T.Helper()
+	var rec ledger.SecurityHandled
+	pollUntil(e.T, "security event "+id+" to be handled", func() bool {
+		msg, err := e.Store.Stream().GetLastMsgForSubject(context.Background(), e.Store.SecuritySubject(jsstore.SecurityKey(id)))
+		if err != nil {
+			return false
+		}
+		ev, err := ledger.DecodeEvent(msg.Data)
+		if err != nil {
+			e.T.Fatal(err)
+		}
+		rec = ev.Data.(ledger.SecurityHandled)
+		return true
+	})
+	return rec
+}
+
+func (e *env) familyState(fid string) ledger.State {
+	e.T.Helper()
+	st, err := e.Store.Load(context.Background(), fid)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return st
+}
+
+// issueDirect starts a family for any client straight through the ledger
+// (the service knows one client only).
+func issueDirect(t testing.TB, l *jsstore.Ledger, clientID, subject string) string {
 	t.Helper()
-	if r.Error != "" || r.AccessToken == "" || r.RefreshToken == "" {
-		t.Fatalf("want tokens, got %s", r.Raw)
+	g, err := l.Issue(context.Background(), jsstore.IssueRequest{
+		Client: ledger.Client{ID: clientID}, Subject: subject, RequestID: "test",
+		Policy: ledger.Policy{Rotation: ledger.RotateAlways, AccessTTL: 15 * time.Minute,
+			RefreshTTL: 14 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.State.FamilyID
+}
+
+// deadLetters reads the dead-letter stream.
+func (e *env) deadLetters() []*jetstream.RawStreamMsg {
+	e.T.Helper()
+	ctx := context.Background()
+	s, err := e.JS.Stream(ctx, worker.DefaultDeadLetterStream)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			e.T.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func wantRevokedBy(t testing.TB, st ledger.State, eventID string) {
+	t.Helper()
+	if st.Revoked == nil || st.Revoked.Cause.Kind != ledger.CauseSecurity || st.Revoked.Cause.ID != eventID {
+		t.Fatalf("family %s: want revoked by security event %s, got %+v", st.FamilyID, eventID, st.Revoked)
 	}
 }
 
-func wantError(t testing.TB, r reply, code, status string) {
+func wantUntouched(t testing.TB, st ledger.State) {
 	t.Helper()
-	if r.Error != code || r.Status != status {
-		t.Fatalf("want %s (%s), got %s (status %q)", code, status, r.Raw, r.Status)
+	if st.Revoked != nil || !st.AccessCutoff.IsZero() {
+		t.Fatalf("family %s: want untouched, got revoked=%+v cutoff=%v", st.FamilyID, st.Revoked, st.AccessCutoff)
 	}
 }

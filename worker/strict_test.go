@@ -1,4 +1,4 @@
-package worker
+package worker_test
 
 import (
 	"crypto/ed25519"
@@ -11,6 +11,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/oklog/ulid/v2"
+
+	"github.com/tokenledger/tokenledger/internal/tltest"
+	"github.com/tokenledger/tokenledger/worker"
 )
 
 // A security event two JSON parsers could read differently is invalid: a
@@ -39,8 +42,8 @@ func TestDecodeSecurityEventStrict(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := DecodeSecurityEvent([]byte(c.body), DefaultMaxEventBytes)
-			if !errors.Is(err, ErrInvalidEvent) || !strings.Contains(err.Error(), c.reason) {
+			_, err := worker.DecodeSecurityEvent([]byte(c.body), worker.DefaultMaxEventBytes)
+			if !errors.Is(err, worker.ErrInvalidEvent) || !strings.Contains(err.Error(), c.reason) {
 				t.Fatalf("error %v, want ErrInvalidEvent with %q", err, c.reason)
 			}
 		})
@@ -52,7 +55,7 @@ func TestDecodeSecurityEventStrict(t *testing.T) {
 // family a lax parser would have picked nor a handled record.
 func TestWorkerSetsAsideAmbiguousEvents(t *testing.T) {
 	e := newEnv(t, "")
-	l := e.startService(envOptions{})
+	l := e.StartInstance(tltest.Options{}).Ledger()
 	victim := issueDirect(t, l, "web", "victim")
 	decoy := issueDirect(t, l, "web", "decoy")
 	w := e.startWorker(workerOptions{})
@@ -71,7 +74,7 @@ func TestWorkerSetsAsideAmbiguousEvents(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before := e.lastSeq()
+			before := e.LastSeq()
 			e.publishSecurity("t", c.body, "")
 			pollUntil(t, "the dead letter", func() bool { return w.Stats().DeadLettered == uint64(i+1) })
 			e.securitySettled()
@@ -81,17 +84,17 @@ func TestWorkerSetsAsideAmbiguousEvents(t *testing.T) {
 					continue
 				}
 				found = true
-				if dl.Subject != DefaultDeadLetterPrefix+".invalid" {
-					t.Errorf("dead letter on %s, want %s.invalid", dl.Subject, DefaultDeadLetterPrefix)
+				if dl.Subject != worker.DefaultDeadLetterPrefix+".invalid" {
+					t.Errorf("dead letter on %s, want %s.invalid", dl.Subject, worker.DefaultDeadLetterPrefix)
 				}
-				if r := dl.Header.Get(HeaderDeadLetterReason); !strings.Contains(r, c.reason) {
+				if r := dl.Header.Get(worker.HeaderDeadLetterReason); !strings.Contains(r, c.reason) {
 					t.Errorf("reason %q, want it to contain %q", r, c.reason)
 				}
 			}
 			if !found {
 				t.Fatal("not dead-lettered")
 			}
-			if got := e.lastSeq(); got != before {
+			if got := e.LastSeq(); got != before {
 				t.Fatalf("the ledger moved from %d to %d", before, got)
 			}
 		})
@@ -122,14 +125,14 @@ func signRawSET(t testing.TB, key ed25519.PrivateKey, header, claims string) str
 func TestSETStrict(t *testing.T) {
 	priv, pub := transmitterKey(t, "k1")
 	now := time.Now()
-	v, err := newSETVerifier([]Transmitter{{Issuer: testSETIssuer, Audience: testSETAudience, Keys: []TransmitterKey{pub}}}, func() time.Time { return now })
+	v, err := worker.NewSETVerifier([]worker.Transmitter{{Issuer: testSETIssuer, Audience: testSETAudience, Keys: []worker.TransmitterKey{pub}}}, func() time.Time { return now })
 	if err != nil {
 		t.Fatal(err)
 	}
 	const header = `{"alg":"EdDSA","typ":"secevent+jwt","kid":"k1"}`
 	claims := func(extra, event string) string {
 		return fmt.Sprintf(`{"iss":%q,"aud":%q,"jti":"j1","iat":%d%s,"events":{%q:%s}}`,
-			testSETIssuer, testSETAudience, now.Unix(), extra, riscPrefix+"sessions-revoked", event)
+			testSETIssuer, testSETAudience, now.Unix(), extra, worker.RISCPrefix+"sessions-revoked", event)
 	}
 	const good = `{"subject":{"format":"opaque","id":"u"}}`
 	cases := []struct {
@@ -148,14 +151,14 @@ func TestSETStrict(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ev, err := v.decode(signRawSET(t, priv, c.header, c.claims))
+			ev, err := v.Decode(signRawSET(t, priv, c.header, c.claims))
 			if c.wantErr == "" {
 				if err != nil || ev.Subject != "u" {
 					t.Fatalf("got %+v, %v; want subject u", ev, err)
 				}
 				return
 			}
-			if !errors.Is(err, ErrInvalidEvent) || !strings.Contains(err.Error(), c.wantErr) {
+			if !errors.Is(err, worker.ErrInvalidEvent) || !strings.Contains(err.Error(), c.wantErr) {
 				t.Fatalf("error %v, want ErrInvalidEvent with %q", err, c.wantErr)
 			}
 		})

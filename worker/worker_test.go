@@ -1,4 +1,4 @@
-package worker
+package worker_test
 
 import (
 	"context"
@@ -16,255 +16,52 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/tokenledger/tokenledger/handlers"
-	"github.com/tokenledger/tokenledger/internal/natstest"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
-	"github.com/tokenledger/tokenledger/projections"
+	"github.com/tokenledger/tokenledger/worker"
 )
-
-// workerOptions tunes a worker under test.
-type workerOptions struct {
-	transmitters []Transmitter
-	concurrency  int
-	wall         bool // real clock instead of the test clock
-}
-
-// startWorker runs a worker, fed by a real projections view, on its own
-// connection until the test ends.
-func (e *env) startWorker(o workerOptions) *Worker {
-	e.t.Helper()
-	w, stop := e.runWorker(o)
-	e.t.Cleanup(stop)
-	return w
-}
-
-// runWorker runs a worker until the returned function is called.
-func (e *env) runWorker(o workerOptions) (*Worker, func()) {
-	t := e.t
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	_, js := natstest.Connect(t, e.srv)
-	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := e.clock.Now
-	if o.wall {
-		now = time.Now
-	}
-	view := projections.NewView()
-	runner, err := projections.NewRunner(js, view, projections.RunnerConfig{PruneEvery: -1, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := New(ctx, js, Config{
-		Ledger: jsstore.New(store, jsstore.WithClock(now)), Selector: view, Waiter: view,
-		Transmitters: o.transmitters, Concurrency: o.concurrency, AckWait: 5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := runner.Run(ctx); err != nil {
-			t.Errorf("runner: %v", err)
-		}
-	})
-	wg.Go(func() {
-		if err := w.Run(ctx); err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
-	var once sync.Once
-	return w, func() {
-		once.Do(func() {
-			cancel()
-			wg.Wait()
-		})
-	}
-}
-
-// publishSecurity sends a security event (a SecurityEvent, raw bytes or a
-// string) to the intake, with a Nats-Msg-Id when msgID is set.
-func (e *env) publishSecurity(subject string, body any, msgID string) {
-	e.t.Helper()
-	msg := nats.NewMsg(DefaultSecurityPrefix + "." + subject)
-	msg.Data = e.bytesOf(body)
-	var opts []jetstream.PublishOpt
-	if msgID != "" {
-		opts = append(opts, jetstream.WithMsgID(msgID))
-	}
-	if _, err := e.js.PublishMsg(context.Background(), msg, opts...); err != nil {
-		e.t.Fatalf("publish security event: %v", err)
-	}
-}
-
-// createSecurityStreams is what serve does at startup, worker or not.
-func (e *env) createSecurityStreams() {
-	e.t.Helper()
-	if err := CreateSecurityStreams(context.Background(), e.js, Config{}); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-// pollUntil polls cond until it holds or the deadline passes.
-func pollUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// securitySettled waits until the workers' consumer has nothing pending,
-// in hand or waiting for redelivery.
-func (e *env) securitySettled() {
-	e.t.Helper()
-	pollUntil(e.t, "the security consumer to settle", func() bool {
-		c, err := e.js.Consumer(context.Background(), DefaultSecurityStream, DefaultSecurityDurable)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
-	})
-}
-
-// handledRecords returns the security.handled.v1 records by event id.
-func (e *env) handledRecords() map[string][]ledger.Event {
-	out := map[string][]ledger.Event{}
-	for _, ev := range e.events() {
-		if ev.Type == ledger.TypeSecurityHandled {
-			out[ev.Cause.ID] = append(out[ev.Cause.ID], ev)
-		}
-	}
-	return out
-}
-
-// waitHandled waits for the record of event id and returns it.
-func (e *env) waitHandled(id string) ledger.SecurityHandled {
-	e.t.Helper()
-	var rec ledger.SecurityHandled
-	pollUntil(e.t, "security event "+id+" to be handled", func() bool {
-		msg, err := e.store.Stream().GetLastMsgForSubject(context.Background(), e.store.SecuritySubject(jsstore.SecurityKey(id)))
-		if err != nil {
-			return false
-		}
-		ev, err := ledger.DecodeEvent(msg.Data)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		rec = ev.Data.(ledger.SecurityHandled)
-		return true
-	})
-	return rec
-}
-
-func (e *env) familyState(fid string) ledger.State {
-	e.t.Helper()
-	st, err := e.store.Load(context.Background(), fid)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return st
-}
-
-// issueDirect starts a family for any client straight through the ledger
-// (the service knows one client only).
-func issueDirect(t testing.TB, l *jsstore.Ledger, clientID, subject string) string {
-	t.Helper()
-	g, err := l.Issue(context.Background(), jsstore.IssueRequest{
-		Client: ledger.Client{ID: clientID}, Subject: subject, RequestID: "test",
-		Policy: ledger.Policy{Rotation: ledger.RotateAlways, AccessTTL: 15 * time.Minute,
-			RefreshTTL: 14 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g.State.FamilyID
-}
-
-// deadLetters reads the dead-letter stream.
-func (e *env) deadLetters() []*jetstream.RawStreamMsg {
-	e.t.Helper()
-	ctx := context.Background()
-	s, err := e.js.Stream(ctx, DefaultDeadLetterStream)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func wantRevokedBy(t testing.TB, st ledger.State, eventID string) {
-	t.Helper()
-	if st.Revoked == nil || st.Revoked.Cause.Kind != ledger.CauseSecurity || st.Revoked.Cause.ID != eventID {
-		t.Fatalf("family %s: want revoked by security event %s, got %+v", st.FamilyID, eventID, st.Revoked)
-	}
-}
-
-func wantUntouched(t testing.TB, st ledger.State) {
-	t.Helper()
-	if st.Revoked != nil || !st.AccessCutoff.IsZero() {
-		t.Fatalf("family %s: want untouched, got revoked=%+v cutoff=%v", st.FamilyID, st.Revoked, st.AccessCutoff)
-	}
-}
 
 func TestWorkerActsOnEventPublishedWhileNoWorkerRuns(t *testing.T) {
 	e := newEnv(t, "")
-	e.startService(envOptions{})
-	alice := e.issue("alice")
-	wantOK(t, alice)
+	e.StartInstance(tltest.Options{})
+	alice := e.Issue("alice")
+	tltest.WantOK(t, alice)
 	e.createSecurityStreams()
-	before := e.lastSeq()
-	e.publishSecurity("credential_compromised", SecurityEvent{
-		ID: "evt-offline", Type: "credential_compromised", Severity: SeverityCritical, Subject: "alice",
+	before := e.LastSeq()
+	e.publishSecurity("credential_compromised", worker.SecurityEvent{
+		ID: "evt-offline", Type: "credential_compromised", Severity: worker.SeverityCritical, Subject: "alice",
 	}, "")
-	if got := e.lastSeq(); got != before {
+	if got := e.LastSeq(); got != before {
 		t.Fatalf("ledger moved from %d to %d with no worker", before, got)
 	}
 
 	e.startWorker(workerOptions{})
 	rec := e.waitHandled("evt-offline")
-	if rec.Action != string(ActionRevokeFamilies) || !slices.Equal(rec.Families, []string{alice.FamilyID}) {
+	if rec.Action != string(worker.ActionRevokeFamilies) || !slices.Equal(rec.Families, []string{alice.FamilyID}) {
 		t.Fatalf("record %+v", rec)
 	}
 	wantRevokedBy(t, e.familyState(alice.FamilyID), "evt-offline")
-	wantError(t, e.refresh(alice.RefreshToken), handlers.CodeInvalidGrant, "400")
+	tltest.WantError(t, e.Refresh(alice.RefreshToken), handlers.CodeInvalidGrant, "400")
 }
 
 func TestWorkerCriticalSubjectRevokesExactlyItsFamilies(t *testing.T) {
 	e := newEnv(t, "")
-	l := e.startService(envOptions{})
-	a1, a2, bob := e.issue("alice"), e.issue("alice"), e.issue("bob")
-	for _, r := range []reply{a1, a2, bob} {
-		wantOK(t, r)
+	l := e.StartInstance(tltest.Options{}).Ledger()
+	a1, a2, bob := e.Issue("alice"), e.Issue("alice"), e.Issue("bob")
+	for _, r := range []tltest.Reply{a1, a2, bob} {
+		tltest.WantOK(t, r)
 	}
 	aliceOther := issueDirect(t, l, "billing", "alice")
 	e.startWorker(workerOptions{})
 
-	e.publishSecurity("credential_compromised", SecurityEvent{
-		ID: "evt-crit-alice", Type: "credential_compromised", Severity: SeverityCritical,
+	e.publishSecurity("credential_compromised", worker.SecurityEvent{
+		ID: "evt-crit-alice", Type: "credential_compromised", Severity: worker.SeverityCritical,
 		Subject: "alice", Reason: "password found in a paste",
 	}, "")
 	rec := e.waitHandled("evt-crit-alice")
@@ -281,15 +78,15 @@ func TestWorkerCriticalSubjectRevokesExactlyItsFamilies(t *testing.T) {
 		}
 	}
 	wantUntouched(t, e.familyState(bob.FamilyID))
-	for _, r := range []reply{a1, a2} {
-		wantError(t, e.refresh(r.RefreshToken), handlers.CodeInvalidGrant, "400")
+	for _, r := range []tltest.Reply{a1, a2} {
+		tltest.WantError(t, e.Refresh(r.RefreshToken), handlers.CodeInvalidGrant, "400")
 	}
-	wantOK(t, e.refresh(bob.RefreshToken))
+	tltest.WantOK(t, e.Refresh(bob.RefreshToken))
 
 	// The cause is in the ledger: one revocation per family, each naming
 	// the event, and the record of the handling naming the selector.
 	revoked := 0
-	for _, ev := range e.events() {
+	for _, ev := range e.Events() {
 		if ev.Type == ledger.TypeFamilyRevoked {
 			if ev.Cause.ID != "evt-crit-alice" || !slices.Contains(want, ev.FamilyID) {
 				t.Fatalf("unexpected revocation %+v", ev)
@@ -311,13 +108,13 @@ func TestWorkerCriticalSubjectRevokesExactlyItsFamilies(t *testing.T) {
 
 func TestWorkerSelectors(t *testing.T) {
 	e := newEnv(t, "")
-	l := e.startService(envOptions{})
+	l := e.StartInstance(tltest.Options{}).Ledger()
 	e.startWorker(workerOptions{})
 
 	t.Run("client_id", func(t *testing.T) {
 		b1, b2 := issueDirect(t, l, "billing", "u1"), issueDirect(t, l, "billing", "u2")
 		other := issueDirect(t, l, "reports", "u1")
-		e.publishSecurity("client_compromised", SecurityEvent{ID: "evt-client", Type: "client_compromised", Severity: SeverityHigh, ClientID: "billing"}, "")
+		e.publishSecurity("client_compromised", worker.SecurityEvent{ID: "evt-client", Type: "client_compromised", Severity: worker.SeverityHigh, ClientID: "billing"}, "")
 		rec := e.waitHandled("evt-client")
 		want := []string{b1, b2}
 		slices.Sort(want)
@@ -330,7 +127,7 @@ func TestWorkerSelectors(t *testing.T) {
 	})
 	t.Run("family_id", func(t *testing.T) {
 		f1, f2 := issueDirect(t, l, "mobile", "u3"), issueDirect(t, l, "mobile", "u3")
-		e.publishSecurity("device_lost", SecurityEvent{ID: "evt-family", Type: "device_lost", Severity: SeverityCritical, FamilyID: f1}, "")
+		e.publishSecurity("device_lost", worker.SecurityEvent{ID: "evt-family", Type: "device_lost", Severity: worker.SeverityCritical, FamilyID: f1}, "")
 		rec := e.waitHandled("evt-family")
 		if !slices.Equal(rec.Families, []string{f1}) {
 			t.Fatalf("selected %v", rec.Families)
@@ -340,7 +137,7 @@ func TestWorkerSelectors(t *testing.T) {
 	})
 	t.Run("subject_and_client", func(t *testing.T) {
 		hit, otherClient := issueDirect(t, l, "mobile", "u4"), issueDirect(t, l, "desktop", "u4")
-		e.publishSecurity("session_revoked", SecurityEvent{ID: "evt-and", Type: "session_revoked", Severity: SeverityHigh, Subject: "u4", ClientID: "mobile"}, "")
+		e.publishSecurity("session_revoked", worker.SecurityEvent{ID: "evt-and", Type: "session_revoked", Severity: worker.SeverityHigh, Subject: "u4", ClientID: "mobile"}, "")
 		rec := e.waitHandled("evt-and")
 		if !slices.Equal(rec.Families, []string{hit}) {
 			t.Fatalf("selected %v", rec.Families)
@@ -350,17 +147,17 @@ func TestWorkerSelectors(t *testing.T) {
 	})
 	t.Run("family_of_another_subject", func(t *testing.T) {
 		f := issueDirect(t, l, "mobile", "u7")
-		e.publishSecurity("device_lost", SecurityEvent{ID: "evt-mismatch", Type: "device_lost", Severity: SeverityCritical, FamilyID: f, Subject: "someone-else"}, "")
+		e.publishSecurity("device_lost", worker.SecurityEvent{ID: "evt-mismatch", Type: "device_lost", Severity: worker.SeverityCritical, FamilyID: f, Subject: "someone-else"}, "")
 		if rec := e.waitHandled("evt-mismatch"); len(rec.Families) != 0 {
 			t.Fatalf("selected %v", rec.Families)
 		}
 		wantUntouched(t, e.familyState(f))
 	})
 	t.Run("medium_cuts_access_only", func(t *testing.T) {
-		u := e.issue("u5")
-		wantOK(t, u)
-		e.clock.Advance(time.Second)
-		e.publishSecurity("token_claims_change", SecurityEvent{ID: "evt-medium", Type: "token_claims_change", Severity: SeverityMedium, Subject: "u5"}, "")
+		u := e.Issue("u5")
+		tltest.WantOK(t, u)
+		e.Clock.Advance(time.Second)
+		e.publishSecurity("token_claims_change", worker.SecurityEvent{ID: "evt-medium", Type: "token_claims_change", Severity: worker.SeverityMedium, Subject: "u5"}, "")
 		rec := e.waitHandled("evt-medium")
 		if rec.Action != "revoke_access" || !slices.Equal(rec.Families, []string{u.FamilyID}) {
 			t.Fatalf("record %+v", rec)
@@ -369,20 +166,20 @@ func TestWorkerSelectors(t *testing.T) {
 		if st.Revoked != nil || st.AccessCutoff.IsZero() {
 			t.Fatalf("want access cut and family kept, got %+v", st)
 		}
-		e.clock.Advance(time.Second)
-		wantOK(t, e.refresh(u.RefreshToken)) // the forced refresh works
+		e.Clock.Advance(time.Second)
+		tltest.WantOK(t, e.Refresh(u.RefreshToken)) // the forced refresh works
 	})
 	t.Run("low_records_only", func(t *testing.T) {
-		u := e.issue("u6")
-		wantOK(t, u)
-		before := e.lastSeq()
-		e.publishSecurity("login_anomaly", SecurityEvent{ID: "evt-low", Type: "login_anomaly", Severity: SeverityLow, Subject: "u6"}, "")
+		u := e.Issue("u6")
+		tltest.WantOK(t, u)
+		before := e.LastSeq()
+		e.publishSecurity("login_anomaly", worker.SecurityEvent{ID: "evt-low", Type: "login_anomaly", Severity: worker.SeverityLow, Subject: "u6"}, "")
 		rec := e.waitHandled("evt-low")
 		if rec.Action != "record_only" || !slices.Equal(rec.Families, []string{u.FamilyID}) {
 			t.Fatalf("record %+v", rec)
 		}
 		wantUntouched(t, e.familyState(u.FamilyID))
-		if got := e.lastSeq(); got != before+1 {
+		if got := e.LastSeq(); got != before+1 {
 			t.Fatalf("low event appended %d events, want only its record", got-before)
 		}
 	})
@@ -390,10 +187,10 @@ func TestWorkerSelectors(t *testing.T) {
 
 func TestWorkerDuplicateIDsActOnce(t *testing.T) {
 	e := newEnv(t, "")
-	l := e.startService(envOptions{})
+	l := e.StartInstance(tltest.Options{}).Ledger()
 	fams := []string{issueDirect(t, l, "web", "dup"), issueDirect(t, l, "web", "dup")}
 	w := e.startWorker(workerOptions{concurrency: 8})
-	ev := SecurityEvent{ID: "evt-dup", Type: "token_claims_change", Severity: SeverityMedium, Subject: "dup"}
+	ev := worker.SecurityEvent{ID: "evt-dup", Type: "token_claims_change", Severity: worker.SeverityMedium, Subject: "dup"}
 
 	// Twice with the same Nats-Msg-Id: the intake keeps one.
 	e.publishSecurity("token_claims_change", ev, "evt-dup")
@@ -403,22 +200,22 @@ func TestWorkerDuplicateIDsActOnce(t *testing.T) {
 
 	// A family issued after the handling must not be touched by copies.
 	late := issueDirect(t, l, "web", "dup")
-	seq := e.lastSeq()
-	e.clock.Advance(time.Minute)
+	seq := e.LastSeq()
+	e.Clock.Advance(time.Minute)
 	// Three copies without a header, published at once so they race.
 	for range 3 {
 		e.publishSecurity("token_claims_change", ev, "")
 	}
 	pollUntil(t, "the copies to be seen", func() bool { return w.Stats().Duplicates == 3 })
 	e.securitySettled()
-	if got := e.lastSeq(); got != seq {
+	if got := e.LastSeq(); got != seq {
 		t.Fatalf("duplicates appended %d events", got-seq)
 	}
 	if s := w.Stats(); s.Handled != 1 || s.DeadLettered != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 	cuts := 0
-	for _, x := range e.events() {
+	for _, x := range e.Events() {
 		if x.Type == ledger.TypeAccessCutoff && x.Cause.ID == "evt-dup" {
 			cuts++
 		}
@@ -431,32 +228,32 @@ func TestWorkerDuplicateIDsActOnce(t *testing.T) {
 
 func TestWorkerRestartWithLostConsumerDoesNotActAgain(t *testing.T) {
 	e := newEnv(t, "")
-	l := e.startService(envOptions{})
+	l := e.StartInstance(tltest.Options{}).Ledger()
 	fid := issueDirect(t, l, "web", "restart")
 	w, stop := e.runWorker(workerOptions{})
-	e.publishSecurity("x", SecurityEvent{ID: "evt-restart", Type: "token_claims_change", Severity: SeverityMedium, FamilyID: fid}, "")
+	e.publishSecurity("x", worker.SecurityEvent{ID: "evt-restart", Type: "token_claims_change", Severity: worker.SeverityMedium, FamilyID: fid}, "")
 	e.waitHandled("evt-restart")
 	pollUntil(t, "the ack", func() bool { return w.Stats().Handled == 1 })
 	e.securitySettled()
 	stop()
-	seq := e.lastSeq()
+	seq := e.LastSeq()
 
 	// Lose the consumer's state: the event is delivered again to a new
 	// worker, which must find it handled in the ledger.
-	if err := e.js.DeleteConsumer(context.Background(), DefaultSecurityStream, DefaultSecurityDurable); err != nil {
+	if err := e.JS.DeleteConsumer(context.Background(), worker.DefaultSecurityStream, worker.DefaultSecurityDurable); err != nil {
 		t.Fatal(err)
 	}
-	e.clock.Advance(time.Hour)
+	e.Clock.Advance(time.Hour)
 	w2 := e.startWorker(workerOptions{})
 	pollUntil(t, "the redelivery", func() bool { return w2.Stats().Duplicates == 1 })
-	if got := e.lastSeq(); got != seq || w2.Stats().Handled != 0 {
+	if got := e.LastSeq(); got != seq || w2.Stats().Handled != 0 {
 		t.Fatalf("acted again: %d new events, stats %+v", got-seq, w2.Stats())
 	}
 }
 
 func TestWorkerDeadLettersInvalidEvents(t *testing.T) {
 	e := newEnv(t, "")
-	l := e.startService(envOptions{})
+	l := e.StartInstance(tltest.Options{}).Ledger()
 	fid := issueDirect(t, l, "web", "dl")
 	w := e.startWorker(workerOptions{})
 	cases := []struct {
@@ -472,13 +269,13 @@ func TestWorkerDeadLettersInvalidEvents(t *testing.T) {
 		{`{"id":"x5","type":"T T","severity":"high","subject":"dl"}`, "type must be"},
 		{`{"id":"x6","type":"t","severity":"high","subject":"dl","occurred_at":"yesterday"}`, `field "occurred_at" has the wrong type or form`},
 		{`{"id":"x7","type":"t","severity":"high","subject":"dl"}{}`, "data after the JSON object"},
-		{`{"id":"x8","type":"t","severity":"high","subject":"` + strings.Repeat("a", DefaultMaxEventBytes) + `"}`, "larger than"},
+		{`{"id":"x8","type":"t","severity":"high","subject":"` + strings.Repeat("a", worker.DefaultMaxEventBytes) + `"}`, "larger than"},
 		{`eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.`, "SET: no transmitters are configured"},
 	}
 	for _, c := range cases {
 		e.publishSecurity("bad", c.body, "")
 	}
-	e.publishSecurity("ok", SecurityEvent{ID: "evt-after-bad", Type: "t", Severity: SeverityCritical, FamilyID: fid}, "")
+	e.publishSecurity("ok", worker.SecurityEvent{ID: "evt-after-bad", Type: "t", Severity: worker.SeverityCritical, FamilyID: fid}, "")
 	e.waitHandled("evt-after-bad")
 	wantRevokedBy(t, e.familyState(fid), "evt-after-bad")
 	pollUntil(t, "dead letters", func() bool { return w.Stats().DeadLettered == uint64(len(cases)) })
@@ -498,10 +295,10 @@ func TestWorkerDeadLettersInvalidEvents(t *testing.T) {
 			t.Errorf("case %d not dead-lettered", i)
 			continue
 		}
-		if reason := dl.Header.Get(HeaderDeadLetterReason); !strings.Contains(reason, c.reason) {
+		if reason := dl.Header.Get(worker.HeaderDeadLetterReason); !strings.Contains(reason, c.reason) {
 			t.Errorf("dead letter %d: reason %q, want it to contain %q", i, reason, c.reason)
 		}
-		if dl.Header.Get(HeaderDeadLetterSubject) != DefaultSecurityPrefix+".bad" || dl.Header.Get(HeaderDeadLetterSequence) == "" {
+		if dl.Header.Get(worker.HeaderDeadLetterSubject) != worker.DefaultSecurityPrefix+".bad" || dl.Header.Get(worker.HeaderDeadLetterSequence) == "" {
 			t.Errorf("dead letter %d headers %v", i, dl.Header)
 		}
 	}
@@ -513,7 +310,7 @@ func TestWorkerDeadLettersInvalidEvents(t *testing.T) {
 func TestTwoWorkersHandleEachEventOnce(t *testing.T) {
 	const events, copies = 1000, 200
 	e := newEnv(t, "")
-	l := e.startService(envOptions{useWall: true})
+	l := e.StartInstance(tltest.Options{Wall: true}).Ledger()
 	fams := make([]string, 100)
 	for i := range fams {
 		fams[i] = issueDirect(t, l, "web", fmt.Sprintf("s%d", i))
@@ -522,7 +319,7 @@ func TestTwoWorkersHandleEachEventOnce(t *testing.T) {
 	// Published before the workers start so both pull from a full queue;
 	// every fifth event is published again without a Nats-Msg-Id.
 	for i := range events {
-		ev := SecurityEvent{ID: fmt.Sprintf("evt-%04d", i), Type: "token_claims_change", Severity: SeverityMedium, Subject: fmt.Sprintf("s%d", i%len(fams))}
+		ev := worker.SecurityEvent{ID: fmt.Sprintf("evt-%04d", i), Type: "token_claims_change", Severity: worker.SeverityMedium, Subject: fmt.Sprintf("s%d", i%len(fams))}
 		e.publishSecurity("token_claims_change", ev, ev.ID)
 		if i%(events/copies) == 0 {
 			e.publishSecurity("token_claims_change", ev, "")
@@ -530,9 +327,9 @@ func TestTwoWorkersHandleEachEventOnce(t *testing.T) {
 	}
 	w1 := e.startWorker(workerOptions{wall: true, concurrency: 8})
 	w2 := e.startWorker(workerOptions{wall: true, concurrency: 8})
-	total := func() Stats {
+	total := func() worker.Stats {
 		a, b := w1.Stats(), w2.Stats()
-		return Stats{Handled: a.Handled + b.Handled, Duplicates: a.Duplicates + b.Duplicates,
+		return worker.Stats{Handled: a.Handled + b.Handled, Duplicates: a.Duplicates + b.Duplicates,
 			DeadLettered: a.DeadLettered + b.DeadLettered, Retried: a.Retried + b.Retried}
 	}
 	pollUntil(t, "all events", func() bool { s := total(); return s.Handled+s.Duplicates >= events+copies })
@@ -543,7 +340,7 @@ func TestTwoWorkersHandleEachEventOnce(t *testing.T) {
 	t.Logf("worker 1 %+v, worker 2 %+v", w1.Stats(), w2.Stats())
 	records := e.handledRecords()
 	cuts := map[string]int{}
-	for _, ev := range e.events() {
+	for _, ev := range e.Events() {
 		if ev.Type == ledger.TypeAccessCutoff {
 			cuts[ev.Cause.ID]++
 		}
@@ -562,13 +359,13 @@ func TestTwoWorkersHandleEachEventOnce(t *testing.T) {
 }
 
 // transmitterKey makes an Ed25519 transmitter key.
-func transmitterKey(t testing.TB, kid string) (ed25519.PrivateKey, TransmitterKey) {
+func transmitterKey(t testing.TB, kid string) (ed25519.PrivateKey, worker.TransmitterKey) {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return priv, TransmitterKey{KID: kid, Public: pub}
+	return priv, worker.TransmitterKey{KID: kid, Public: pub}
 }
 
 const (
@@ -583,7 +380,7 @@ func signSET(t testing.TB, key ed25519.PrivateKey, kid, iss, aud, jti, eventType
 		"iss": iss, "aud": aud, "jti": jti, "iat": time.Now().Unix(),
 		"events": map[string]any{eventType: body},
 	})
-	tok.Header["typ"] = SETType
+	tok.Header["typ"] = worker.SETType
 	if kid != "" {
 		tok.Header["kid"] = kid
 	}
@@ -596,15 +393,15 @@ func signSET(t testing.TB, key ed25519.PrivateKey, kid, iss, aud, jti, eventType
 
 func TestWorkerSecurityEventTokens(t *testing.T) {
 	e := newEnv(t, "")
-	l := e.startService(envOptions{useWall: true})
+	l := e.StartInstance(tltest.Options{Wall: true}).Ledger()
 	priv, pub := transmitterKey(t, "k1")
 	otherPriv, _ := transmitterKey(t, "k1")
-	w := e.startWorker(workerOptions{wall: true, transmitters: []Transmitter{{Issuer: testSETIssuer, Audience: testSETAudience, Keys: []TransmitterKey{pub}}}})
+	w := e.startWorker(workerOptions{wall: true, transmitters: []worker.Transmitter{{Issuer: testSETIssuer, Audience: testSETAudience, Keys: []worker.TransmitterKey{pub}}}})
 	viaSET := []string{issueDirect(t, l, "web", "set-user"), issueDirect(t, l, "web", "set-user")}
 	viaJSON := []string{issueDirect(t, l, "web", "json-user"), issueDirect(t, l, "web", "json-user")}
 	untouched := issueDirect(t, l, "web", "carol")
 
-	credChange := caepPrefix + "credential-change"
+	credChange := worker.CAEPPrefix + "credential-change"
 	set := signSET(t, priv, "k1", testSETIssuer, testSETAudience, "jti-1", credChange, map[string]any{
 		"subject":         map[string]any{"format": "iss_sub", "iss": "https://tokenledger", "sub": "set-user"},
 		"change_type":     "update",
@@ -613,7 +410,7 @@ func TestWorkerSecurityEventTokens(t *testing.T) {
 		"reason_admin":    map[string]string{"en": "password reset by admin"},
 	})
 	e.publishSecurity("set", set, "")
-	e.publishSecurity("credential_change", SecurityEvent{ID: "evt-json-twin", Type: "credential_change", Severity: SeverityHigh, Subject: "json-user"}, "")
+	e.publishSecurity("credential_change", worker.SecurityEvent{ID: "evt-json-twin", Type: "credential_change", Severity: worker.SeverityHigh, Subject: "json-user"}, "")
 	setID := testSETIssuer + "#jti-1"
 	fromSET, fromJSON := e.waitHandled(setID), e.waitHandled("evt-json-twin")
 	if fromSET.EventType != fromJSON.EventType || fromSET.Severity != fromJSON.Severity || fromSET.Action != fromJSON.Action || len(fromSET.Families) != len(fromJSON.Families) {
@@ -645,7 +442,7 @@ func TestWorkerSecurityEventTokens(t *testing.T) {
 	pollUntil(t, "bad SETs dead-lettered", func() bool { return w.Stats().DeadLettered == uint64(len(bad)) })
 	reasons := map[string]string{}
 	for _, dl := range e.deadLetters() {
-		reasons[string(dl.Data)] = dl.Header.Get(HeaderDeadLetterReason)
+		reasons[string(dl.Data)] = dl.Header.Get(worker.HeaderDeadLetterReason)
 	}
 	for _, b := range bad {
 		if r := reasons[b.token]; !strings.Contains(r, b.reason) {
@@ -672,7 +469,7 @@ func tamper(token string) string {
 func TestSETMapping(t *testing.T) {
 	priv, pub := transmitterKey(t, "")
 	now := time.Now()
-	v, err := newSETVerifier([]Transmitter{{Issuer: testSETIssuer, Audience: testSETAudience, Keys: []TransmitterKey{pub}}}, func() time.Time { return now })
+	v, err := worker.NewSETVerifier([]worker.Transmitter{{Issuer: testSETIssuer, Audience: testSETAudience, Keys: []worker.TransmitterKey{pub}}}, func() time.Time { return now })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -681,35 +478,35 @@ func TestSETMapping(t *testing.T) {
 	cases := []struct {
 		uri     string
 		body    map[string]any
-		want    SecurityEvent
+		want    worker.SecurityEvent
 		wantErr string
 	}{
-		{caepPrefix + "session-revoked", map[string]any{"subject": map[string]any{"format": "complex",
+		{worker.CAEPPrefix + "session-revoked", map[string]any{"subject": map[string]any{"format": "complex",
 			"user": map[string]any{"format": "email", "email": "a@example.com"}, "session": opaque(fid)}},
-			SecurityEvent{Type: "session_revoked", Severity: SeverityHigh, Subject: "a@example.com", FamilyID: fid}, ""},
-		{caepPrefix + "token-claims-change", map[string]any{"subject": map[string]any{"format": "complex", "application": opaque("billing")}},
-			SecurityEvent{Type: "token_claims_change", Severity: SeverityMedium, ClientID: "billing"}, ""},
-		{caepPrefix + "credential-change", map[string]any{"subject": opaque("u"), "change_type": "create"},
-			SecurityEvent{Type: "credential_change", Severity: SeverityLow, Subject: "u"}, ""},
-		{riscPrefix + "credential-compromise", map[string]any{"subject": map[string]any{"format": "iss_sub", "iss": "x", "sub": "u"}},
-			SecurityEvent{Type: "credential_compromised", Severity: SeverityCritical, Subject: "u"}, ""},
-		{riscPrefix + "account-disabled", map[string]any{"subject": map[string]any{"format": "aliases", "identifiers": []any{
+			worker.SecurityEvent{Type: "session_revoked", Severity: worker.SeverityHigh, Subject: "a@example.com", FamilyID: fid}, ""},
+		{worker.CAEPPrefix + "token-claims-change", map[string]any{"subject": map[string]any{"format": "complex", "application": opaque("billing")}},
+			worker.SecurityEvent{Type: "token_claims_change", Severity: worker.SeverityMedium, ClientID: "billing"}, ""},
+		{worker.CAEPPrefix + "credential-change", map[string]any{"subject": opaque("u"), "change_type": "create"},
+			worker.SecurityEvent{Type: "credential_change", Severity: worker.SeverityLow, Subject: "u"}, ""},
+		{worker.RISCPrefix + "credential-compromise", map[string]any{"subject": map[string]any{"format": "iss_sub", "iss": "x", "sub": "u"}},
+			worker.SecurityEvent{Type: "credential_compromised", Severity: worker.SeverityCritical, Subject: "u"}, ""},
+		{worker.RISCPrefix + "account-disabled", map[string]any{"subject": map[string]any{"format": "aliases", "identifiers": []any{
 			map[string]any{"format": "did", "url": "did:x"}, map[string]any{"format": "phone_number", "phone_number": "+1555"}}}, "reason": "hijacking"},
-			SecurityEvent{Type: "account_disabled", Severity: SeverityHigh, Subject: "+1555", Reason: "hijacking"}, ""},
-		{riscPrefix + "account-purged", map[string]any{"subject": opaque("u")},
-			SecurityEvent{Type: "account_purged", Severity: SeverityCritical, Subject: "u"}, ""},
-		{riscPrefix + "sessions-revoked", map[string]any{"subject": opaque("u")},
-			SecurityEvent{Type: "sessions_revoked", Severity: SeverityHigh, Subject: "u"}, ""},
-		{riscPrefix + "sessions-revoked", map[string]any{"subject": map[string]any{"format": "complex", "session": opaque("not-a-family")}},
-			SecurityEvent{}, "family_id is not a token family id"},
-		{riscPrefix + "sessions-revoked", map[string]any{}, SecurityEvent{}, "no selector"},
-		{riscPrefix + "sessions-revoked", map[string]any{"subject": map[string]any{"format": "did", "url": "did:x"}}, SecurityEvent{}, "unsupported format"},
+			worker.SecurityEvent{Type: "account_disabled", Severity: worker.SeverityHigh, Subject: "+1555", Reason: "hijacking"}, ""},
+		{worker.RISCPrefix + "account-purged", map[string]any{"subject": opaque("u")},
+			worker.SecurityEvent{Type: "account_purged", Severity: worker.SeverityCritical, Subject: "u"}, ""},
+		{worker.RISCPrefix + "sessions-revoked", map[string]any{"subject": opaque("u")},
+			worker.SecurityEvent{Type: "sessions_revoked", Severity: worker.SeverityHigh, Subject: "u"}, ""},
+		{worker.RISCPrefix + "sessions-revoked", map[string]any{"subject": map[string]any{"format": "complex", "session": opaque("not-a-family")}},
+			worker.SecurityEvent{}, "family_id is not a token family id"},
+		{worker.RISCPrefix + "sessions-revoked", map[string]any{}, worker.SecurityEvent{}, "no selector"},
+		{worker.RISCPrefix + "sessions-revoked", map[string]any{"subject": map[string]any{"format": "did", "url": "did:x"}}, worker.SecurityEvent{}, "unsupported format"},
 	}
 	for i, c := range cases {
 		jti := fmt.Sprint("j", i)
-		got, err := v.decode(signSET(t, priv, "", testSETIssuer, testSETAudience, jti, c.uri, c.body))
+		got, err := v.Decode(signSET(t, priv, "", testSETIssuer, testSETAudience, jti, c.uri, c.body))
 		if c.wantErr != "" {
-			if !errors.Is(err, ErrInvalidEvent) || !strings.Contains(err.Error(), c.wantErr) {
+			if !errors.Is(err, worker.ErrInvalidEvent) || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("%d: error %v, want %q", i, err, c.wantErr)
 			}
 			continue
@@ -729,15 +526,15 @@ func TestSETMapping(t *testing.T) {
 	}
 	// Typ and alg are pinned: a plain JWT and an HMAC token are refused.
 	plain := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": testSETIssuer, "aud": testSETAudience, "jti": "p", "iat": now.Unix(),
-		"events": map[string]any{riscPrefix + "sessions-revoked": map[string]any{"subject": opaque("u")}}})
+		"events": map[string]any{worker.RISCPrefix + "sessions-revoked": map[string]any{"subject": opaque("u")}}})
 	s, _ := plain.SignedString(priv)
-	if _, err := v.decode(s); err == nil || !strings.Contains(err.Error(), "typ") {
+	if _, err := v.Decode(s); err == nil || !strings.Contains(err.Error(), "typ") {
 		t.Errorf("plain JWT: %v", err)
 	}
 	hmac := jwt.NewWithClaims(jwt.SigningMethodHS256, plain.Claims)
-	hmac.Header["typ"] = SETType
+	hmac.Header["typ"] = worker.SETType
 	s, _ = hmac.SignedString([]byte("secret"))
-	if _, err := v.decode(s); err == nil || !strings.Contains(err.Error(), "signing method") {
+	if _, err := v.Decode(s); err == nil || !strings.Contains(err.Error(), "signing method") {
 		t.Errorf("HMAC SET: %v", err)
 	}
 }
@@ -748,46 +545,46 @@ func TestParseTransmitterKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	jwks, _ := json.Marshal(map[string]any{"keys": []token.JWK{k.PublicJWK()}})
-	keys, err := ParseTransmitterKeys(jwks)
+	keys, err := worker.ParseTransmitterKeys(jwks)
 	if err != nil || len(keys) != 1 || keys[0].KID != k.KID {
 		t.Fatalf("JWKS: %v %+v", err, keys)
 	}
 	for _, bad := range []string{`{"keys":[]}`, `not a key`, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"} {
-		if _, err := ParseTransmitterKeys([]byte(bad)); err == nil {
+		if _, err := worker.ParseTransmitterKeys([]byte(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
 }
 
 func TestPolicy(t *testing.T) {
-	p, err := ParsePolicy([]byte(`{"default":{"low":"record_only","medium":"revoke_families"},
+	p, err := worker.ParsePolicy([]byte(`{"default":{"low":"record_only","medium":"revoke_families"},
 		"types":{"token_claims_change":{"critical":"revoke_access"}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
 		typ  string
-		sev  Severity
-		want Action
+		sev  worker.Severity
+		want worker.Action
 	}{
-		{"x", SeverityMedium, ActionRevokeFamilies},                   // the file's default
-		{"x", SeverityHigh, ActionRevokeFamilies},                     // built in
-		{"x", SeverityLow, ActionRecordOnly},                          // the file's default
-		{"token_claims_change", SeverityCritical, ActionRevokeAccess}, // per type
-		{"token_claims_change", SeverityMedium, ActionRevokeFamilies}, // falls back
+		{"x", worker.SeverityMedium, worker.ActionRevokeFamilies},                   // the file's default
+		{"x", worker.SeverityHigh, worker.ActionRevokeFamilies},                     // built in
+		{"x", worker.SeverityLow, worker.ActionRecordOnly},                          // the file's default
+		{"token_claims_change", worker.SeverityCritical, worker.ActionRevokeAccess}, // per type
+		{"token_claims_change", worker.SeverityMedium, worker.ActionRevokeFamilies}, // falls back
 	}
 	for _, c := range cases {
 		if got, err := p.Action(c.typ, c.sev); err != nil || got != c.want {
 			t.Errorf("%s/%s: %s %v, want %s", c.typ, c.sev, got, err, c.want)
 		}
 	}
-	d := DefaultPolicy()
-	for sev, want := range map[Severity]Action{SeverityCritical: ActionRevokeFamilies, SeverityHigh: ActionRevokeFamilies, SeverityMedium: ActionRevokeAccess, SeverityLow: ActionRecordOnly} {
+	d := worker.DefaultPolicy()
+	for sev, want := range map[worker.Severity]worker.Action{worker.SeverityCritical: worker.ActionRevokeFamilies, worker.SeverityHigh: worker.ActionRevokeFamilies, worker.SeverityMedium: worker.ActionRevokeAccess, worker.SeverityLow: worker.ActionRecordOnly} {
 		if got, _ := d.Action("anything", sev); got != want {
 			t.Errorf("default %s: %s, want %s", sev, got, want)
 		}
 	}
-	if _, err := d.Action("x", "urgent"); !errors.Is(err, errUnknownSeverity) {
+	if _, err := d.Action("x", "urgent"); !errors.Is(err, worker.ErrUnknownSeverity) {
 		t.Errorf("unknown severity: %v", err)
 	}
 	for _, bad := range []string{
@@ -798,7 +595,7 @@ func TestPolicy(t *testing.T) {
 		`{"defaults":{}}`,
 		`[]`,
 	} {
-		if _, err := ParsePolicy([]byte(bad)); err == nil {
+		if _, err := worker.ParsePolicy([]byte(bad)); err == nil {
 			t.Errorf("policy %s accepted", bad)
 		}
 	}
@@ -819,9 +616,9 @@ func FuzzDecodeSecurityEvent(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ev, err := DecodeSecurityEvent(b, DefaultMaxEventBytes)
+		ev, err := worker.DecodeSecurityEvent(b, worker.DefaultMaxEventBytes)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidEvent) {
+			if !errors.Is(err, worker.ErrInvalidEvent) {
 				t.Fatalf("error %v does not wrap ErrInvalidEvent", err)
 			}
 			return
@@ -833,7 +630,7 @@ func FuzzDecodeSecurityEvent(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := DecodeSecurityEvent(again, 4*DefaultMaxEventBytes)
+		back, err := worker.DecodeSecurityEvent(again, 4*worker.DefaultMaxEventBytes)
 		if err != nil || back.ID != ev.ID || back.Subject != ev.Subject || back.FamilyID != ev.FamilyID || back.ClientID != ev.ClientID || !back.OccurredAt.Equal(ev.OccurredAt) {
 			t.Fatalf("round trip: %+v -> %+v (%v)", ev, back, err)
 		}
@@ -864,18 +661,18 @@ func issueMany(tb testing.TB, l *jsstore.Ledger, n int) {
 // events are published asynchronously while the worker runs.
 func BenchmarkWorker(b *testing.B) {
 	for _, bc := range []struct {
-		action   Action
-		severity Severity
+		action   worker.Action
+		severity worker.Severity
 	}{
-		{ActionRevokeFamilies, SeverityCritical},
-		{ActionRevokeAccess, SeverityMedium},
-		{ActionRecordOnly, SeverityLow},
+		{worker.ActionRevokeFamilies, worker.SeverityCritical},
+		{worker.ActionRevokeAccess, worker.SeverityMedium},
+		{worker.ActionRecordOnly, worker.SeverityLow},
 	} {
 		b.Run(fmt.Sprintf("families=10000,action=%s", bc.action), func(b *testing.B) {
 			e := newEnv(b, "")
-			l := jsstore.New(e.store)
+			l := jsstore.New(e.Store)
 			n := 10000
-			if bc.action == ActionRevokeFamilies {
+			if bc.action == worker.ActionRevokeFamilies {
 				n = max(n, b.N) // every event revokes a family still active
 			}
 			issueMany(b, l, n)
@@ -885,9 +682,9 @@ func BenchmarkWorker(b *testing.B) {
 			start := time.Now()
 			futures := make([]jetstream.PubAckFuture, 0, b.N)
 			for i := range b.N {
-				ev := SecurityEvent{ID: fmt.Sprintf("bench-%d-%d", b.N, i), Type: "bench", Severity: bc.severity, Subject: fmt.Sprintf("s%d", i%n)}
+				ev := worker.SecurityEvent{ID: fmt.Sprintf("bench-%d-%d", b.N, i), Type: "bench", Severity: bc.severity, Subject: fmt.Sprintf("s%d", i%n)}
 				data, _ := json.Marshal(ev)
-				f, err := e.js.PublishAsync(DefaultSecurityPrefix+".bench", data)
+				f, err := e.JS.PublishAsync(worker.DefaultSecurityPrefix+".bench", data)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -917,17 +714,17 @@ func TestExampleFilesParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ParsePolicy(b)
+	p, err := worker.ParsePolicy(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, _ := p.Action("token_claims_change", SeverityHigh); a != ActionRevokeAccess {
+	if a, _ := p.Action("token_claims_change", worker.SeverityHigh); a != worker.ActionRevokeAccess {
 		t.Fatalf("example policy: token_claims_change/high is %s", a)
 	}
 	if b, err = os.ReadFile("../examples/idp-jwks.json"); err != nil {
 		t.Fatal(err)
 	}
-	if keys, err := ParseTransmitterKeys(b); err != nil || len(keys) != 1 || keys[0].KID != "idp-2026-11" {
+	if keys, err := worker.ParseTransmitterKeys(b); err != nil || len(keys) != 1 || keys[0].KID != "idp-2026-11" {
 		t.Fatalf("example JWKS: %v %+v", err, keys)
 	}
 }

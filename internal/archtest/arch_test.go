@@ -14,7 +14,6 @@ import (
 	"go/parser"
 	"go/token"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,14 +24,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/micro"
-
-	"github.com/tokenledger/tokenledger/handlers"
-	"github.com/tokenledger/tokenledger/internal/natstest"
+	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
-	"github.com/tokenledger/tokenledger/ledger/jsstore"
-	tltoken "github.com/tokenledger/tokenledger/ledger/token"
-	"github.com/tokenledger/tokenledger/projections"
 )
 
 // moduleRoot is the directory of the module's go.mod.
@@ -308,80 +301,24 @@ func (w *readyWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// registeredEndpoints starts the service with a valid-token view (as
+// registeredEndpoints starts tokenledger with a valid-token view (as
 // serve runs it) on an embedded server and returns the subjects of the
 // endpoints it registered, from the micro INFO of the service.
 func registeredEndpoints(t *testing.T) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv := natstest.Start(t, "")
-	nc, js := natstest.Connect(t, srv)
-	store, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kek, err := tltoken.ParseKEK("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyStore, err := jsstore.NewKeyStore(ctx, js, kek, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := keyStore.LoadOrCreate(ctx, tltoken.AlgEdDSA, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := jsstore.NewRegistry(ctx, js, nil, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := tltest.New(t, "")
 	logs := &readyWriter{ready: make(chan struct{})}
-	svc, err := handlers.NewService(handlers.Config{
-		Ledger: jsstore.New(store), Registry: reg, Keys: keys,
-		Defaults: ledger.Policy{AccessTTL: 15 * time.Minute},
-		View:     projections.NewView(),
-		Log:      slog.New(slog.NewTextHandler(logs, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(runCtx, nc) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("service stopped with %v", err)
-		}
-	})
+	e.StartInstance(tltest.Options{Log: logs})
 	select {
 	case <-logs.ready:
-	case err := <-done:
-		t.Fatalf("service stopped before it was ready: %v", err)
 	case <-ctx.Done():
 		t.Fatal("service not ready in time")
 	}
-
-	subject, err := micro.ControlSubject(micro.InfoVerb, handlers.ServiceName, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := nc.RequestWithContext(ctx, subject, nil)
-	if err != nil {
-		t.Fatalf("%s: %v", subject, err)
-	}
-	var info micro.Info
-	if err := json.Unmarshal(msg.Data, &info); err != nil {
-		t.Fatalf("%s reply: %v", subject, err)
-	}
-	var subjects []string
-	for _, ep := range info.Endpoints {
-		subjects = append(subjects, ep.Subject)
-	}
+	subjects := e.Endpoints()
 	if len(subjects) == 0 {
-		t.Fatalf("%s lists no endpoints", subject)
+		t.Fatal("the service lists no endpoints")
 	}
 	return subjects
 }

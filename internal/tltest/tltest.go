@@ -101,6 +101,10 @@ type Options struct {
 	ClockGuard time.Duration
 	// Log receives the instance's logs at debug level (default: none).
 	Log io.Writer
+	// Issuer is the access tokens' iss claim (default instance's).
+	Issuer string
+	// KEK seals the signing keys (default the test KEK).
+	KEK token.KEK
 }
 
 // Env is one test's running system: an embedded JetStream server and the
@@ -158,11 +162,17 @@ func (e *Env) StartInstance(opts Options) *instance.Instance {
 	if opts.Client != nil {
 		opts.Client(&client)
 	}
-	kek, err := token.ParseKEK(KEK)
-	if err != nil {
-		t.Fatal(err)
+	kek := opts.KEK
+	if kek == (token.KEK{}) {
+		var err error
+		if kek, err = token.ParseKEK(KEK); err != nil {
+			t.Fatal(err)
+		}
 	}
+	// New made the ledger stream before any instance, so every start
+	// initialises what is missing (the buckets).
 	cfg := instance.Config{
+		Init: true, Issuer: opts.Issuer,
 		Service: !opts.WorkerOnly, NoView: opts.NoView, Worker: opts.Worker || opts.WorkerOnly, Security: opts.Security,
 		KEK: kek, Clients: append([]ledger.Client{client}, opts.More...),
 		Defaults: Policy(opts.Grace), StateCache: opts.StateCache, Workers: 32,
@@ -233,6 +243,31 @@ func (e *Env) WaitForService(ctx context.Context) {
 	e.T.Fatal("service did not come up")
 }
 
+// Endpoints is the subjects of the endpoints a running service registered,
+// from its micro INFO (one service answers).
+func (e *Env) Endpoints() []string {
+	e.T.Helper()
+	subject, err := micro.ControlSubject(micro.InfoVerb, handlers.ServiceName, "")
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msg, err := e.NC.RequestWithContext(ctx, subject, nil)
+	if err != nil {
+		e.T.Fatalf("%s: %v", subject, err)
+	}
+	var info micro.Info
+	if err := json.Unmarshal(msg.Data, &info); err != nil {
+		e.T.Fatalf("%s reply: %v", subject, err)
+	}
+	var out []string
+	for _, ep := range info.Endpoints {
+		out = append(out, ep.Subject)
+	}
+	return out
+}
+
 // Reply is a decoded service reply: the token response or an OAuth error.
 type Reply struct {
 	handlers.TokenResponse
@@ -273,6 +308,9 @@ func (e *Env) TryCall(subject string, body any) (Reply, error) {
 	}
 	r.Status = msg.Header.Get(micro.ErrorCodeHeader)
 	r.Raw = msg.Data
+	if (r.Error != "") != (r.Status != "") {
+		return r, fmt.Errorf("reply of %s: error body %q and header %q disagree", subject, r.Error, r.Status)
+	}
 	return r, nil
 }
 
