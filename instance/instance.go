@@ -317,6 +317,45 @@ func (in *Instance) Run(ctx context.Context) error {
 	return err
 }
 
+// DefaultMaxViewLag is how many events the view may be behind the ledger
+// stream for the instance to be ready.
+const DefaultMaxViewLag = 1000
+
+// Ready is nil when the instance can answer correctly now: its NATS
+// connection is up, the ledger stream and key bucket exist, its clock is in
+// bound, it has a signing key (when it serves), and its view is within
+// maxLag events of the stream's end (DefaultMaxViewLag if not positive).
+// The error says which condition fails.
+func (in *Instance) Ready(ctx context.Context, maxLag uint64) error {
+	if maxLag == 0 {
+		maxLag = DefaultMaxViewLag
+	}
+	if s := in.nc.Status(); s != nats.CONNECTED {
+		return fmt.Errorf("NATS connection %s", s)
+	}
+	if err := in.led.Ready(); err != nil {
+		return err
+	}
+	if in.svc != nil {
+		if _, ok := in.keys.Current(); !ok {
+			return errors.New("no signing key")
+		}
+	}
+	if in.runner != nil {
+		lag, err := in.runner.Lag(ctx)
+		if err != nil {
+			return fmt.Errorf("view lag: %w", err)
+		}
+		if lag.Behind() > maxLag {
+			return fmt.Errorf("view %d events behind the ledger (bound %d)", lag.Behind(), maxLag)
+		}
+	}
+	return nil
+}
+
+// Runner is the view's runner (nil without a view).
+func (in *Instance) Runner() *projections.Runner { return in.runner }
+
 // Ledger is the instance's ledger: the service's, or the worker's when the
 // instance serves no endpoints.
 func (in *Instance) Ledger() *jsstore.Ledger { return in.led }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,12 @@ type View struct {
 	// event order tells them apart from the tokens the cutoff denies.
 	exempt map[[16]byte]exemption
 
+	// applied counts the events applied by type, and revocations of
+	// families by cause kind: the ledger-wide rates operators watch
+	// (rotations, grace retries, reuse detections, revocations).
+	applied     map[ledger.EventType]uint64
+	revocations map[string]uint64
+
 	last   atomic.Uint64
 	wmu    sync.Mutex
 	notify chan struct{}
@@ -61,10 +68,10 @@ type exemption struct {
 
 // familyRec is one family, 96 bytes.
 type familyRec struct {
-	key         [16]byte
-	seq         uint64 // stream sequence of the family's last event
-	generation  uint64
-	cutoff      int64 // unix ns of the latest access cutoff, 0 for none
+	key        [16]byte
+	seq        uint64 // stream sequence of the family's last event
+	generation uint64
+	cutoff     int64 // unix ns of the latest access cutoff, 0 for none
 	// events counts the family's events applied (ledger.State.Events);
 	// cutoffEvent is the number of its latest access cutoff among them
 	// (0 for none): access tokens granted by an earlier event are denied.
@@ -129,7 +136,18 @@ func NewView() *View {
 		revokedJTI:   map[[16]byte]uint32{},
 		revokedOther: map[string]uint32{},
 		exempt:       map[[16]byte]exemption{},
+		applied:      map[ledger.EventType]uint64{},
+		revocations:  map[string]uint64{},
 	}
+}
+
+// Counts returns how many events of each type the view has applied, and
+// how many families were revoked by each cause kind (the first revocation
+// of a family counts). Both are copies.
+func (v *View) Counts() (events map[ledger.EventType]uint64, revocations map[string]uint64) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return maps.Clone(v.applied), maps.Clone(v.revocations)
 }
 
 // LastSeq is the stream sequence of the last event applied.
@@ -166,6 +184,11 @@ func (v *View) Apply(seq uint64, e ledger.Event) {
 		return
 	}
 	v.apply(seq, e)
+	if t := e.Type; t != "" {
+		v.applied[t]++
+	} else if e.Data != nil {
+		v.applied[ledger.TypeOf(e.Data)]++
+	}
 	v.last.Store(seq)
 	v.mu.Unlock()
 
@@ -255,6 +278,7 @@ func (v *View) revoke(r *familyRec, at time.Time, cause string) {
 		return // the first revocation is the one that counts
 	}
 	r.revoked, r.revokedAt = true, secs(at)
+	v.revocations[cause]++
 	i := slices.Index(v.causes, cause)
 	if i < 0 {
 		i = len(v.causes)

@@ -261,6 +261,16 @@ type Stats struct {
 	Retried      uint64 // deliveries that failed and were retried
 }
 
+// Backlog is how many security events wait on the shared consumer: not
+// yet delivered, or delivered and not yet acknowledged.
+func (w *Worker) Backlog(ctx context.Context) (uint64, error) {
+	info, err := w.consumer.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("security consumer %s: %w", w.cfg.Durable, err)
+	}
+	return info.NumPending + uint64(info.NumAckPending), nil
+}
+
 // Worker acts on security events: it selects the families an event names,
 // applies the policy's action through the ledger and records the handling.
 // Several workers share one durable consumer and never act twice.

@@ -16,12 +16,14 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/instance"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
+	"github.com/tokenledger/tokenledger/ops"
 )
 
 type serveConfig struct {
@@ -45,6 +47,7 @@ type serveConfig struct {
 	maxOffset  time.Duration
 	init       bool
 	syncAlways bool
+	http       string
 	maxRequest int
 	logLevel   string
 	clients    []ledger.Client
@@ -72,6 +75,7 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.StringVar(&c.stream, "stream", jsstore.DefaultStream, "ledger stream name")
 	fs.IntVar(&c.workers, "workers", 128, "requests handled at once")
 	fs.IntVar(&c.stateCache, "state-cache", jsstore.DefaultStateCacheSize, "families whose last state this instance keeps, to decide their next refresh without reading it (0 disables)")
+	fs.StringVar(&c.http, "http", "", "address of the HTTP listener for /healthz, /readyz and Prometheus /metrics (off when empty)")
 	fs.BoolVar(&c.syncAlways, "sync-always", false, "embedded server: fsync every ledger write before acknowledging it (false: sync every 2 minutes, faster, but a host crash can lose acknowledged events)")
 	fs.BoolVar(&c.init, "init", false, "create the ledger stream and buckets even if other stores of this deployment exist (only to start over knowingly: without it, a missing ledger stops the start)")
 	fs.DurationVar(&c.maxOffset, "max-clock-offset", jsstore.DefaultMaxClockOffset, "largest offset of this instance's clock from the NATS server's before it refuses decisions (503) until back in bound")
@@ -202,7 +206,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	err = in.Run(ctx)
+	err = runWithOps(ctx, in, cfg.http, log)
 	log.Info("stopping")
 	return err
 }
@@ -291,4 +295,16 @@ func startEmbedded(listen, dataDir string, syncAlways bool) (*server.Server, err
 		return nil, errors.New("embedded NATS server did not become ready within 15s")
 	}
 	return ns, nil
+}
+
+// runWithOps runs the instance and, when addr is set, the HTTP listener of
+// health, readiness and metrics beside it; when one stops, both stop.
+func runWithOps(ctx context.Context, in *instance.Instance, addr string, log *slog.Logger) error {
+	if addr == "" {
+		return in.Run(ctx)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return in.Run(gctx) })
+	g.Go(func() error { return ops.New(ops.Config{Addr: addr, Instance: in, Log: log}).Run(gctx) })
+	return g.Wait()
 }

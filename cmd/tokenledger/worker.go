@@ -103,6 +103,7 @@ func worker(ctx context.Context, args []string) error {
 		stream    string
 		replicas  int
 		maxOffset time.Duration
+		httpAddr  string
 		logLevel  string
 	)
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
@@ -113,6 +114,7 @@ func worker(ctx context.Context, args []string) error {
 	fs.IntVar(&replicas, "replicas", 1, "stream and bucket replicas (3 on a cluster)")
 	fs.DurationVar(&maxOffset, "max-clock-offset", jsstore.DefaultMaxClockOffset, "largest offset of this instance's clock from the NATS server's before it refuses decisions until back in bound")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&httpAddr, "http", "", "address of the HTTP listener for /healthz, /readyz and Prometheus /metrics (off when empty)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -138,7 +140,7 @@ func worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	err = in.Run(ctx)
+	err = runWithOps(ctx, in, httpAddr, log)
 	w := in.Worker()
 	s := w.Stats()
 	log.Info("security worker stopped", "handled", s.Handled, "duplicates", s.Duplicates, "dead_lettered", s.DeadLettered, "retried", s.Retried)
