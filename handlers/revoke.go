@@ -42,6 +42,7 @@ func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), grou
 		{endpoint{"admin_sessions", s.adminSessions}, "admin.sessions"},
 		{endpoint{"admin_revoke", s.adminRevoke}, "admin.revoke"},
 		{endpoint{"admin_digest", s.adminDigest}, "admin.digest"},
+		{endpoint{"admin_rollout", s.adminRollout}, "admin.rollout"},
 	} {
 		h := s.dispatch(ctx, jobs, ep.endpoint)
 		if ep.name == "introspect" {

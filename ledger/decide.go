@@ -34,15 +34,15 @@ type Command interface{ command() }
 
 // Issue starts a family.
 type Issue struct {
-	EventID   string
-	FamilyID  string
-	Cause     Cause
-	ClientID  string
-	Subject   string
-	Scope     string
-	Audience  []string
-	Claims    json.RawMessage
-	Version   int
+	EventID  string
+	FamilyID string
+	Cause    Cause
+	ClientID string
+	Subject  string
+	Scope    string
+	Audience []string
+	Claims   json.RawMessage
+	Version  int
 	// RolloutID names the rollout that set Version, if one did.
 	RolloutID string
 	TokenHash string // hash of the generation-0 refresh token
