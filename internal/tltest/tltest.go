@@ -167,6 +167,9 @@ func (e *Env) StartInstance(opts Options) *instance.Instance {
 		KEK: kek, Clients: append([]ledger.Client{client}, opts.More...),
 		Defaults: Policy(opts.Grace), StateCache: opts.StateCache, Workers: 32,
 		MaxClockOffset: -1, Now: e.Clock.Now, Log: Logger(opts.Log),
+		// New created the ledger stream; the first instance creates the
+		// key and client buckets beside it.
+		Init: true,
 	}
 	if opts.Wall {
 		cfg.Now = time.Now
