@@ -342,6 +342,7 @@ func registeredEndpoints(t *testing.T) []string {
 		Ledger: jsstore.New(store), Registry: reg, Keys: keys,
 		Defaults: ledger.Policy{AccessTTL: 15 * time.Minute},
 		View:     projections.NewView(),
+		Rollouts: projections.NewRollouts(),
 		Log:      slog.New(slog.NewTextHandler(logs, nil)),
 	})
 	if err != nil {
