@@ -52,15 +52,18 @@ type AtOptions struct {
 
 // FamilyAt is a family as it was at the instant asked about.
 type FamilyAt struct {
-	FamilyID   string    `json:"family_id"`
-	ClientID   string    `json:"client_id"`
-	Subject    string    `json:"subject"`
-	Status     string    `json:"status"`
-	Generation uint64    `json:"generation"`
-	Version    int       `json:"version"`
-	ExpiresAt  time.Time `json:"expires_at"`
-	Issued     *EventRef `json:"issued"`
-	Last       *EventRef `json:"last"`
+	FamilyID   string `json:"family_id"`
+	ClientID   string `json:"client_id"`
+	Subject    string `json:"subject"`
+	Status     string `json:"status"`
+	Generation uint64 `json:"generation"`
+	Version    int    `json:"version"`
+	// VersionRollout names the rollout that set Version (it moved the
+	// family onto it, or the family was issued at it); empty for none.
+	VersionRollout string    `json:"version_rollout,omitempty"`
+	ExpiresAt      time.Time `json:"expires_at"`
+	Issued         *EventRef `json:"issued"`
+	Last           *EventRef `json:"last"`
 }
 
 // AtAnswer is what At found.
@@ -100,6 +103,8 @@ type famFold struct {
 	grants    map[string]grantAt
 	accessRev map[string]*EventRef
 	cutoffs   []cutoffAt
+	// rollout set the family's version (see FamilyAt.VersionRollout).
+	rollout string
 }
 
 // grantAt is an access token handed out, by the family's event number
@@ -131,12 +136,15 @@ func (f *famFold) apply(seq uint64, e ledger.Event) {
 	}
 	switch d := e.Data.(type) {
 	case ledger.FamilyIssued:
-		f.issued = r
+		f.issued, f.rollout = r, d.RolloutID
 		f.minted[0], f.hashes[d.TokenHash] = r, 0
 		f.grants[d.Access.JTI] = grantAt{r, d.Access, f.st.Events}
 	case ledger.RefreshRotated:
 		f.rotated[d.FromGeneration] = r
 		f.minted[d.ToGeneration], f.hashes[d.TokenHash] = r, d.ToGeneration
+		if d.RolloutID != "" {
+			f.rollout = d.RolloutID
+		}
 		f.grants[d.Access.JTI] = grantAt{r, d.Access, f.st.Events}
 	case ledger.RefreshUsed:
 		f.grants[d.Access.JTI] = grantAt{r, d.Access, f.st.Events}
@@ -155,7 +163,7 @@ func (f *famFold) view(t time.Time) FamilyAt {
 	st := f.st
 	return FamilyAt{FamilyID: st.FamilyID, ClientID: st.ClientID, Subject: st.Subject,
 		Status: string(st.StatusAt(t)), Generation: st.Generation, Version: st.Version,
-		ExpiresAt: st.ExpiresAt, Issued: f.issued, Last: f.last}
+		VersionRollout: f.rollout, ExpiresAt: st.ExpiresAt, Issued: f.issued, Last: f.last}
 }
 
 // At reconstructs the valid-token view as of opts.Time from the events that

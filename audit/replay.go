@@ -27,6 +27,10 @@ type Filter struct {
 	// subjects or clients (from each family's family.issued event).
 	Subjects []string
 	Clients  []string
+	// Rollouts selects the events of those rollouts (by id): the
+	// rollout's own events and the families' events that name it (issued
+	// at its version, moved onto it, refused by it).
+	Rollouts []string
 	// Types selects event types; it reads the type header, not the body.
 	Types []ledger.EventType
 	// Since and Until bound the events' occurred_at: Since <= t < Until.
@@ -197,7 +201,7 @@ func (s *selector) match(ctx context.Context, m Msg) (bool, *ledger.Event, error
 		return false, nil, nil
 	}
 	byFamily := len(s.f.Subjects) > 0 || len(s.f.Clients) > 0
-	if !byFamily && s.f.Since.IsZero() && s.f.Until.IsZero() {
+	if !byFamily && len(s.f.Rollouts) == 0 && s.f.Since.IsZero() && s.f.Until.IsZero() {
 		return true, nil, nil
 	}
 	e, err := ledger.DecodeEventSkipState(m.Data)
@@ -209,6 +213,9 @@ func (s *selector) match(ctx context.Context, m Msg) (bool, *ledger.Event, error
 		return false, nil, nil
 	}
 	if !s.f.Until.IsZero() && !e.OccurredAt.Before(s.f.Until) {
+		return false, nil, nil
+	}
+	if len(s.f.Rollouts) > 0 && !slices.Contains(s.f.Rollouts, EventRollout(e)) {
 		return false, nil, nil
 	}
 	if byFamily {
@@ -233,6 +240,24 @@ func (s *selector) match(ctx context.Context, m Msg) (bool, *ledger.Event, error
 		}
 	}
 	return true, &e, nil
+}
+
+// EventRollout is the id of the rollout an event belongs to or names, or
+// "": a rollout's own events, a family issued at a rollout's version, a
+// rotation that moved a family onto it, a refresh it refused.
+func EventRollout(e ledger.Event) string {
+	if r, ok := ledger.RolloutOf(e); ok {
+		return r.ID
+	}
+	switch d := e.Data.(type) {
+	case ledger.FamilyIssued:
+		return d.RolloutID
+	case ledger.RefreshRotated:
+		return d.RolloutID
+	case ledger.VersionRefused:
+		return d.RolloutID
+	}
+	return ""
 }
 
 // issued returns a family's family.issued payload with one direct get of

@@ -111,8 +111,10 @@ func nextDigest(d [sha256.Size]byte, seq uint64, eventHash [sha256.Size]byte) [s
 type item struct {
 	seq    uint64
 	family string // from the subject; "" for events of no family
-	data   []byte
-	hash   [sha256.Size]byte
+	// subject is set for events of no family only.
+	subject string
+	data    []byte
+	hash    [sha256.Size]byte
 }
 
 // Verify reads the ledger (or one family) and checks that no stream
@@ -193,7 +195,11 @@ func Verify(ctx context.Context, src *Source, opts VerifyOptions) (Report, error
 		if fam != "" {
 			i = int(maphash.String(seed, fam) % uint64(workers))
 		}
-		batches[i] = append(batches[i], item{seq: m.Seq, family: fam, data: m.Data, hash: h})
+		it := item{seq: m.Seq, family: fam, data: m.Data, hash: h}
+		if fam == "" {
+			it.subject = m.Subject
+		}
+		batches[i] = append(batches[i], it)
 		if len(batches[i]) == cap(batches[i]) {
 			flush(i)
 		}
@@ -302,6 +308,7 @@ type worker struct {
 	families   map[string]*famState
 	violations []Violation
 	folder     ledger.Folder
+	rollouts   map[string]*rolloutChain // client id -> its rollout's chain
 }
 
 func (w *worker) run() {
@@ -454,6 +461,10 @@ func snapshot(e ledger.Event) (ledger.State, error) {
 
 func (w *worker) checkUnfamilied(it item, e ledger.Event) {
 	v := Violation{Seq: it.seq, EventID: e.ID, FamilyID: e.FamilyID}
+	if _, ok := ledger.RolloutOf(e); ok {
+		w.checkRollout(it, e)
+		return
+	}
 	switch {
 	case e.Type != ledger.TypeSecurityHandled:
 		v.Kind = KindSubject
@@ -468,6 +479,42 @@ func (w *worker) checkUnfamilied(it item, e ledger.Event) {
 		return
 	}
 	w.report(v)
+}
+
+// rolloutChain is what a worker remembers of one client's rollout: its
+// state and the hash of its last event, the link the next one carries.
+type rolloutChain struct {
+	state ledger.RolloutState
+	head  hash
+}
+
+// checkRollout checks a rollout event (all of which reach the one worker
+// of events outside the families, in stream order): its subject's hash
+// chain and that it is a legal change of the client's rollout.
+func (w *worker) checkRollout(it item, e ledger.Event) {
+	next, _ := ledger.RolloutOf(e)
+	if w.rollouts == nil {
+		w.rollouts = map[string]*rolloutChain{}
+	}
+	c := w.rollouts[next.ClientID]
+	if c == nil {
+		c = &rolloutChain{}
+		w.rollouts[next.ClientID] = c
+	}
+	v := Violation{Seq: it.seq, EventID: e.ID}
+	switch {
+	case it.subject != "" && !strings.HasSuffix(it.subject, ".rollout."+next.ClientID):
+		v.Kind, v.Detail = KindSubject, fmt.Sprintf("rollout of %s stored on %s", next.ClientID, it.subject)
+		w.report(v)
+	case !c.head.is(e.Prev):
+		v.Kind, v.Detail = KindChain, fmt.Sprintf("rollout of %s links %q, its previous event is %q", next.ClientID, e.Prev, c.head)
+		w.report(v)
+	}
+	if why := ledger.CheckRolloutEvent(c.state, e); why != "" {
+		v.Kind, v.Detail = KindTransition, why
+		w.report(v)
+	}
+	c.state, c.head = ledger.ApplyRollout(c.state, e), hash{sum: it.hash, set: true}
 }
 
 // transition returns why e is not a legal event after state s, or "".
@@ -529,6 +576,15 @@ func transition(s ledger.State, e ledger.Event) string {
 		}
 	case ledger.SecurityHandled:
 		return "security.handled stored on a family subject"
+	case ledger.VersionRefused:
+		switch {
+		case revoked != "":
+			return "version refusal" + revoked
+		case d.Generation != s.Generation || d.Version != s.Version || d.RequiredVersion <= s.Version:
+			return fmt.Sprintf("refusal of generation %d at version %d for version %d, but the family is at generation %d, version %d", d.Generation, d.Version, d.RequiredVersion, s.Generation, s.Version)
+		}
+	case ledger.RolloutStarted, ledger.RolloutRaised, ledger.RolloutDeadlineSet:
+		return fmt.Sprintf("%s stored on a family subject", e.Type)
 	}
 	return ""
 }

@@ -25,9 +25,10 @@ const (
 var errNoView = errors.New("handlers: the valid-token view is not configured")
 
 // addViewEndpoints registers the endpoints that read the valid-token view:
-// revoke, introspect, sessions, admin.sessions, admin.revoke and
-// admin.digest. Run calls it. Without a
-// view they are not registered, so requests go to instances that have one.
+// revoke, introspect, sessions, admin.sessions, admin.revoke,
+// admin.digest and, with the rollout read model too, admin.rollout. Run
+// calls it. Without a view they are not registered, so requests go to
+// instances that have one.
 func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), group micro.Group) error {
 	if s.cfg.View == nil {
 		return nil
@@ -42,7 +43,11 @@ func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), grou
 		{endpoint{"admin_sessions", s.adminSessions}, "admin.sessions"},
 		{endpoint{"admin_revoke", s.adminRevoke}, "admin.revoke"},
 		{endpoint{"admin_digest", s.adminDigest}, "admin.digest"},
+		{endpoint{"admin_rollout", s.adminRollout}, "admin.rollout"},
 	} {
+		if ep.name == "admin_rollout" && s.cfg.Rollouts == nil {
+			continue // progress needs the rollout read model too
+		}
 		h := s.dispatch(ctx, jobs, ep.endpoint)
 		if ep.name == "introspect" {
 			pooled := h

@@ -52,6 +52,9 @@ type Config struct {
 	// View is the valid-token view; with it the service also serves
 	// revoke, introspect, sessions and admin.revoke (see revoke.go).
 	View *projections.View
+	// Rollouts is the rollout read model, fed with the view; with both the
+	// service also serves admin.rollout (rollout.go).
+	Rollouts *projections.Rollouts
 }
 
 func (c *Config) validate() error {

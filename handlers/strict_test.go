@@ -54,6 +54,7 @@ func TestEveryEndpointRefusesAmbiguousMembers(t *testing.T) {
 		{"tokens.admin.sessions", []member{{"subject", "alice"}}},
 		{"tokens.admin.revoke", []member{{"subject", "nobody-at-all"}, {"reason", "strict test"}}},
 		{"tokens.admin.digest", nil},
+		{"tokens.admin.rollout", []member{{"client_id", tltest.ClientID}}},
 	}
 	covered := map[string]bool{}
 	for _, ep := range endpoints {

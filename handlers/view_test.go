@@ -17,7 +17,7 @@ import (
 // could not answer: without a view nobody responds.
 func TestViewEndpointsNeedAView(t *testing.T) {
 	base := []string{"tokens.issue", "tokens.refresh", "tokens.jwks"}
-	viewed := []string{"tokens.revoke", "tokens.introspect", "tokens.sessions", "tokens.admin.sessions", "tokens.admin.revoke", "tokens.admin.digest"}
+	viewed := []string{"tokens.revoke", "tokens.introspect", "tokens.sessions", "tokens.admin.sessions", "tokens.admin.revoke", "tokens.admin.digest", "tokens.admin.rollout"}
 	tests := []struct {
 		name   string
 		noView bool

@@ -132,12 +132,14 @@ type Instance struct {
 	dog   *jsstore.Watchdog
 	// led is the ledger of the service (with the state cache), or the
 	// worker's when there is no service.
-	led    *jsstore.Ledger
-	view   *projections.View
-	runner *projections.Runner
-	feed   *projections.Feed
-	svc    *handlers.Service
-	worker *worker.Worker
+	led  *jsstore.Ledger
+	view *projections.View
+	// rollouts is the rollout read model, fed with the view.
+	rollouts *projections.Rollouts
+	runner   *projections.Runner
+	feed     *projections.Feed
+	svc      *handlers.Service
+	worker   *worker.Worker
 }
 
 // New wires an instance. nc carries requests, replies and appends; pnc,
@@ -239,6 +241,8 @@ func (in *Instance) wireService(ctx context.Context, js, pjs jetstream.JetStream
 			return err
 		}
 		in.feed.Follow(in.runner)
+		in.rollouts = projections.NewRollouts()
+		in.runner.Also(in.rollouts)
 		// The service's ledger decides a refresh on the state it appended
 		// last for the family unless the view has seen a later event.
 		if cfg.StateCache > 0 {
@@ -252,7 +256,7 @@ func (in *Instance) wireService(ctx context.Context, js, pjs jetstream.JetStream
 		MaxRequestBytes: cfg.MaxRequestBytes, Workers: cfg.Workers, Version: cfg.Version, Log: cfg.Log,
 	}
 	if in.view != nil {
-		svcCfg.View = in.view
+		svcCfg.View, svcCfg.Rollouts = in.view, in.rollouts
 	}
 	if in.svc, err = handlers.NewService(svcCfg); err != nil {
 		return err
@@ -366,6 +370,9 @@ func (in *Instance) Store() *jsstore.Store { return in.store }
 
 // View is the valid-token view (nil without one).
 func (in *Instance) View() *projections.View { return in.view }
+
+// Rollouts is the rollout read model (nil without a view).
+func (in *Instance) Rollouts() *projections.Rollouts { return in.rollouts }
 
 // Service is the micro service (nil for a worker alone).
 func (in *Instance) Service() *handlers.Service { return in.svc }

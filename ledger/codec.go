@@ -523,6 +523,9 @@ func appendEvent(b []byte, e Event, t EventType) ([]byte, bool) {
 		w.time(`,"refresh_expires_at":`, p.RefreshExpiresAt)
 		w.time(`,"expires_at":`, p.ExpiresAt)
 		w.grant(`,"access":`, p.Access)
+		if p.RolloutID != "" {
+			w.str(`,"rollout_id":`, p.RolloutID)
+		}
 	case RefreshRotated:
 		w.uint(`{"from_generation":`, p.FromGeneration)
 		w.uint(`,"to_generation":`, p.ToGeneration)
@@ -532,6 +535,12 @@ func appendEvent(b []byte, e Event, t EventType) ([]byte, bool) {
 		w.time(`,"refresh_expires_at":`, p.RefreshExpiresAt)
 		w.int(`,"version":`, int64(p.Version))
 		w.grant(`,"access":`, p.Access)
+		if p.RolloutID != "" {
+			w.str(`,"rollout_id":`, p.RolloutID)
+		}
+		if p.FromVersion != 0 {
+			w.int(`,"from_version":`, int64(p.FromVersion))
+		}
 	case RefreshUsed:
 		w.uint(`{"generation":`, p.Generation)
 		w.time(`,"refresh_expires_at":`, p.RefreshExpiresAt)
@@ -559,7 +568,7 @@ func appendEvent(b []byte, e Event, t EventType) ([]byte, bool) {
 		w.time(`,"expires_at":`, p.ExpiresAt)
 	case AccessCutoff:
 		w.uint(`{"generation":`, p.Generation)
-	default: // SecurityHandled and anything new: rare, the encoder
+	default: // SecurityHandled, rollouts and anything new: rare, the encoder
 		return b, false
 	}
 	w.raw(`}`)

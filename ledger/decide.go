@@ -34,15 +34,17 @@ type Command interface{ command() }
 
 // Issue starts a family.
 type Issue struct {
-	EventID   string
-	FamilyID  string
-	Cause     Cause
-	ClientID  string
-	Subject   string
-	Scope     string
-	Audience  []string
-	Claims    json.RawMessage
-	Version   int
+	EventID  string
+	FamilyID string
+	Cause    Cause
+	ClientID string
+	Subject  string
+	Scope    string
+	Audience []string
+	Claims   json.RawMessage
+	Version  int
+	// RolloutID names the rollout that set Version, if one did.
+	RolloutID string
 	TokenHash string // hash of the generation-0 refresh token
 	AccessJTI string
 	Policy    Policy
@@ -67,8 +69,11 @@ type Refresh struct {
 }
 
 // Rollout is a required token version for a family, with an optional
-// deadline after which families still below it are refused.
+// deadline after which families still below it are refused: what a
+// client's rollout requires of one family (RolloutState.For).
 type Rollout struct {
+	// ID names the rollout (its rollout.started event's id).
+	ID       string
 	Version  int
 	Deadline time.Time
 }
@@ -130,8 +135,9 @@ func (CutAccess) command()    {}
 
 // Decide returns the events a command produces given the family's state at
 // instant now. It is pure. When it returns both events and an error, the
-// events record the refusal (a detected reuse) and must be appended before
-// the error is reported.
+// events record the refusal (a detected reuse, or a refresh refused for a
+// rollout's version past its deadline) and must be appended before the
+// error is reported.
 func Decide(s State, c Command, now time.Time) ([]Event, error) {
 	switch c := c.(type) {
 	case Issue:
@@ -165,7 +171,7 @@ func decideIssue(s State, c Issue, now time.Time) ([]Event, error) {
 		ID: c.EventID, FamilyID: c.FamilyID, OccurredAt: now, Cause: c.Cause,
 		Data: FamilyIssued{
 			ClientID: c.ClientID, Subject: c.Subject, Scope: c.Scope,
-			Audience: c.Audience, Claims: c.Claims, Version: version,
+			Audience: c.Audience, Claims: c.Claims, Version: version, RolloutID: c.RolloutID,
 			TokenHash: c.TokenHash, ExpiresAt: expires,
 			RefreshExpiresAt: earliest(now.Add(c.Policy.RefreshTTL), expires),
 			Access: AccessGrant{
@@ -212,11 +218,18 @@ func decideRefresh(s State, c Refresh, now time.Time) ([]Event, error) {
 		}
 		version := s.Version
 		forceRotate := false
+		var movedBy string
 		if r := c.Rollout; r != nil && s.Version < r.Version {
 			if !r.Deadline.IsZero() && !now.Before(r.Deadline) {
-				return nil, ErrVersionRequired
+				// Recorded, so an auditor sees who was turned away and
+				// by which rollout; the family itself is unchanged.
+				base.Data = VersionRefused{
+					Generation: s.Generation, Version: s.Version, RequiredVersion: r.Version,
+					RolloutID: r.ID, Deadline: r.Deadline,
+				}
+				return []Event{base}, ErrVersionRequired
 			}
-			version, forceRotate = r.Version, true
+			version, forceRotate, movedBy = r.Version, true, r.ID
 		}
 		rotate := forceRotate || c.Policy.Rotation != RotatePeriodic ||
 			!now.Before(s.TokenIssuedAt.Add(c.Policy.RotateAfter))
@@ -232,6 +245,11 @@ func decideRefresh(s State, c Refresh, now time.Time) ([]Event, error) {
 			FromGeneration: s.Generation, ToGeneration: s.Generation + 1,
 			PresentedHash: p.Hash, TokenHash: c.NextHash, SealedSuccessor: c.SealedNext,
 			RefreshExpiresAt: refreshExpires, Version: version, Access: access,
+		}
+		if forceRotate {
+			rot := base.Data.(RefreshRotated)
+			rot.RolloutID, rot.FromVersion = movedBy, s.Version
+			base.Data = rot
 		}
 		return []Event{base}, nil
 

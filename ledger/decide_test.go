@@ -156,7 +156,7 @@ func TestDecide(t *testing.T) {
 					t.Errorf("version %d", v)
 				}
 			}},
-		{name: "rollout past deadline refuses", given: []step{issued}, at: t0.Add(time.Hour), cmd: rollout(2, t0.Add(time.Minute))(refreshCmd("E1", "H0", "H1")), wantErr: ErrVersionRequired},
+		{name: "rollout past deadline refuses", given: []step{issued}, at: t0.Add(time.Hour), cmd: rollout(2, t0.Add(time.Minute))(refreshCmd("E1", "H0", "H1")), wantType: TypeVersionRefused, wantErr: ErrVersionRequired},
 		{name: "rollout already met", given: []step{issued}, at: t0, cmd: rollout(1, t0)(refreshCmd("E1", "H0", "H1")), wantType: TypeRefreshRotated},
 		{name: "rotation needs a minted successor", given: []step{issued}, at: t0, cmd: refreshCmd("E1", "H0", ""), wantErr: ErrInvalidRequest},
 		{name: "revoke", given: []step{issued}, at: t0, cmd: Revoke{EventID: "E9", Cause: Cause{Kind: CauseRevoke}}, wantType: TypeFamilyRevoked},

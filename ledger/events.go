@@ -76,6 +76,9 @@ type FamilyIssued struct {
 	RefreshExpiresAt time.Time       `json:"refresh_expires_at"`
 	ExpiresAt        time.Time       `json:"expires_at"`
 	Access           AccessGrant     `json:"access"`
+	// RolloutID names the rollout whose version the family started at
+	// (rollout.go); empty when none covered it.
+	RolloutID string `json:"rollout_id,omitempty"`
 }
 
 // AccessGrant records an access token handed out, so it can be revoked.
@@ -95,6 +98,10 @@ type RefreshRotated struct {
 	RefreshExpiresAt time.Time   `json:"refresh_expires_at"`
 	Version          int         `json:"version"`
 	Access           AccessGrant `json:"access"`
+	// RolloutID and FromVersion are set when a rollout moved the family
+	// from FromVersion onto Version with this rotation (rollout.go).
+	RolloutID   string `json:"rollout_id,omitempty"`
+	FromVersion int    `json:"from_version,omitempty"`
 }
 
 // RefreshUsed records a refresh that kept the current refresh token
@@ -178,6 +185,11 @@ var payloads = map[EventType]payload{
 	TypeAccessRevoked:   payloadOf[AccessRevoked](),
 	TypeAccessCutoff:    payloadOf[AccessCutoff](),
 	TypeSecurityHandled: payloadOf[SecurityHandled](),
+	// Rollouts (rollout.go).
+	TypeRolloutStarted:     payloadOf[RolloutStarted](),
+	TypeRolloutRaised:      payloadOf[RolloutRaised](),
+	TypeRolloutDeadlineSet: payloadOf[RolloutDeadlineSet](),
+	TypeVersionRefused:     payloadOf[VersionRefused](),
 }
 
 // typesOf is payloads the other way round.

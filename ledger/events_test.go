@@ -37,6 +37,17 @@ func sampleEvents() []Event {
 		Selector: &Selector{Subject: "alice", ClientID: "web"}, Families: []string{famID}, MoreFamilies: 2})
 	handled.FamilyID, handled.Prev = "", ""
 	handled.Cause = Cause{Kind: CauseSecurity, ID: "sec-42", Reason: "leaked"}
+	ro := RolloutState{ID: "01JDQ80000000000000000RO01", ClientID: "web", Version: 3, Percent: 25,
+		Deadline: at.Add(720 * time.Hour), StartedAt: at, BaseID: "01JDQ80000000000000000RO00", BaseVersion: 2, BaseDeadline: at.Add(-time.Hour)}
+	rollout := func(id string, data any) Event {
+		return Event{ID: id, OccurredAt: at, Cause: Cause{Kind: CauseAdmin, ID: "req-9"}, Prev: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Data: data}
+	}
+	started := rollout(ro.ID, RolloutStarted{Rollout: ro})
+	started.Prev = ""
+	raised := ro
+	raised.Percent = 60
+	moved := ro
+	moved.Deadline = at.Add(1440 * time.Hour)
 	return []Event{
 		issued,
 		base("01JDQ80000000000000000EV02", RefreshRotated{FromGeneration: 0, ToGeneration: 1, PresentedHash: "hash-0", TokenHash: "hash-1", SealedSuccessor: "sealed", RefreshExpiresAt: at.Add(336 * time.Hour), Version: 1, Access: access}),
@@ -47,6 +58,10 @@ func sampleEvents() []Event {
 		base("01JDQ80000000000000000EV07", AccessRevoked{JTI: access.JTI, ExpiresAt: access.ExpiresAt}),
 		base("01JDQ80000000000000000EV08", AccessCutoff{Generation: 2}),
 		handled,
+		started,
+		rollout("01JDQ80000000000000000RO02", RolloutRaised{FromPercent: 25, FromDeadline: ro.Deadline, Rollout: raised}),
+		rollout("01JDQ80000000000000000RO03", RolloutDeadlineSet{FromDeadline: ro.Deadline, Rollout: moved}),
+		base("01JDQ80000000000000000EV10", VersionRefused{Generation: 4, Version: 2, RequiredVersion: 3, RolloutID: ro.ID, Deadline: ro.Deadline}),
 	}
 }
 

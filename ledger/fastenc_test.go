@@ -4,6 +4,7 @@ import (
 	"bytes"
 	jsonv1 "encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,9 +58,9 @@ func TestFastEncoderCoversSchema(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, ok := appendEvent(nil, e, typ)
-			if typ == TypeSecurityHandled {
+			if typ == TypeSecurityHandled || typ == TypeVersionRefused || strings.HasPrefix(string(typ), "rollout.") {
 				if ok {
-					t.Fatal("the hand-written encoder took security.handled, which it leaves to the encoder")
+					t.Fatalf("the hand-written encoder took %s, which it leaves to the encoder", typ)
 				}
 				return
 			}

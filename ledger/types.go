@@ -14,5 +14,9 @@ func EventTypes() []EventType {
 		TypeAccessRevoked,
 		TypeAccessCutoff,
 		TypeSecurityHandled,
+		TypeRolloutStarted,
+		TypeRolloutRaised,
+		TypeRolloutDeadlineSet,
+		TypeVersionRefused,
 	}
 }

@@ -57,7 +57,15 @@ type Runner struct {
 	// tap, if set (Feed.Follow), sees every event before it is applied,
 	// in stream order, on the applying goroutine.
 	tap func(seq uint64, e ledger.Event)
+	// also are read models fed with p (Also), each event before p.
+	also []Projection
 }
+
+// Also makes the runner feed q with every event it feeds its projection,
+// just before it: once the projection has applied a sequence, so has q.
+// q must start where the projection starts (both empty, in memory). Call
+// it before Run.
+func (r *Runner) Also(q Projection) { r.also = append(r.also, q) }
 
 // NewRunner returns a runner feeding p from the ledger stream.
 func NewRunner(js jetstream.JetStream, p Projection, cfg RunnerConfig) (*Runner, error) {
@@ -253,6 +261,9 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 		}
 		if r.tap != nil {
 			r.tap(d.seq, d.event)
+		}
+		for _, q := range r.also {
+			q.Apply(d.seq, d.event)
 		}
 		r.p.Apply(d.seq, d.event)
 		r.maybePrune()

@@ -116,6 +116,7 @@ func auditReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	var (
 		a                                 auditFlags
 		families, subjects, clients, typs listFlag
+		rollouts                          listFlag
 		since, until                      timeFlag
 		seq                               uint64
 		format                            string
@@ -130,6 +131,7 @@ func auditReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Var(&subjects, "subject", "token subject, e.g. a user id (repeatable or comma separated)")
 	fs.Var(&clients, "client", "client id (repeatable or comma separated)")
 	fs.Var(&typs, "type", "event type such as refresh.rotated.v1 (repeatable or comma separated)")
+	fs.Var(&rollouts, "rollout", "rollout id: its events and the families' events naming it (repeatable or comma separated)")
 	fs.StringVar(&format, "format", audit.FormatJSON, "json (JSON Lines) or table")
 	fs.BoolVar(&follow, "follow", false, "keep printing new events until interrupted")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -137,7 +139,7 @@ func auditReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	opts := audit.ReplayOptions{
 		Filter: audit.Filter{FamilyIDs: families, Subjects: subjects, Clients: clients,
-			Since: since.t, Until: until.t},
+			Rollouts: rollouts, Since: since.t, Until: until.t},
 		StartSeq: seq, Follow: follow, Format: format,
 	}
 	for _, t := range typs {

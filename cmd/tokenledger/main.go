@@ -24,6 +24,7 @@ commands:
   refresh         refresh a token
   worker          the security-event worker alone, for separate scaling
   audit           replay, verify, at, diff: the auditor's tools (read-only)
+  rollout         start, set, status: token-version rollouts of a client
   bench           load-test the service against the bare pipeline (scripts/bench.sh)
 
 Every flag also reads TOKENLEDGER_<FLAG> (upper case, - as _).
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return refresh(ctx, args[1:], stdout)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout)
+	case "rollout":
+		return rolloutCmd(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(os.Stderr, usage)
 		return nil

@@ -125,6 +125,12 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
 	if err := l.Ready(); err != nil {
 		return Grant{}, err
 	}
+	// The client's rollout as stored now (see rollout.go): a new family
+	// starts at the highest version whose rollout covers it.
+	rollout, err := l.store.LoadRollout(ctx, req.Client.ID)
+	if err != nil {
+		return Grant{}, err
+	}
 	now := l.now()
 	fid := ulid.MustNew(ulid.Timestamp(now), l.rand)
 	raw, err := token.MintRefreshToken(l.rand, fid, 0)
@@ -136,6 +142,9 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
 		ClientID: req.Client.ID, Subject: req.Subject, Scope: req.Scope, Audience: req.Audience,
 		Claims: req.Claims, Version: req.Version, TokenHash: token.HashToken(raw),
 		AccessJTI: l.NewID(), Policy: req.Policy,
+	}
+	if r := rollout.For(cmd.FamilyID, now); r != nil && r.Version > cmd.Version {
+		cmd.Version, cmd.RolloutID = r.Version, r.ID
 	}
 	events, err := ledger.Decide(ledger.State{}, cmd, now)
 	if err != nil {
@@ -183,8 +192,6 @@ type RefreshRequest struct {
 	RefreshToken string
 	Scope        string
 	RequestID    string
-	// Rollout returns the version the family must reach, if any.
-	Rollout func(ledger.State) *ledger.Rollout
 	// Prepare, if set, runs while the events are appended, on another
 	// goroutine, with the grant the refresh gives if the append succeeds
 	// (its State lacks only Seq and Head), so work on it such as signing
@@ -207,6 +214,9 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 	}
 	fid := tok.FamilyID.String()
 	hash := token.HashToken(req.RefreshToken)
+	// The client's rollout as stored when the refresh starts (see
+	// rollout.go), read while the family loads.
+	rollout := l.loadRolloutAsync(ctx, req.Client.ID)
 	for attempt := range maxAttempts {
 		var st ledger.State
 		cached := false
@@ -233,9 +243,11 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 			ClientID: req.Client.ID, Presented: presented, Scope: req.Scope,
 			Policy: req.Policy, AccessJTI: l.NewID(),
 		}
-		if req.Rollout != nil {
-			cmd.Rollout = req.Rollout(st)
+		ro, err := rollout()
+		if err != nil {
+			return Grant{}, err
 		}
+		cmd.Rollout = ro.For(fid, now)
 		var next string
 		if hash == st.TokenHash && st.Revoked == nil {
 			if next, err = token.MintRefreshToken(l.rand, tok.FamilyID, st.Seq); err != nil {

@@ -1,0 +1,171 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/tokenledger/tokenledger/ledger"
+	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/projections"
+)
+
+// RolloutRequest is the body of tokens.admin.rollout (SPEC §3). With a
+// version it starts a rollout to that version or changes the current one
+// (a higher percent raises it, a deadline sets it; the same request twice
+// changes nothing); with only client_id it reads the rollout's state.
+type RolloutRequest struct {
+	ClientID string `json:"client_id"`
+	Version  int    `json:"version,omitempty"`
+	// Percent is 1-100; without it, 100.
+	Percent *int `json:"percent,omitempty"`
+	// Deadline is RFC 3339; after it every family below the version is
+	// refused.
+	Deadline string `json:"deadline,omitempty"`
+}
+
+// RolloutResponse is the reply of tokens.admin.rollout: the client's
+// rollout as stored, and its progress from the read models.
+type RolloutResponse struct {
+	// RolloutID names the rollout (its rollout.started event); empty when
+	// the client has none.
+	RolloutID string     `json:"rollout_id"`
+	ClientID  string     `json:"client_id"`
+	Version   int        `json:"version"`
+	Percent   int        `json:"percent"`
+	Deadline  *time.Time `json:"deadline"`
+	StartedAt *time.Time `json:"started_at"`
+	// BaseVersion is what families outside this rollout's cohort must
+	// still reach (the previous rollout's version), 0 for none.
+	BaseVersion int `json:"base_version"`
+	// Changed is set when this request appended a rollout event.
+	Changed  bool            `json:"changed"`
+	Progress RolloutProgress `json:"progress"`
+}
+
+// RolloutProgress counts the client's active families at or above the
+// rollout's version and below it, and what the rollout did: families
+// moved onto its version at a refresh, issued at it, and refused past its
+// deadline.
+type RolloutProgress struct {
+	AtOrAbove int `json:"at_or_above"`
+	Below     int `json:"below"`
+	Refused   int `json:"refused"`
+	Moved     int `json:"moved"`
+	Issued    int `json:"issued"`
+}
+
+// rolloutRequest is a decoded RolloutRequest.
+type rolloutRequest struct {
+	clientID string
+	version  int // 0: read only
+	percent  int
+	deadline time.Time
+}
+
+// DecodeRolloutRequest decodes and checks the shape of a rollout request;
+// the rules that need the stored rollout are ledger.DecideRollout's.
+func DecodeRolloutRequest(body []byte, limit int) (RolloutRequest, error) {
+	var r RolloutRequest
+	if err := decodeStrict(body, limit, &r); err != nil {
+		return r, err
+	}
+	if err := validText("client_id", r.ClientID, 128); err != nil {
+		return r, err
+	}
+	if !ledger.ValidClientID(r.ClientID) {
+		return r, badRequest("unknown client")
+	}
+	if r.Version == 0 && (r.Percent != nil || r.Deadline != "") {
+		return r, badRequest("version is required to start or change a rollout")
+	}
+	if r.Version < 0 || r.Version > ledger.MaxTokenVersion {
+		return r, badRequest(fmt.Sprintf("version must be between 1 and %d", ledger.MaxTokenVersion))
+	}
+	if r.Percent != nil && (*r.Percent < 1 || *r.Percent > 100) {
+		return r, badRequest("percent must be between 1 and 100")
+	}
+	return r, nil
+}
+
+func (r RolloutRequest) parse() (rolloutRequest, error) {
+	out := rolloutRequest{clientID: r.ClientID, version: r.Version, percent: 100}
+	if r.Percent != nil {
+		out.percent = *r.Percent
+	}
+	if r.Deadline != "" {
+		t, err := time.Parse(time.RFC3339, r.Deadline)
+		if err != nil {
+			return out, badRequest("deadline is not an RFC 3339 time")
+		}
+		out.deadline = t.UTC()
+	}
+	return out, nil
+}
+
+// adminRollout starts, changes or reads a client's rollout. It replies
+// once the read models have applied the ledger as of the request (its own
+// event included), so the progress is as of the reply.
+func (s *Service) adminRollout(ctx context.Context, req micro.Request) (any, error) {
+	if s.cfg.View == nil || s.cfg.Rollouts == nil {
+		return nil, errNoView
+	}
+	body, err := DecodeRolloutRequest(req.Data(), s.cfg.MaxRequestBytes)
+	if err != nil {
+		return nil, err
+	}
+	r, err := body.parse()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.cfg.Registry.Get(ctx, r.clientID); errors.Is(err, ledger.ErrInvalidClient) {
+		return nil, badRequest("unknown client")
+	} else if err != nil {
+		return nil, err
+	}
+	var (
+		ro      ledger.RolloutState
+		changed bool
+	)
+	if r.version == 0 {
+		ro, err = s.cfg.Ledger.Rollout(ctx, r.clientID)
+	} else {
+		ro, changed, err = s.cfg.Ledger.SetRollout(ctx, jsstore.RolloutRequest{
+			ClientID: r.clientID, Version: r.version, Percent: r.percent, Deadline: r.deadline,
+			RequestID: s.requestID(req),
+		})
+	}
+	var refused *ledger.RolloutError
+	if errors.As(err, &refused) {
+		return nil, badRequest(refused.Reason)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.catchUp(ctx); err != nil { // the view first feeds Rollouts
+		return nil, err
+	}
+	return rolloutResponse(r.clientID, ro, changed, s.cfg.View, s.cfg.Rollouts, s.cfg.Ledger.Now()), nil
+}
+
+func rolloutResponse(clientID string, ro ledger.RolloutState, changed bool, view *projections.View, rollouts *projections.Rollouts, now time.Time) RolloutResponse {
+	resp := RolloutResponse{
+		RolloutID: ro.ID, ClientID: clientID, Version: ro.Version, Percent: ro.Percent,
+		BaseVersion: ro.BaseVersion, Changed: changed,
+	}
+	if !ro.Deadline.IsZero() {
+		d := ro.Deadline.UTC()
+		resp.Deadline = &d
+	}
+	if ro.Exists() {
+		t := ro.StartedAt.UTC()
+		resp.StartedAt = &t
+	}
+	resp.Progress.AtOrAbove, resp.Progress.Below = view.ClientVersions(clientID, max(ro.Version, 1), now)
+	p := rollouts.Progress(ro.ID)
+	resp.Progress.Refused, resp.Progress.Moved, resp.Progress.Issued = p.Refused, p.Moved, p.Issued
+	return resp
+}
