@@ -243,6 +243,10 @@ func (in *Instance) wireService(ctx context.Context, js, pjs jetstream.JetStream
 		in.feed.Follow(in.runner)
 		in.rollouts = projections.NewRollouts()
 		in.runner.Also(in.rollouts)
+		// A client with no rollout in the read model is decided without
+		// reading the stored rollout: no extra read per issue or refresh
+		// for the clients that never roll out.
+		opts = append(opts, jsstore.WithRolloutHint(in.rollouts.Has))
 		// The service's ledger decides a refresh on the state it appended
 		// last for the family unless the view has seen a later event.
 		if cfg.StateCache > 0 {

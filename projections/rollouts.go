@@ -96,6 +96,14 @@ func (r *Rollouts) counts(id string) *rolloutCounts {
 	return c
 }
 
+// Has reports whether the client has a rollout, as applied so far.
+func (r *Rollouts) Has(clientID string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.current[clientID]
+	return ok
+}
+
 // Current returns the client's current rollout as applied so far.
 func (r *Rollouts) Current(clientID string) (ledger.RolloutState, bool) {
 	r.mu.RLock()

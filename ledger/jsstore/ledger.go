@@ -31,6 +31,9 @@ type Ledger struct {
 	cache *stateCache // nil unless WithStateCache
 	clock *ClockGuard // nil unless WithClockGuard
 	dog   *Watchdog   // nil unless WithWatchdog
+	// mayRollOut, when set, reports whether a client may have a rollout;
+	// for one it says has none, decisions skip reading the stored rollout.
+	mayRollOut func(clientID string) bool
 }
 
 // Option configures a Ledger.
@@ -43,6 +46,26 @@ func WithClock(now func() time.Time) Option { return func(l *Ledger) { l.now = n
 // ledger.ErrUnavailable while the guard finds its clock out of bound. The
 // guard must measure the ledger's clock.
 func WithClockGuard(g *ClockGuard) Option { return func(l *Ledger) { l.clock = g } }
+
+// WithRolloutHint lets the ledger skip reading a client's stored rollout
+// when known(clientID) is false: the read model (projections.Rollouts.Has)
+// has seen no rollout of the client. A rollout started less than the read
+// model's lag ago then reaches this instance's issues and refreshes that
+// much later (a family issued meanwhile starts below the version and is
+// rotated onto it at its next refresh); once the read model has seen it,
+// every decision reads the stored rollout, so deadlines are exact.
+func WithRolloutHint(known func(clientID string) bool) Option {
+	return func(l *Ledger) { l.mayRollOut = known }
+}
+
+// rolloutOf reads the client's stored rollout, unless the hint says it has
+// none.
+func (l *Ledger) rolloutOf(ctx context.Context, clientID string) (ledger.RolloutState, error) {
+	if l.mayRollOut != nil && !l.mayRollOut(clientID) {
+		return ledger.RolloutState{}, nil
+	}
+	return l.store.LoadRollout(ctx, clientID)
+}
 
 // WithWatchdog makes the ledger refuse every command with
 // ledger.ErrUnavailable while the watchdog finds the ledger stream or the
@@ -127,7 +150,7 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (Grant, error) {
 	}
 	// The client's rollout as stored now (see rollout.go): a new family
 	// starts at the highest version whose rollout covers it.
-	rollout, err := l.store.LoadRollout(ctx, req.Client.ID)
+	rollout, err := l.rolloutOf(ctx, req.Client.ID)
 	if err != nil {
 		return Grant{}, err
 	}
