@@ -455,6 +455,15 @@ func snapshot(e ledger.Event) (ledger.State, error) {
 func (w *worker) checkUnfamilied(it item, e ledger.Event) {
 	v := Violation{Seq: it.seq, EventID: e.ID, FamilyID: e.FamilyID}
 	switch {
+	case ledger.IsKeyEvent(e.Type): // on ledger.keys.<kid>
+		switch {
+		case e.Cause.Kind == "":
+			v.Kind, v.Detail = KindTransition, fmt.Sprintf("%s without a cause", e.Type)
+		case e.State != nil || e.FamilyID != "":
+			v.Kind, v.Detail = KindState, fmt.Sprintf("%s carries a family", e.Type)
+		default:
+			return
+		}
 	case e.Type != ledger.TypeSecurityHandled:
 		v.Kind = KindSubject
 		v.Detail = fmt.Sprintf("%s stored outside the family subjects", e.Type)
@@ -529,6 +538,8 @@ func transition(s ledger.State, e ledger.Event) string {
 		}
 	case ledger.SecurityHandled:
 		return "security.handled stored on a family subject"
+	case ledger.KeyPublished, ledger.KeyActivated, ledger.KeyRetired, ledger.KeyRevoked:
+		return fmt.Sprintf("%s stored on a family subject", e.Type)
 	}
 	return ""
 }

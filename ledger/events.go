@@ -178,6 +178,11 @@ var payloads = map[EventType]payload{
 	TypeAccessRevoked:   payloadOf[AccessRevoked](),
 	TypeAccessCutoff:    payloadOf[AccessCutoff](),
 	TypeSecurityHandled: payloadOf[SecurityHandled](),
+	// Signing-key events (keyevents.go).
+	TypeKeyPublished: payloadOf[KeyPublished](),
+	TypeKeyActivated: payloadOf[KeyActivated](),
+	TypeKeyRetired:   payloadOf[KeyRetired](),
+	TypeKeyRevoked:   payloadOf[KeyRevoked](),
 }
 
 // typesOf is payloads the other way round.

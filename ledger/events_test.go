@@ -37,7 +37,7 @@ func sampleEvents() []Event {
 		Selector: &Selector{Subject: "alice", ClientID: "web"}, Families: []string{famID}, MoreFamilies: 2})
 	handled.FamilyID, handled.Prev = "", ""
 	handled.Cause = Cause{Kind: CauseSecurity, ID: "sec-42", Reason: "leaked"}
-	return []Event{
+	return append([]Event{
 		issued,
 		base("01JDQ80000000000000000EV02", RefreshRotated{FromGeneration: 0, ToGeneration: 1, PresentedHash: "hash-0", TokenHash: "hash-1", SealedSuccessor: "sealed", RefreshExpiresAt: at.Add(336 * time.Hour), Version: 1, Access: access}),
 		base("01JDQ80000000000000000EV03", RefreshUsed{Generation: 1, RefreshExpiresAt: at.Add(336 * time.Hour), Access: access}),
@@ -47,7 +47,7 @@ func sampleEvents() []Event {
 		base("01JDQ80000000000000000EV07", AccessRevoked{JTI: access.JTI, ExpiresAt: access.ExpiresAt}),
 		base("01JDQ80000000000000000EV08", AccessCutoff{Generation: 2}),
 		handled,
-	}
+	}, keySampleEvents(at)...)
 }
 
 func TestEventGolden(t *testing.T) {

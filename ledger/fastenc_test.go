@@ -57,9 +57,9 @@ func TestFastEncoderCoversSchema(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, ok := appendEvent(nil, e, typ)
-			if typ == TypeSecurityHandled {
+			if typ == TypeSecurityHandled || IsKeyEvent(typ) { // rare: left to the encoder
 				if ok {
-					t.Fatal("the hand-written encoder took security.handled, which it leaves to the encoder")
+					t.Fatalf("the hand-written encoder took %s, which it leaves to the encoder", typ)
 				}
 				return
 			}

@@ -14,5 +14,9 @@ func EventTypes() []EventType {
 		TypeAccessRevoked,
 		TypeAccessCutoff,
 		TypeSecurityHandled,
+		TypeKeyPublished,
+		TypeKeyActivated,
+		TypeKeyRetired,
+		TypeKeyRevoked,
 	}
 }

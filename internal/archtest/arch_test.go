@@ -329,8 +329,13 @@ func registeredEndpoints(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := keyStore.LoadOrCreate(ctx, tltoken.AlgEdDSA, time.Now())
+	// A key ring, as serve runs: with it the service serves the
+	// tokens.admin.keys endpoints.
+	ring, err := jsstore.NewKeyRing(jsstore.KeyRingConfig{Keys: keyStore, Store: store, Alg: tltoken.AlgEdDSA, MaxTokenAge: 16 * time.Minute})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ring.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	reg, err := jsstore.NewRegistry(ctx, js, nil, 1, nil)
@@ -339,7 +344,7 @@ func registeredEndpoints(t *testing.T) []string {
 	}
 	logs := &readyWriter{ready: make(chan struct{})}
 	svc, err := handlers.NewService(handlers.Config{
-		Ledger: jsstore.New(store), Registry: reg, Keys: keys,
+		Ledger: jsstore.New(store), Registry: reg, Ring: ring,
 		Defaults: ledger.Policy{AccessTTL: 15 * time.Minute},
 		View:     projections.NewView(),
 		Log:      slog.New(slog.NewTextHandler(logs, nil)),

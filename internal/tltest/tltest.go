@@ -96,6 +96,11 @@ type Options struct {
 	Worker     bool
 	WorkerOnly bool
 	Security   worker.Config
+	// JWKSCachePeriod, KeyRotationPeriod and KeyCheckInterval are
+	// instance.Config's (0: their defaults).
+	JWKSCachePeriod   time.Duration
+	KeyRotationPeriod time.Duration
+	KeyCheckInterval  time.Duration
 	// ClockGuard, when positive, guards the instance's clock with this
 	// bound; the guard probes only when the test calls Probe.
 	ClockGuard time.Duration
@@ -163,10 +168,14 @@ func (e *Env) StartInstance(opts Options) *instance.Instance {
 		t.Fatal(err)
 	}
 	cfg := instance.Config{
+		// New created the ledger stream on a fresh server: the other
+		// stores are created with it, not missing from a backup.
+		Init:    true,
 		Service: !opts.WorkerOnly, NoView: opts.NoView, Worker: opts.Worker || opts.WorkerOnly, Security: opts.Security,
 		KEK: kek, Clients: append([]ledger.Client{client}, opts.More...),
 		Defaults: Policy(opts.Grace), StateCache: opts.StateCache, Workers: 32,
 		MaxClockOffset: -1, Now: e.Clock.Now, Log: Logger(opts.Log),
+		JWKSCachePeriod: opts.JWKSCachePeriod, KeyRotationPeriod: opts.KeyRotationPeriod, KeyCheckInterval: opts.KeyCheckInterval,
 	}
 	if opts.Wall {
 		cfg.Now = time.Now
