@@ -216,7 +216,7 @@ func (s *Service) introspector() (*introspector, error) {
 // the ledger. It holds nothing a revocation can change: whether a token is
 // revoked is asked of the view on every call.
 type introspector struct {
-	keys   token.KeySet
+	keys token.KeySet
 	// source, when set, is the key ring's current set, its maximum token
 	// age and generation (Service.keySet); keys and maxAge are then unused.
 	source func() (token.KeySet, time.Duration, uint64)

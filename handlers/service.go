@@ -39,7 +39,7 @@ type Config struct {
 	// follows its changes (rotation, revocation) without a restart and
 	// serves the tokens.admin.keys endpoints (keys.go).
 	Ring   *jsstore.KeyRing
-	Issuer   string
+	Issuer string
 	// Algs are the algorithms the verifier side accepts (default: the
 	// current key's).
 	Algs []string
@@ -98,12 +98,12 @@ type Service struct {
 	cfg     Config
 	keyView atomic.Pointer[keyView] // see keysAt
 	keyMu   sync.Mutex              // serialises building a key view
-	nc     *nats.Conn     // set by Run
-	stats  sync.Map       // endpoint name -> *endpointStats
-	intro  *introspector  // nil without a view
-	inline sync.WaitGroup // introspections answered outside the pool, not yet answered
-	inHand atomic.Int64   // requests the pool is serving
-	cpus   int64          // GOMAXPROCS when the service was made
+	nc      *nats.Conn              // set by Run
+	stats   sync.Map                // endpoint name -> *endpointStats
+	intro   *introspector           // nil without a view
+	inline  sync.WaitGroup          // introspections answered outside the pool, not yet answered
+	inHand  atomic.Int64            // requests the pool is serving
+	cpus    int64                   // GOMAXPROCS when the service was made
 
 	// gate orders taking requests against stopping: a handler holds it
 	// shared while it hands a request on (to the pool, or to a sync round),

@@ -25,6 +25,7 @@ commands:
   worker          the security-event worker alone, for separate scaling
   audit           replay, verify, at, diff: the auditor's tools (read-only)
   bench           load-test the service against the bare pipeline (scripts/bench.sh)
+  keys            list, rotate or revoke the signing keys
 
 Every flag also reads TOKENLEDGER_<FLAG> (upper case, - as _).
 Run "tokenledger <command> -h" for its flags.
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return refresh(ctx, args[1:], stdout)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout)
+	case "keys":
+		return keysCmd(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(os.Stderr, usage)
 		return nil
