@@ -466,6 +466,15 @@ func (w *worker) checkUnfamilied(it item, e ledger.Event) {
 		return
 	}
 	switch {
+	case ledger.IsKeyEvent(e.Type): // on ledger.keys.<kid>
+		switch {
+		case e.Cause.Kind == "":
+			v.Kind, v.Detail = KindTransition, fmt.Sprintf("%s without a cause", e.Type)
+		case e.State != nil || e.FamilyID != "":
+			v.Kind, v.Detail = KindState, fmt.Sprintf("%s carries a family", e.Type)
+		default:
+			return
+		}
 	case e.Type != ledger.TypeSecurityHandled:
 		v.Kind = KindSubject
 		v.Detail = fmt.Sprintf("%s stored outside the family subjects", e.Type)
@@ -583,7 +592,8 @@ func transition(s ledger.State, e ledger.Event) string {
 		case d.Generation != s.Generation || d.Version != s.Version || d.RequiredVersion <= s.Version:
 			return fmt.Sprintf("refusal of generation %d at version %d for version %d, but the family is at generation %d, version %d", d.Generation, d.Version, d.RequiredVersion, s.Generation, s.Version)
 		}
-	case ledger.RolloutStarted, ledger.RolloutRaised, ledger.RolloutDeadlineSet:
+	case ledger.RolloutStarted, ledger.RolloutRaised, ledger.RolloutDeadlineSet,
+		ledger.KeyPublished, ledger.KeyActivated, ledger.KeyRetired, ledger.KeyRevoked:
 		return fmt.Sprintf("%s stored on a family subject", e.Type)
 	}
 	return ""

@@ -100,6 +100,15 @@ func (in *introspector) afterSync(tok *verifiedToken, syncErr error, now time.Ti
 	if syncErr != nil {
 		return nil, fmt.Errorf("introspect: %w: %w", ledger.ErrUnavailable, syncErr)
 	}
+	if e := in.keyEpoch(now); e.gen != tok.epoch {
+		// The keys changed while the view synced (a key revoked by a
+		// request acknowledged before this one): verify again.
+		again, ok := in.verify(tok.raw, now)
+		if !ok {
+			return inactiveReply, nil
+		}
+		tok = again
+	}
 	if !in.view.AccessActive(tok.jti, tok.sid, time.Unix(tok.iat, 0), tok.grantEvent, now) {
 		return inactiveReply, nil
 	}
@@ -207,7 +216,10 @@ func (s *Service) introspector() (*introspector, error) {
 // the ledger. It holds nothing a revocation can change: whether a token is
 // revoked is asked of the view on every call.
 type introspector struct {
-	keys   token.KeySet
+	keys token.KeySet
+	// source, when set, is the key ring's current set, its maximum token
+	// age and generation (Service.keySet); keys and maxAge are then unused.
+	source func() (token.KeySet, time.Duration, uint64)
 	algs   []string
 	issuer string
 	maxAge time.Duration // how long a retired key still verifies tokens
@@ -235,12 +247,15 @@ func newIntrospector(cfg Config) (*introspector, error) {
 	}, nil
 }
 
-// keyEpoch is a verifier over the keys published during [from, until):
-// the set changes only when a retired key's tokens can no longer be valid.
-// Tokens verified in one epoch are checked again in the next, so a key
-// leaving the set also takes its tokens out of the cache.
+// keyEpoch is a verifier over the keys published during [from, until) in
+// one generation of the key set: the published keys change by the clock
+// (a next key activates, a retired key's tokens can no longer be valid)
+// or when the key ring holds a new set (a rotation, a revocation). Tokens
+// verified in one epoch are checked again in the next, so a key leaving
+// the set also takes its tokens out of the cache.
 type keyEpoch struct {
 	gen         uint64
+	keyGen      uint64          // the key set's generation (KeySnapshot.Gen)
 	v           *token.Verifier // nil if the configuration is unusable
 	from, until time.Time       // until is zero when no change is due
 }
@@ -251,34 +266,26 @@ func (e *keyEpoch) covers(now time.Time) bool {
 
 // keyEpoch returns the verifier for the keys published at now.
 func (in *introspector) keyEpoch(now time.Time) *keyEpoch {
-	if e := in.epoch.Load(); e != nil && e.covers(now) {
+	keys, maxAge, keyGen := in.keys, in.maxAge, uint64(0)
+	if in.source != nil {
+		keys, maxAge, keyGen = in.source()
+	}
+	if e := in.epoch.Load(); e != nil && e.keyGen == keyGen && e.covers(now) {
 		return e
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	prev := in.epoch.Load()
-	if prev != nil && prev.covers(now) {
+	if prev != nil && prev.keyGen == keyGen && prev.covers(now) {
 		return prev
 	}
-	e := &keyEpoch{}
+	e := &keyEpoch{keyGen: keyGen, from: keys.LastChange(now, maxAge), until: keys.NextChange(now, maxAge)}
 	if prev != nil {
 		e.gen = prev.gen + 1
 	}
-	for _, k := range in.keys.Keys {
-		if k.RetiredAt.IsZero() {
-			continue
-		}
-		// As KeySet.JWKS decides: published while now is before edge.
-		edge := k.RetiredAt.Add(in.maxAge)
-		if now.Before(edge) {
-			if e.until.IsZero() || edge.Before(e.until) {
-				e.until = edge
-			}
-		} else if edge.After(e.from) {
-			e.from = edge
-		}
-	}
-	e.v, _ = token.NewVerifier(in.keys.JWKS(now, in.maxAge), in.algs, in.issuer, in.now)
+	// As the JWKS reply: a revoked key and a retired key whose tokens
+	// have expired verify nothing.
+	e.v, _ = token.NewVerifier(keys.JWKS(now, maxAge), in.algs, in.issuer, in.now)
 	in.epoch.Store(e)
 	return e
 }
@@ -287,6 +294,7 @@ func (in *introspector) keyEpoch(now time.Time) *keyEpoch {
 // verified in epoch, with what introspection needs of its claims and its
 // active answer encoded once.
 type verifiedToken struct {
+	raw           string // the token (the cache's key: no copy)
 	jti, sid      string
 	iat, nbf, exp int64
 	grantEvent    uint64 // the sid_event claim: the family event that granted it
@@ -338,7 +346,7 @@ func (in *introspector) verify(raw string, now time.Time) (*verifiedToken, bool)
 	if err != nil {
 		return nil, false
 	}
-	t := &verifiedToken{jti: c.JTI, sid: c.SID, iat: c.IssuedAt, nbf: c.NotBefore, exp: c.ExpiresAt, grantEvent: c.FamilyEvent, epoch: e.gen, reply: reply}
+	t := &verifiedToken{raw: raw, jti: c.JTI, sid: c.SID, iat: c.IssuedAt, nbf: c.NotBefore, exp: c.ExpiresAt, grantEvent: c.FamilyEvent, epoch: e.gen, reply: reply}
 	in.cache.put(raw, t, now)
 	return t, t.validAt(now)
 }

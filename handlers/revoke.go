@@ -179,7 +179,11 @@ func (s *Service) revokeAccess(ctx context.Context, client ledger.Client, raw st
 // against the service's own published keys.
 func (s *Service) verifyAccess(raw string) (token.AccessClaims, bool) {
 	now := s.cfg.Ledger.Now()
-	v, err := token.NewVerifier(s.cfg.Keys.JWKS(now, s.cfg.Defaults.AccessTTL+time.Minute), s.cfg.Algs, s.cfg.Issuer, s.cfg.Ledger.Now)
+	kv, err := s.keysAt(now)
+	if err != nil {
+		return token.AccessClaims{}, false
+	}
+	v, err := token.NewVerifier(kv.set.JWKS(now, kv.maxAge), s.cfg.Algs, s.cfg.Issuer, s.cfg.Ledger.Now)
 	if err != nil {
 		return token.AccessClaims{}, false
 	}

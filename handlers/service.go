@@ -33,8 +33,13 @@ var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
 type Config struct {
 	Ledger   *jsstore.Ledger
 	Registry *jsstore.Registry
-	Keys     token.KeySet
-	Issuer   string
+	// Keys is a fixed key set, used when Ring is nil.
+	Keys token.KeySet
+	// Ring, when set, is where the signing keys come from: the service
+	// follows its changes (rotation, revocation) without a restart and
+	// serves the tokens.admin.keys endpoints (keys.go).
+	Ring   *jsstore.KeyRing
+	Issuer string
 	// Algs are the algorithms the verifier side accepts (default: the
 	// current key's).
 	Algs []string
@@ -64,8 +69,8 @@ func (c *Config) validate() error {
 	case c.Registry == nil:
 		return errors.New("handlers: Registry is required")
 	}
-	if _, ok := c.Keys.Current(); !ok {
-		return errors.New("handlers: a current signing key is required")
+	if _, ok := c.Keys.Current(); !ok && c.Ring == nil {
+		return errors.New("handlers: a current signing key (Keys) or a key ring is required")
 	}
 	if c.Prefix == "" {
 		c.Prefix = "tokens"
@@ -93,15 +98,15 @@ func (c *Config) validate() error {
 
 // Service is the tokenledger micro service.
 type Service struct {
-	cfg    Config
-	signer *token.Signer
-	jwks   []byte
-	nc     *nats.Conn     // set by Run
-	stats  sync.Map       // endpoint name -> *endpointStats
-	intro  *introspector  // nil without a view
-	inline sync.WaitGroup // introspections answered outside the pool, not yet answered
-	inHand atomic.Int64   // requests the pool is serving
-	cpus   int64          // GOMAXPROCS when the service was made
+	cfg     Config
+	keyView atomic.Pointer[keyView] // see keysAt
+	keyMu   sync.Mutex              // serialises building a key view
+	nc      *nats.Conn              // set by Run
+	stats   sync.Map                // endpoint name -> *endpointStats
+	intro   *introspector           // nil without a view
+	inline  sync.WaitGroup          // introspections answered outside the pool, not yet answered
+	inHand  atomic.Int64            // requests the pool is serving
+	cpus    int64                   // GOMAXPROCS when the service was made
 
 	// gate orders taking requests against stopping: a handler holds it
 	// shared while it hands a request on (to the pool, or to a sync round),
@@ -126,24 +131,24 @@ func NewService(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	key, _ := cfg.Keys.Current()
-	signer, err := token.NewSigner(key)
-	if err != nil {
-		return nil, err
-	}
 	if len(cfg.Algs) == 0 {
-		cfg.Algs = []string{key.Alg}
+		// Every algorithm the ledger signs with: a rotation may change it.
+		cfg.Algs = []string{token.AlgEdDSA, token.AlgES256, token.AlgRS256}
+		if cfg.Ring == nil {
+			key, _ := cfg.Keys.Current()
+			cfg.Algs = []string{key.Alg}
+		}
 	}
-	// Publish retired keys while tokens they signed can still be valid.
-	jwks, err := marshalReply(map[string]any{"keys": cfg.Keys.JWKS(cfg.Ledger.Now(), cfg.Defaults.AccessTTL+time.Minute)})
-	if err != nil {
+	svc := &Service{cfg: cfg, cpus: int64(runtime.GOMAXPROCS(0))}
+	if _, err := svc.keysAt(cfg.Ledger.Now()); err != nil {
 		return nil, err
 	}
-	svc := &Service{cfg: cfg, signer: signer, jwks: jwks, cpus: int64(runtime.GOMAXPROCS(0))}
 	if cfg.View != nil {
+		var err error
 		if svc.intro, err = newIntrospector(cfg); err != nil {
 			return nil, err
 		}
+		svc.intro.source = svc.keySet
 	}
 	return svc, nil
 }
@@ -213,7 +218,14 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 	if err := s.addViewEndpoints(ctx, jobs, group); err != nil {
 		return err
 	}
-	s.cfg.Log.Info("service ready", "service", ServiceName, "prefix", s.cfg.Prefix, "kid", s.signer.KID())
+	if err := s.addKeyEndpoints(ctx, jobs, group); err != nil {
+		return err
+	}
+	kid := ""
+	if v, err := s.keysAt(s.cfg.Ledger.Now()); err == nil {
+		kid = v.signer.KID()
+	}
+	s.cfg.Log.Info("service ready", "service", ServiceName, "prefix", s.cfg.Prefix, "kid", kid)
 	<-ctx.Done()
 	return nil
 }

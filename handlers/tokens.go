@@ -153,9 +153,12 @@ func (s *Service) issue(ctx context.Context, req micro.Request) (any, error) {
 	if !client.AllowScope(scope) {
 		return nil, ledger.ErrInvalidScope
 	}
+	// Every access token carries aud (RFC 9068 §2.2): without a requested
+	// audience, the client's default; an audience outside the client's
+	// list is refused as RFC 8707's invalid_target, here invalid_request.
 	aud := r.Audience
 	if len(aud) == 0 {
-		aud = client.Audiences
+		aud = client.DefaultAudience()
 	}
 	if !client.AllowAudience(aud) {
 		return nil, badRequest("audience not allowed for this client")
@@ -174,7 +177,7 @@ func (s *Service) issue(ctx context.Context, req micro.Request) (any, error) {
 			return nil, badRequest("claims are not valid JSON")
 		}
 	}
-	var sig presigned
+	sig := presigned{aud: aud}
 	g, err := s.cfg.Ledger.Issue(ctx, jsstore.IssueRequest{
 		Client: client, Policy: client.Policy(s.cfg.Defaults), Subject: r.Subject,
 		Scope: scope, Audience: aud, Claims: claims, RequestID: s.requestID(req),
@@ -196,7 +199,7 @@ func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
 		return nil, err
 	}
 	reqID := s.requestID(req)
-	var sig presigned
+	sig := presigned{aud: client.DefaultAudience()}
 	g, err := s.cfg.Ledger.Refresh(ctx, jsstore.RefreshRequest{
 		Client: client, Policy: client.Policy(s.cfg.Defaults), RefreshToken: r.RefreshToken,
 		Scope: strings.Join(strings.Fields(r.Scope), " "), RequestID: reqID,
@@ -220,6 +223,9 @@ func (s *Service) refresh(ctx context.Context, req micro.Request) (any, error) {
 // It is used only if the ledger then returns a grant with the same claims:
 // the append succeeded, and it was the attempt that signed last.
 type presigned struct {
+	// aud is the audience of a family stored without one (issued by a
+	// build before aud was always set): the client's default.
+	aud    []string
 	claims token.AccessClaims
 	token  string
 	err    error
@@ -234,9 +240,19 @@ func (p *presigned) prepare(s *Service) func(jsstore.Grant) {
 		return nil
 	}
 	return func(g jsstore.Grant) {
-		p.claims = token.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt)
-		p.token, p.err = s.signer.Sign(p.claims)
+		p.claims = p.claimsFor(s.cfg.Issuer, g)
+		p.token, p.err = s.sign(p.claims)
 	}
+}
+
+// claimsFor is the access token's claims for the grant, with aud always
+// set (RFC 9068 §2.2).
+func (p *presigned) claimsFor(issuer string, g jsstore.Grant) token.AccessClaims {
+	c := token.ClaimsFor(issuer, g.State, g.Access, g.IssuedAt)
+	if len(c.Audience) == 0 && p != nil {
+		c.Audience = p.aud
+	}
+	return c
 }
 
 // tokenFor returns the token signed for claims: the presigned one if it
@@ -252,7 +268,7 @@ func (p *presigned) tokenFor(claims token.AccessClaims, sign func(token.AccessCl
 // holds it already signed for exactly these claims, in a buffer serve
 // reuses once the reply is sent.
 func (s *Service) tokenResponse(g jsstore.Grant, sig *presigned) (*pooledBody, error) {
-	at, err := sig.tokenFor(token.ClaimsFor(s.cfg.Issuer, g.State, g.Access, g.IssuedAt), s.signer.Sign)
+	at, err := sig.tokenFor(sig.claimsFor(s.cfg.Issuer, g), s.sign)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +315,11 @@ func (s *Service) jwksHandler(_ context.Context, req micro.Request) (any, error)
 			return nil, err
 		}
 	}
-	return s.jwks, nil
+	v, err := s.keysAt(s.cfg.Ledger.Now())
+	if err != nil {
+		return nil, err
+	}
+	return v.jwks, nil
 }
 
 func seconds(d time.Duration) int64 { return int64(d.Round(time.Second) / time.Second) }

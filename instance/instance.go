@@ -50,8 +50,19 @@ type Config struct {
 
 	// KEK seals the signing keys (required with Service).
 	KEK token.KEK
-	// Alg is the signing algorithm (default EdDSA).
+	// Alg is the signing algorithm of new keys (default EdDSA).
 	Alg string
+	// JWKSCachePeriod is how long resource servers may cache the JWKS: a
+	// next key is published this long before it signs (default
+	// jsstore.DefaultJWKSCachePeriod, 15 min).
+	JWKSCachePeriod time.Duration
+	// KeyRotationPeriod is how long a key signs before the scheduled
+	// rotation (default jsstore.DefaultKeyRotationPeriod, 30 days;
+	// negative: only on demand).
+	KeyRotationPeriod time.Duration
+	// KeyCheckInterval is how often the key ring looks for a key change
+	// falling due (default 1 s).
+	KeyCheckInterval time.Duration
 	// Issuer is the iss claim (default "tokenledger").
 	Issuer  string
 	Clients []ledger.Client
@@ -126,7 +137,7 @@ type Instance struct {
 	cfg   Config
 	nc    *nats.Conn
 	store *jsstore.Store
-	keys  token.KeySet
+	ring  *jsstore.KeyRing
 	reg   *jsstore.Registry
 	clock *jsstore.ClockGuard
 	dog   *jsstore.Watchdog
@@ -219,7 +230,25 @@ func (in *Instance) wireService(ctx context.Context, js, pjs jetstream.JetStream
 	if err != nil {
 		return err
 	}
-	if in.keys, err = keys.LoadOrCreate(ctx, cfg.Alg, cfg.Now()); err != nil {
+	// A retired key stays published while a token it signed can be
+	// valid: the longest access-token lifetime of any client, plus a
+	// minute for clocks.
+	maxTTL := cfg.Defaults.AccessTTL
+	for _, c := range cfg.Clients {
+		maxTTL = max(maxTTL, time.Duration(c.AccessTTL))
+	}
+	if maxTTL <= 0 {
+		maxTTL = 15 * time.Minute
+	}
+	in.ring, err = jsstore.NewKeyRing(jsstore.KeyRingConfig{
+		Keys: keys, Store: in.store, Alg: cfg.Alg, CachePeriod: cfg.JWKSCachePeriod,
+		RotationPeriod: cfg.KeyRotationPeriod, MaxTokenAge: maxTTL + time.Minute,
+		CheckInterval: cfg.KeyCheckInterval, Now: cfg.Now, Log: cfg.Log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := in.ring.Start(ctx); err != nil {
 		return err
 	}
 	if in.reg, err = jsstore.NewRegistry(ctx, js, cfg.Clients, cfg.Replicas, cfg.Log); err != nil {
@@ -247,6 +276,9 @@ func (in *Instance) wireService(ctx context.Context, js, pjs jetstream.JetStream
 		// reading the stored rollout: no extra read per issue or refresh
 		// for the clients that never roll out.
 		opts = append(opts, jsstore.WithRolloutHint(in.rollouts.Has))
+		// A key revoked in the ledger is out of use here before the view
+		// passes its event: introspection's read-your-writes.
+		in.feed.OnKeyRevoked(in.ring.Deny)
 		// The service's ledger decides a refresh on the state it appended
 		// last for the family unless the view has seen a later event.
 		if cfg.StateCache > 0 {
@@ -255,7 +287,7 @@ func (in *Instance) wireService(ctx context.Context, js, pjs jetstream.JetStream
 	}
 	in.led = jsstore.New(in.store, opts...)
 	svcCfg := handlers.Config{
-		Ledger: in.led, Registry: in.reg, Keys: in.keys,
+		Ledger: in.led, Registry: in.reg, Ring: in.ring,
 		Issuer: cfg.Issuer, Prefix: cfg.Prefix, Defaults: cfg.Defaults,
 		MaxRequestBytes: cfg.MaxRequestBytes, Workers: cfg.Workers, Version: cfg.Version, Log: cfg.Log,
 	}
@@ -300,6 +332,7 @@ func (in *Instance) Run(ctx context.Context) error {
 	}
 	if in.svc != nil {
 		g.Go(func() error { return in.reg.Run(gctx) })
+		g.Go(func() error { return in.ring.Run(gctx) })
 		reader(func(ctx context.Context) error { return in.svc.Run(ctx, in.nc) })
 	}
 	if in.clock != nil && in.cfg.ClockProbeInterval >= 0 {
@@ -345,7 +378,7 @@ func (in *Instance) Ready(ctx context.Context, maxLag uint64) error {
 		return err
 	}
 	if in.svc != nil {
-		if _, ok := in.keys.Current(); !ok {
+		if _, ok := in.Keys().Signing(in.cfg.Now()); !ok {
 			return errors.New("no signing key")
 		}
 	}
@@ -384,8 +417,20 @@ func (in *Instance) Service() *handlers.Service { return in.svc }
 // Worker is the security-event worker (nil without one).
 func (in *Instance) Worker() *worker.Worker { return in.worker }
 
-// Keys is the signing key set loaded at start.
-func (in *Instance) Keys() token.KeySet { return in.keys }
+// Keys is the signing key set the instance holds now (empty for a
+// worker alone).
+func (in *Instance) Keys() token.KeySet {
+	if in.ring == nil {
+		return token.KeySet{}
+	}
+	if snap := in.ring.Snapshot(); snap != nil {
+		return snap.Set
+	}
+	return token.KeySet{}
+}
+
+// KeyRing is the signing-key lifecycle (nil for a worker alone).
+func (in *Instance) KeyRing() *jsstore.KeyRing { return in.ring }
 
 // Registry is the client registry (nil for a worker alone).
 func (in *Instance) Registry() *jsstore.Registry { return in.reg }

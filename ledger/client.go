@@ -135,10 +135,25 @@ func (c Client) AllowScope(s string) bool {
 	return true
 }
 
+// AllowedAudiences are the audiences the client's access tokens may name:
+// its Audiences, or, for a client registered without any (allowed until
+// every access token had to carry aud, RFC 9068 §2.2), its own id.
+func (c Client) AllowedAudiences() []string {
+	if len(c.Audiences) == 0 {
+		return []string{c.ID}
+	}
+	return c.Audiences
+}
+
+// DefaultAudience is the audience of an access token whose request names
+// none (RFC 9068 §3, the default resource): the first allowed audience.
+func (c Client) DefaultAudience() []string { return c.AllowedAudiences()[:1] }
+
 // AllowAudience reports whether every audience is allowed for the client.
 func (c Client) AllowAudience(aud []string) bool {
+	allowed := c.AllowedAudiences()
 	for _, a := range aud {
-		if !slices.Contains(c.Audiences, a) {
+		if !slices.Contains(allowed, a) {
 			return false
 		}
 	}

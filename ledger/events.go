@@ -190,6 +190,11 @@ var payloads = map[EventType]payload{
 	TypeRolloutRaised:      payloadOf[RolloutRaised](),
 	TypeRolloutDeadlineSet: payloadOf[RolloutDeadlineSet](),
 	TypeVersionRefused:     payloadOf[VersionRefused](),
+	// Signing-key events (keyevents.go).
+	TypeKeyPublished: payloadOf[KeyPublished](),
+	TypeKeyActivated: payloadOf[KeyActivated](),
+	TypeKeyRetired:   payloadOf[KeyRetired](),
+	TypeKeyRevoked:   payloadOf[KeyRevoked](),
 }
 
 // typesOf is payloads the other way round.

@@ -48,7 +48,7 @@ func sampleEvents() []Event {
 	raised.Percent = 60
 	moved := ro
 	moved.Deadline = at.Add(1440 * time.Hour)
-	return []Event{
+	return append([]Event{
 		issued,
 		base("01JDQ80000000000000000EV02", RefreshRotated{FromGeneration: 0, ToGeneration: 1, PresentedHash: "hash-0", TokenHash: "hash-1", SealedSuccessor: "sealed", RefreshExpiresAt: at.Add(336 * time.Hour), Version: 1, Access: access}),
 		base("01JDQ80000000000000000EV03", RefreshUsed{Generation: 1, RefreshExpiresAt: at.Add(336 * time.Hour), Access: access}),
@@ -62,7 +62,7 @@ func sampleEvents() []Event {
 		rollout("01JDQ80000000000000000RO02", RolloutRaised{FromPercent: 25, FromDeadline: ro.Deadline, Rollout: raised}),
 		rollout("01JDQ80000000000000000RO03", RolloutDeadlineSet{FromDeadline: ro.Deadline, Rollout: moved}),
 		base("01JDQ80000000000000000EV10", VersionRefused{Generation: 4, Version: 2, RequiredVersion: 3, RolloutID: ro.ID, Deadline: ro.Deadline}),
-	}
+	}, keySampleEvents(at)...)
 }
 
 func TestEventGolden(t *testing.T) {

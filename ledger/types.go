@@ -18,5 +18,9 @@ func EventTypes() []EventType {
 		TypeRolloutRaised,
 		TypeRolloutDeadlineSet,
 		TypeVersionRefused,
+		TypeKeyPublished,
+		TypeKeyActivated,
+		TypeKeyRetired,
+		TypeKeyRevoked,
 	}
 }

@@ -70,7 +70,18 @@ type Feed struct {
 	tapSeq uint64 // under mu: the last sequence the runner's tap saw
 
 	rode, overflows atomic.Uint64 // revocations announced from the queue; queue overflows
+
+	// onKeyRevoked, if set (OnKeyRevoked), hears of every key.revoked.v1
+	// the runner reads, before the runner applies it.
+	onKeyRevoked func(kid string, at time.Time)
 }
+
+// OnKeyRevoked makes the runner the feed follows (Follow) call fn with
+// every signing key revoked in the ledger, from the runner's goroutine,
+// before the view applies the event: whoever waits for the view to reach
+// a sequence (read-your-writes) finds every key revoked up to it already
+// handed to fn. fn must not block. Call it before either runs.
+func (f *Feed) OnKeyRevoked(fn func(kid string, at time.Time)) { f.onKeyRevoked = fn }
 
 // NewFeed creates or updates the feed stream and the checkpoint bucket.
 // The view supplies each announcement's expiry (the family's latest access
@@ -145,6 +156,7 @@ func (f *Feed) save(ctx context.Context, seq uint64) error {
 var revocationTypes = map[ledger.EventType]bool{
 	ledger.TypeReuseDetected: true, ledger.TypeFamilyRevoked: true,
 	ledger.TypeAccessRevoked: true, ledger.TypeAccessCutoff: true,
+	ledger.TypeKeyRevoked: true,
 }
 
 // feedQueue bounds the revocations the runner's tap holds for the feed.
@@ -171,6 +183,9 @@ func (f *Feed) Follow(r *Runner) {
 // tap is the runner's hook: it sees every event, in stream order, before
 // the runner applies it.
 func (f *Feed) tap(seq uint64, e ledger.Event) {
+	if d, ok := e.Data.(ledger.KeyRevoked); ok && f.onKeyRevoked != nil {
+		f.onKeyRevoked(d.KID, e.OccurredAt)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.tapSeq = seq
@@ -372,6 +387,8 @@ func (f *Feed) announce(ctx context.Context, seq uint64, e ledger.Event) error {
 		a.Kind, a.JTI, a.ExpiresAt = revocation.KindAccess, d.JTI, d.ExpiresAt.UTC()
 	case ledger.AccessCutoff:
 		a.Kind, a.ExpiresAt, a.FamilyEvent = revocation.KindCutoff, until, cutoffEvent
+	case ledger.KeyRevoked:
+		a.Kind, a.KID, a.ExpiresAt = revocation.KindKey, d.KID, d.TokensUntil.UTC()
 	default:
 		return nil
 	}

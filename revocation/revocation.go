@@ -17,13 +17,18 @@ const (
 	KindFamily = "family" // a family was revoked: all its tokens are dead
 	KindAccess = "access" // one access token (JTI) is denied
 	KindCutoff = "cutoff" // access tokens of the family granted before its event FamilyEvent are denied
+	KindKey    = "key"    // a signing key (KID) was revoked: every token it signed is denied
 )
 
 // Announcement is one message of the revocation feed.
 type Announcement struct {
-	Kind     string `json:"kind"`
+	Kind string `json:"kind"`
+	// FamilyID is empty for a key revocation.
 	FamilyID string `json:"family_id"`
 	JTI      string `json:"jti,omitempty"`
+	// KID, for a key revocation, is the revoked key's id: every token
+	// whose JWS header names it is denied.
+	KID string `json:"kid,omitempty"`
 	// At is when the revocation happened.
 	At time.Time `json:"at"`
 	// FamilyEvent, for a cutoff, is the cutoff's number among its family's

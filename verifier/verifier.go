@@ -2,11 +2,13 @@ package verifier
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,10 +68,12 @@ type Verifier struct {
 	keys      atomic.Pointer[token.Verifier]
 	fetchMu   sync.Mutex
 	lastFetch time.Time
+	jwks      []token.JWK // the usable keys fetched last (under fetchMu)
 
 	mu       sync.RWMutex
 	families map[string]*familyRevocation
 	jtis     map[string]time.Time // revoked jti -> expiry
+	kids     map[string]time.Time // revoked signing key -> when its last token expires
 
 	applied    atomic.Uint64 // last feed sequence applied
 	ready      chan struct{}
@@ -127,7 +131,7 @@ func New(nc *nats.Conn, cfg Config) (*Verifier, error) {
 	}
 	return &Verifier{
 		nc: nc, js: js, cfg: cfg,
-		families: map[string]*familyRevocation{}, jtis: map[string]time.Time{},
+		families: map[string]*familyRevocation{}, jtis: map[string]time.Time{}, kids: map[string]time.Time{},
 		ready: make(chan struct{}),
 	}, nil
 }
@@ -231,6 +235,10 @@ func (v *Verifier) watch(ctx context.Context, stream jetstream.Stream) {
 }
 
 func (v *Verifier) apply(a revocation.Announcement) {
+	if a.Kind == revocation.KindKey {
+		v.revokeKey(a)
+		return
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	switch a.Kind {
@@ -256,9 +264,41 @@ func (v *Verifier) apply(a revocation.Announcement) {
 	}
 }
 
+// revokeKey denies every token of the key and drops the key from the
+// verification keys, so a JWKS fetched from an instance that has not yet
+// seen the revocation cannot bring it back.
+func (v *Verifier) revokeKey(a revocation.Announcement) {
+	if a.KID == "" {
+		return
+	}
+	v.mu.Lock()
+	if a.ExpiresAt.After(v.kids[a.KID]) {
+		v.kids[a.KID] = a.ExpiresAt
+	}
+	v.mu.Unlock()
+	v.fetchMu.Lock()
+	defer v.fetchMu.Unlock()
+	if err := v.useKeys(v.jwks); err != nil {
+		v.cfg.Log.Warn("verification keys after a key revocation", "kid", a.KID, "error", err)
+	}
+}
+
+// keyRevoked reports whether kid was revoked.
+func (v *Verifier) keyRevoked(kid string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	_, ok := v.kids[kid]
+	return ok
+}
+
 func (v *Verifier) prune(now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	for k, exp := range v.kids {
+		if !now.Before(exp) {
+			delete(v.kids, k)
+		}
+	}
 	for k, exp := range v.jtis {
 		if !now.Before(exp) {
 			delete(v.jtis, k)
@@ -282,6 +322,11 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (token.AccessClaims, 
 	if since := v.staleSince.Load(); since != 0 && v.cfg.MaxStale > 0 &&
 		v.cfg.Now().Sub(time.Unix(0, since)) > v.cfg.MaxStale {
 		return token.AccessClaims{}, ErrStale
+	}
+	if v.anyKeyRevoked() {
+		if kid, ok := headerKID(raw); ok && v.keyRevoked(kid) {
+			return token.AccessClaims{}, ErrRevoked
+		}
 	}
 	c, err := v.keys.Load().Verify(raw)
 	if errors.Is(err, token.ErrUnknownKey) {
@@ -333,7 +378,9 @@ func (f *familyRevocation) cutOff(c token.AccessClaims) bool {
 // ago.
 func (v *Verifier) refetch(ctx context.Context) error {
 	v.fetchMu.Lock()
-	recent := v.cfg.Now().Sub(v.lastFetch) < v.cfg.RefetchInterval
+	// Wall time, not the configured clock: the bound is on requests to
+	// the service, whatever time tokens are judged at.
+	recent := time.Since(v.lastFetch) < v.cfg.RefetchInterval
 	v.fetchMu.Unlock()
 	if recent {
 		return errors.New("verifier: keys fetched recently")
@@ -344,7 +391,7 @@ func (v *Verifier) refetch(ctx context.Context) error {
 func (v *Verifier) fetchKeys(ctx context.Context) error {
 	v.fetchMu.Lock()
 	defer v.fetchMu.Unlock()
-	v.lastFetch = v.cfg.Now()
+	v.lastFetch = time.Now()
 	msg, err := v.nc.RequestWithContext(ctx, v.cfg.Prefix+".jwks", nil)
 	if err != nil {
 		return fmt.Errorf("verifier: fetch JWKS: %w", err)
@@ -361,10 +408,54 @@ func (v *Verifier) fetchKeys(ctx context.Context) error {
 			usable = append(usable, k)
 		}
 	}
-	kv, err := token.NewVerifier(usable, v.cfg.Algs, v.cfg.Issuer, v.cfg.Now)
+	if err := v.useKeys(usable); err != nil {
+		return err
+	}
+	v.jwks = usable
+	return nil
+}
+
+// useKeys verifies with the keys, but those revoked (under fetchMu).
+func (v *Verifier) useKeys(jwks []token.JWK) error {
+	keep := make([]token.JWK, 0, len(jwks))
+	for _, k := range jwks {
+		if !v.keyRevoked(k.Kid) {
+			keep = append(keep, k)
+		}
+	}
+	kv, err := token.NewVerifier(keep, v.cfg.Algs, v.cfg.Issuer, v.cfg.Now)
 	if err != nil {
 		return fmt.Errorf("verifier: JWKS: %w", err)
 	}
 	v.keys.Store(kv)
 	return nil
+}
+
+// anyKeyRevoked reports whether some signing key is revoked, so Verify
+// reads the token's header only then.
+func (v *Verifier) anyKeyRevoked() bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.kids) > 0
+}
+
+// headerKID reads the kid of a compact JWS's header without verifying
+// anything: only to deny tokens of a revoked key (the signature check
+// that follows would refuse a forged header anyway).
+func headerKID(raw string) (string, bool) {
+	dot := strings.IndexByte(raw, '.')
+	if dot <= 0 || dot > 4096 {
+		return "", false
+	}
+	h, err := base64.RawURLEncoding.DecodeString(raw[:dot])
+	if err != nil {
+		return "", false
+	}
+	var header struct {
+		KID string `json:"kid"`
+	}
+	if err := json.Unmarshal(h, &header); err != nil {
+		return "", false
+	}
+	return header.KID, true
 }

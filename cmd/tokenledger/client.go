@@ -34,7 +34,7 @@ func clientCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&config, "config", "", "JSON config file")
 	fs.StringVar(&id, "id", "", "client id (required)")
 	fs.StringVar(&scope, "scope", "", "allowed scopes, space or comma separated")
-	fs.StringVar(&aud, "audience", "", "allowed audiences, comma separated")
+	fs.StringVar(&aud, "audience", "", "allowed audiences, comma separated; the first is the default (default: the client id)")
 	fs.StringVar(&allowedClaims, "allowed-claims", "", "custom claims the client may set, comma separated")
 	fs.StringVar(&rotation, "rotation", "", "always (default) or periodic")
 	fs.DurationVar(&rotateAfter, "rotate-after", 0, "with --rotation periodic: rotate refresh tokens older than this")
@@ -60,6 +60,11 @@ func clientCreate(ctx context.Context, args []string, stdout io.Writer) error {
 		Rotation: ledger.Rotation(rotation), RotateAfter: ledger.Duration(rotateAfter),
 		AccessTTL: ledger.Duration(accessTTL), RefreshTTL: ledger.Duration(refreshTTL),
 		FamilyTTL: ledger.Duration(familyTTL), CreatedAt: time.Now().UTC(),
+	}
+	if len(c.Audiences) == 0 {
+		// Every access token carries aud (RFC 9068 §2.2): without
+		// --audience the client's own id is its default resource.
+		c.Audiences = []string{id}
 	}
 	if grace >= 0 {
 		g := ledger.Duration(grace)

@@ -26,6 +26,7 @@ commands:
   audit           replay, verify, at, diff: the auditor's tools (read-only)
   rollout         start, set, status: token-version rollouts of a client
   bench           load-test the service against the bare pipeline (scripts/bench.sh)
+  keys            list, rotate or revoke the signing keys
 
 Every flag also reads TOKENLEDGER_<FLAG> (upper case, - as _).
 Run "tokenledger <command> -h" for its flags.
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return benchCmd(ctx, args[1:], stdout)
 	case "rollout":
 		return rolloutCmd(ctx, args[1:], stdout)
+	case "keys":
+		return keysCmd(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(os.Stderr, usage)
 		return nil

@@ -38,6 +38,8 @@ type serveConfig struct {
 	prefix     string
 	issuer     string
 	alg        string
+	jwksCache  time.Duration
+	keyRotate  time.Duration
 	kek        string
 	kekFile    string
 	replicas   int
@@ -69,6 +71,8 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.StringVar(&c.prefix, "prefix", "tokens", "subject prefix of the endpoints")
 	fs.StringVar(&c.issuer, "issuer", "tokenledger", "iss claim of access tokens")
 	fs.StringVar(&c.alg, "alg", token.AlgEdDSA, "signing algorithm: EdDSA, ES256 or RS256")
+	fs.DurationVar(&c.jwksCache, "jwks-cache-period", jsstore.DefaultJWKSCachePeriod, "how long resource servers may cache the JWKS: a next signing key is published this long before it signs")
+	fs.DurationVar(&c.keyRotate, "key-rotation-period", jsstore.DefaultKeyRotationPeriod, "how long a signing key signs before the scheduled rotation (0: only on demand, tokenledger keys rotate)")
 	fs.StringVar(&c.kek, "kek", "", "key-encryption key, base64 32 bytes (prefer TOKENLEDGER_KEK)")
 	fs.StringVar(&c.kekFile, "kek-file", "", "file holding the key-encryption key (default: generated under --data when embedded)")
 	fs.IntVar(&c.replicas, "replicas", 1, "stream and bucket replicas (3 on a cluster)")
@@ -100,6 +104,12 @@ func parseServe(args []string) (serveConfig, error) {
 	}
 	if c.maxOffset <= 0 {
 		return c, errors.New("--max-clock-offset must be positive")
+	}
+	if c.jwksCache <= 0 {
+		return c, errors.New("--jwks-cache-period must be positive")
+	}
+	if c.keyRotate < 0 || (c.keyRotate > 0 && c.keyRotate <= c.jwksCache) {
+		return c, errors.New("--key-rotation-period must be 0 (on demand only) or longer than --jwks-cache-period")
 	}
 	if c.stateCache < 0 {
 		return c, errors.New("--state-cache must not be negative")
@@ -196,6 +206,7 @@ func serve(ctx context.Context, args []string) error {
 		Stream: cfg.stream, Prefix: cfg.prefix, Replicas: cfg.replicas, Init: cfg.init,
 		Service: true, Worker: cfg.worker, Security: secCfg,
 		KEK: kek, Alg: cfg.alg, Issuer: cfg.issuer, Clients: cfg.clients,
+		JWKSCachePeriod: cfg.jwksCache, KeyRotationPeriod: keyRotation(cfg.keyRotate),
 		Defaults: ledger.Policy{
 			Rotation: ledger.RotateAlways, Grace: cfg.grace, AccessTTL: cfg.accessTTL,
 			RefreshTTL: cfg.refreshTTL, FamilyTTL: cfg.familyTTL,
@@ -307,4 +318,13 @@ func runWithOps(ctx context.Context, in *instance.Instance, addr string, log *sl
 	g.Go(func() error { return in.Run(gctx) })
 	g.Go(func() error { return ops.New(ops.Config{Addr: addr, Instance: in, Log: log}).Run(gctx) })
 	return g.Wait()
+}
+
+// keyRotation is --key-rotation-period as instance.Config reads it: 0 (on
+// demand only) is negative there.
+func keyRotation(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -96,6 +96,11 @@ type Options struct {
 	Worker     bool
 	WorkerOnly bool
 	Security   worker.Config
+	// JWKSCachePeriod, KeyRotationPeriod and KeyCheckInterval are
+	// instance.Config's (0: their defaults).
+	JWKSCachePeriod   time.Duration
+	KeyRotationPeriod time.Duration
+	KeyCheckInterval  time.Duration
 	// ClockGuard, when positive, guards the instance's clock with this
 	// bound; the guard probes only when the test calls Probe.
 	ClockGuard time.Duration
@@ -177,6 +182,7 @@ func (e *Env) StartInstance(opts Options) *instance.Instance {
 		KEK: kek, Clients: append([]ledger.Client{client}, opts.More...),
 		Defaults: Policy(opts.Grace), StateCache: opts.StateCache, Workers: 32,
 		MaxClockOffset: -1, Now: e.Clock.Now, Log: Logger(opts.Log),
+		JWKSCachePeriod: opts.JWKSCachePeriod, KeyRotationPeriod: opts.KeyRotationPeriod, KeyCheckInterval: opts.KeyCheckInterval,
 	}
 	if opts.Wall {
 		cfg.Now = time.Now

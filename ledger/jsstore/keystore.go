@@ -21,7 +21,8 @@ const (
 
 // KeyStore keeps the signing key set in a JetStream KV bucket, sealed with
 // the KEK, so every instance on the same NATS signs with the same key and
-// the key survives restarts.
+// the key survives restarts. Every write is compare-and-set on the entry's
+// revision, so concurrent instances agree.
 type KeyStore struct {
 	kv  jetstream.KeyValue
 	kek token.KEK
@@ -39,52 +40,112 @@ func NewKeyStore(ctx context.Context, js jetstream.JetStream, kek token.KEK, rep
 	return &KeyStore{kv: kv, kek: kek}, nil
 }
 
-// LoadOrCreate returns the key set, creating a key for alg if there is none
-// and rotating to a new one if the current key uses another algorithm (the
-// old key stays published until its tokens expire). Concurrent instances
-// agree: writes are compare-and-set on the bucket revision.
+// Load reads the key set and its revision (0 and an empty set when none
+// is stored yet).
+func (s *KeyStore) Load(ctx context.Context) (token.KeySet, uint64, error) {
+	entry, err := s.kv.Get(ctx, signingKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return token.KeySet{}, 0, nil
+	case err != nil:
+		return token.KeySet{}, 0, fmt.Errorf("load signing keys: %w", unavailable(err))
+	}
+	ks, err := token.OpenKeySet(s.kek, entry.Value())
+	if err != nil {
+		return token.KeySet{}, 0, err
+	}
+	return ks, entry.Revision(), nil
+}
+
+// Put stores ks if the entry is still at revision rev (0: if there is
+// none) and returns the new revision; ledger.ErrConflict when another
+// writer came first.
+func (s *KeyStore) Put(ctx context.Context, ks token.KeySet, rev uint64) (uint64, error) {
+	b, err := token.SealKeySet(s.kek, ks)
+	if err != nil {
+		return 0, err
+	}
+	var next uint64
+	if rev == 0 {
+		next, err = s.kv.Create(ctx, signingKey, b)
+	} else {
+		next, err = s.kv.Update(ctx, signingKey, b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLast(err) {
+		return 0, fmt.Errorf("store signing keys: %w", ledger.ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store signing keys: %w", unavailable(err))
+	}
+	return next, nil
+}
+
+// Watch calls fn with the stored key set and then with every change, until
+// ctx ends or the watch fails. A value that does not open with the KEK is
+// an error: an instance must not sign with keys it cannot read.
+func (s *KeyStore) Watch(ctx context.Context, fn func(token.KeySet, uint64)) error {
+	w, err := s.kv.Watch(ctx, signingKey)
+	if err != nil {
+		return fmt.Errorf("watch signing keys: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("watch signing keys: the watch ended")
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue // the end of the initial values, or a delete
+			}
+			ks, err := token.OpenKeySet(s.kek, e.Value())
+			if err != nil {
+				return err
+			}
+			fn(ks, e.Revision())
+		}
+	}
+}
+
+// LoadOrCreate returns the key set, creating a first key for alg (signing
+// at once) if there is none. When the signing key uses another algorithm
+// it rotates to a new key for alg at once (the old key stays published
+// until its tokens expire): tests and tools that run without a KeyRing;
+// the service's KeyRing pre-publishes instead (KeyRing.Start).
 func (s *KeyStore) LoadOrCreate(ctx context.Context, alg string, now time.Time) (token.KeySet, error) {
 	for range 8 {
-		entry, err := s.kv.Get(ctx, signingKey)
-		var ks token.KeySet
-		var rev uint64
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return token.KeySet{}, fmt.Errorf("load signing keys: %w", err)
-		default:
-			if ks, err = token.OpenKeySet(s.kek, entry.Value()); err != nil {
-				return token.KeySet{}, err
-			}
-			rev = entry.Revision()
+		ks, rev, err := s.Load(ctx)
+		if err != nil {
+			return token.KeySet{}, err
 		}
-		if cur, ok := ks.Current(); ok && cur.Alg == alg {
+		if cur, ok := ks.Signing(now); ok && cur.Alg == alg {
 			return ks, nil
 		}
 		next, err := token.GenerateKey(alg, now)
 		if err != nil {
 			return token.KeySet{}, err
 		}
+		ks = ks.Clone()
+		if len(ks.Keys) > 0 {
+			next.ActivatesAt = now
+		}
+		next.ActivatedAt = now
 		for i := range ks.Keys {
-			if ks.Keys[i].RetiredAt.IsZero() {
+			if ks.Keys[i].RetiredAt.IsZero() && ks.Keys[i].RevokedAt.IsZero() {
 				ks.Keys[i].RetiredAt = now
 			}
 		}
 		ks.Keys = append(ks.Keys, next)
-		b, err := token.SealKeySet(s.kek, ks)
-		if err != nil {
-			return token.KeySet{}, err
-		}
-		if rev == 0 {
-			_, err = s.kv.Create(ctx, signingKey, b)
-		} else {
-			_, err = s.kv.Update(ctx, signingKey, b, rev)
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) || isWrongLast(err) {
+		if _, err = s.Put(ctx, ks, rev); errors.Is(err, ledger.ErrConflict) {
 			continue // another instance wrote first: read its keys
 		}
 		if err != nil {
-			return token.KeySet{}, fmt.Errorf("store signing keys: %w", err)
+			return token.KeySet{}, err
 		}
 		return ks, nil
 	}

@@ -31,14 +31,30 @@ func ValidAlg(alg string) bool {
 	return alg == AlgEdDSA || alg == AlgES256 || alg == AlgRS256
 }
 
-// Key is a signing key pair.
+// Key is a signing key pair and its lifecycle (see KeySet): published
+// from CreatedAt, signing from ActivatesAt, retired when a later key
+// activates, published until its last token expired; or revoked.
 type Key struct {
 	KID       string
 	Alg       string
 	Private   crypto.Signer
 	CreatedAt time.Time
-	// RetiredAt is when the key stopped signing; zero for the current key.
+	// ActivatesAt is when the key starts signing; zero means from the
+	// start (a first key, and keys of builds before the lifecycle).
+	ActivatesAt time.Time
+	// ActivatedAt is when its activation was recorded (key.activated.v1);
+	// zero until then.
+	ActivatedAt time.Time
+	// RetiredAt is when the key stopped signing; zero while it signs or
+	// has not signed yet.
 	RetiredAt time.Time
+	// PublishedUntil is when a retired key leaves the JWKS: the last
+	// token it signed has expired. Zero: RetiredAt plus the maximum token
+	// age the caller gives.
+	PublishedUntil time.Time
+	// RevokedAt is when the key was revoked: it left the JWKS at once and
+	// every token it signed is inactive.
+	RevokedAt time.Time
 }
 
 // GenerateKey makes a new key for alg, with a kid derived from the public key.
@@ -166,6 +182,11 @@ type sealedKey struct {
 	Sealed    string    `json:"sealed_pkcs8"`
 	CreatedAt time.Time `json:"created_at"`
 	RetiredAt time.Time `json:"retired_at,omitzero"`
+
+	ActivatesAt    time.Time `json:"activates_at,omitzero"`
+	ActivatedAt    time.Time `json:"activated_at,omitzero"`
+	PublishedUntil time.Time `json:"published_until,omitzero"`
+	RevokedAt      time.Time `json:"revoked_at,omitzero"`
 }
 
 func (k KEK) seal(key Key) (sealedKey, error) {
@@ -183,7 +204,8 @@ func (k KEK) seal(key Key) (sealedKey, error) {
 	}
 	ct := aead.Seal(nonce, nonce, der, []byte(key.KID+"/"+key.Alg))
 	return sealedKey{KID: key.KID, Alg: key.Alg, Sealed: b64.EncodeToString(ct),
-		CreatedAt: key.CreatedAt, RetiredAt: key.RetiredAt}, nil
+		CreatedAt: key.CreatedAt, RetiredAt: key.RetiredAt, ActivatesAt: key.ActivatesAt,
+		ActivatedAt: key.ActivatedAt, PublishedUntil: key.PublishedUntil, RevokedAt: key.RevokedAt}, nil
 }
 
 func (k KEK) open(s sealedKey) (Key, error) {
@@ -207,37 +229,12 @@ func (k KEK) open(s sealedKey) (Key, error) {
 	if !ok {
 		return Key{}, fmt.Errorf("open key %s: not a signing key", s.KID)
 	}
-	return Key{KID: s.KID, Alg: s.Alg, Private: signer, CreatedAt: s.CreatedAt, RetiredAt: s.RetiredAt}, nil
+	return Key{KID: s.KID, Alg: s.Alg, Private: signer, CreatedAt: s.CreatedAt, RetiredAt: s.RetiredAt,
+		ActivatesAt: s.ActivatesAt, ActivatedAt: s.ActivatedAt, PublishedUntil: s.PublishedUntil, RevokedAt: s.RevokedAt}, nil
 }
 
-// KeySet is the signing keys: the current one and retired ones whose tokens
-// may still be valid.
-type KeySet struct {
-	Keys []Key
-}
-
-// Current is the key that signs new tokens.
-func (ks KeySet) Current() (Key, bool) {
-	for i := len(ks.Keys) - 1; i >= 0; i-- {
-		if ks.Keys[i].RetiredAt.IsZero() {
-			return ks.Keys[i], true
-		}
-	}
-	return Key{}, false
-}
-
-// JWKS returns the public keys still in use at now: the current one and
-// those retired less than maxTokenAge ago.
-func (ks KeySet) JWKS(now time.Time, maxTokenAge time.Duration) []JWK {
-	out := make([]JWK, 0, len(ks.Keys))
-	for _, k := range ks.Keys {
-		if k.RetiredAt.IsZero() || now.Before(k.RetiredAt.Add(maxTokenAge)) {
-			out = append(out, k.PublicJWK())
-		}
-	}
-	return out
-}
-
+// SealKeySet encodes the key set for the keys bucket, every private key
+// sealed with the KEK (AES-256-GCM, the kid and alg as associated data).
 func SealKeySet(kek KEK, ks KeySet) ([]byte, error) {
 	doc := struct {
 		Keys []sealedKey `json:"keys"`
@@ -252,6 +249,8 @@ func SealKeySet(kek KEK, ks KeySet) ([]byte, error) {
 	return json.Marshal(doc)
 }
 
+// OpenKeySet decodes a sealed key set, refusing it if any key does not
+// open with the KEK.
 func OpenKeySet(kek KEK, b []byte) (KeySet, error) {
 	var doc struct {
 		Keys []sealedKey `json:"keys"`
