@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-json-experiment/json"
 	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 )
@@ -40,6 +41,27 @@ func TestEveryEndpointRefusesAmbiguousMembers(t *testing.T) {
 	g := e.Issue("alice")
 	tltest.WantOK(t, g)
 	cred := []member{{"client_id", tltest.ClientID}, {"client_secret", tltest.Secret}}
+	// A next key to revoke in the valid keys.revoke request.
+	var rotated struct {
+		Keys []struct {
+			KID   string `json:"kid"`
+			State string `json:"state"`
+		} `json:"keys"`
+	}
+	r := e.Call("tokens.admin.keys.rotate", "{}")
+	if r.Error != "" || json.Unmarshal(r.Raw, &rotated) != nil {
+		t.Fatalf("keys.rotate: %s", r.Raw)
+	}
+	next := ""
+	for _, k := range rotated.Keys {
+		if k.State == "published" {
+			next = k.KID
+		}
+	}
+	if next == "" {
+		t.Fatalf("no published key after a rotation: %+v", rotated.Keys)
+	}
+
 	// The valid request of each endpoint; the faults are made from it.
 	endpoints := []struct {
 		subject string
@@ -55,6 +77,9 @@ func TestEveryEndpointRefusesAmbiguousMembers(t *testing.T) {
 		{"tokens.admin.revoke", []member{{"subject", "nobody-at-all"}, {"reason", "strict test"}}},
 		{"tokens.admin.digest", nil},
 		{"tokens.admin.rollout", []member{{"client_id", tltest.ClientID}}},
+		{"tokens.admin.keys.list", nil},
+		{"tokens.admin.keys.rotate", nil},
+		{"tokens.admin.keys.revoke", []member{{"kid", next}, {"reason", "strict test"}}},
 	}
 	covered := map[string]bool{}
 	for _, ep := range endpoints {

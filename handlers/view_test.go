@@ -16,7 +16,7 @@ import (
 // instance that has one, so requests for them never reach an instance that
 // could not answer: without a view nobody responds.
 func TestViewEndpointsNeedAView(t *testing.T) {
-	base := []string{"tokens.issue", "tokens.refresh", "tokens.jwks"}
+	base := []string{"tokens.issue", "tokens.refresh", "tokens.jwks", "tokens.admin.keys.list", "tokens.admin.keys.rotate", "tokens.admin.keys.revoke"}
 	viewed := []string{"tokens.revoke", "tokens.introspect", "tokens.sessions", "tokens.admin.sessions", "tokens.admin.revoke", "tokens.admin.digest", "tokens.admin.rollout"}
 	tests := []struct {
 		name   string
