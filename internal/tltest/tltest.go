@@ -164,7 +164,8 @@ func (e *Env) StartInstance(opts Options) *instance.Instance {
 	}
 	cfg := instance.Config{
 		Service: !opts.WorkerOnly, NoView: opts.NoView, Worker: opts.Worker || opts.WorkerOnly, Security: opts.Security,
-		KEK: kek, Clients: append([]ledger.Client{client}, opts.More...),
+		Init: true, // New created the ledger stream; the buckets are this start's to create
+		KEK:  kek, Clients: append([]ledger.Client{client}, opts.More...),
 		Defaults: Policy(opts.Grace), StateCache: opts.StateCache, Workers: 32,
 		MaxClockOffset: -1, Now: e.Clock.Now, Log: Logger(opts.Log),
 	}
