@@ -19,6 +19,7 @@ import (
 const clientUsage = `usage: tokenledger client <create|list|show|rotate-secret|disable|enable|delete> [flags]
 
   create          register a client; prints its secret once
+  new-secret      print a fresh secret and its secret_sha256, for clients declared in a config file
   list            the clients of the clients bucket (no secrets)
   show            one client (no secret)
   rotate-secret   a new secret for a client, printed once; the old one stops working
@@ -36,6 +37,16 @@ func clientCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	switch args[0] {
 	case "create":
 		return clientCreate(ctx, args[1:], stdout)
+	case "new-secret":
+		fs := newFlagSet("client new-secret", "print a fresh client secret and its secret_sha256 (for the \"clients\" of a config file); nothing is stored")
+		if _, err := parseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		secret, err := newClientSecret()
+		if err != nil {
+			return err
+		}
+		return writeJSON(stdout, map[string]string{"client_secret": secret, "secret_sha256": ledger.SecretSHA256(secret)})
 	case "list":
 		return clientAdmin(ctx, "client list", "list the clients of the clients bucket (no secrets)", false, args[1:], stdout,
 			func(ctx context.Context, reg *jsstore.Registry, _ string) (any, error) {

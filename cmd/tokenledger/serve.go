@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -85,6 +86,11 @@ func parseServe(args []string) (serveConfig, error) {
 	if len(cf.Clients) > 0 {
 		if err := json.Unmarshal(cf.Clients, &c.clients); err != nil {
 			return c, fmt.Errorf("config clients: %w", err)
+		}
+		for _, cl := range c.clients {
+			if strings.HasPrefix(cl.SecretSHA256, "REPLACE") {
+				return c, fmt.Errorf("config %s: client %s: secret_sha256 is still the example's placeholder: run `tokenledger client new-secret`, give the client its client_secret and put its secret_sha256 here", c.config, cl.ID)
+			}
 		}
 	}
 	if c.grace < 0 || c.grace > ledger.MaxGrace {

@@ -316,6 +316,17 @@ func TestStartupErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("example config placeholders", func(t *testing.T) {
+		_, msg := runFail(t, bin, nil, "", "serve", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--config", "../../config/tokenledger.example.json")
+		if !strings.Contains(msg, "placeholder") || !strings.Contains(msg, "tokenledger client new-secret") {
+			t.Fatalf("example config: %s", msg)
+		}
+		ns := decode[map[string]string](t, runCLI(t, bin, nil, "client", "new-secret"))
+		if !strings.HasPrefix(ns["client_secret"], "tlcs_") || len(ns["secret_sha256"]) != 64 {
+			t.Fatalf("new-secret: %v", ns)
+		}
+	})
+
 	// The shipped server config: users with passwords and permissions.
 	pw := map[string]string{}
 	for _, role := range []string{"TOKENLEDGER", "SERVICE", "ADMIN", "AUDITOR", "SECURITY", "RESOURCE"} {
