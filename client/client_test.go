@@ -238,7 +238,10 @@ func TestRetries(t *testing.T) {
 		want int64
 	}{
 		{"issue is not retried", client.New(env.NC, client.WithPrefix("retry"), client.WithRetries(3, time.Millisecond)),
-			func(tl *client.Client) error { _, err := tl.Issue(ctx, creds, client.IssueRequest{Subject: "x"}); return err }, 1},
+			func(tl *client.Client) error {
+				_, err := tl.Issue(ctx, creds, client.IssueRequest{Subject: "x"})
+				return err
+			}, 1},
 		{"introspect is retried", client.New(env.NC, client.WithPrefix("retry"), client.WithRetries(3, time.Millisecond)),
 			func(tl *client.Client) error {
 				_, err := tl.Introspect(ctx, creds, client.TokenRequest{Token: "x"})
