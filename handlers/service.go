@@ -2,11 +2,13 @@ package handlers
 
 import (
 	"context"
+	jsonv1 "encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,12 +258,14 @@ func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint)
 func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) {
 	s.inHand.Add(1)
 	defer s.inHand.Add(-1)
+	req = s.withRequestID(req)
 	if err := s.cfg.Ledger.Ready(); err != nil {
 		s.respondError(req, ep.name, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(parent, s.cfg.Timeout)
 	defer cancel()
+	start := time.Now()
 	reply, err := ep.handler(ctx, req)
 	if err != nil {
 		s.respondError(req, ep.name, err)
@@ -281,8 +285,64 @@ func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) 
 		}
 	}
 	if err := s.reply(req, body, nil); err != nil {
-		s.cfg.Log.Warn("reply failed", "endpoint", ep.name, "error", err)
+		s.cfg.Log.Warn("reply failed", "endpoint", ep.name, "request_id", logRequestID(req), "error", err)
 	}
+	if strings.HasPrefix(ep.name, "admin_") {
+		// Operators' calls carry no secret: the request and the reply are
+		// the record of what was done.
+		s.cfg.Log.Info("admin action", "endpoint", ep.name, "request_id", logRequestID(req),
+			"request", string(req.Data()), "reply", string(body))
+	} else if s.cfg.Log.Enabled(ctx, slog.LevelDebug) {
+		s.cfg.Log.Debug("request", "endpoint", ep.name, "request_id", logRequestID(req), "outcome", "ok",
+			"duration", time.Since(start))
+	}
+}
+
+// idRequest is a request whose headers carry the request id the service
+// minted for it, so the handler records the same id the logs name.
+type idRequest struct {
+	micro.Request
+	headers micro.Headers
+}
+
+// Headers returns the request's headers with the minted id.
+func (r idRequest) Headers() micro.Headers { return r.headers }
+
+// withRequestID gives a request without a valid request id a fresh one.
+func (s *Service) withRequestID(req micro.Request) micro.Request {
+	if requestIDPattern.MatchString(req.Headers().Get(HeaderRequestID)) {
+		return req
+	}
+	h := make(micro.Headers, len(req.Headers())+1)
+	for k, v := range req.Headers() {
+		h[k] = v
+	}
+	h[HeaderRequestID] = []string{s.cfg.Ledger.NewID()}
+	return idRequest{Request: req, headers: h}
+}
+
+// logRequestID is the request id for a log line ("" when the request has
+// none yet: answered before serve named it).
+func logRequestID(req micro.Request) string {
+	if id := req.Headers().Get(HeaderRequestID); requestIDPattern.MatchString(id) {
+		return id
+	}
+	return ""
+}
+
+// logClientID is the client_id of a request body for a log line, read on
+// error paths only; never any other member (the secret stays unread).
+func logClientID(body []byte) string {
+	var r struct {
+		ClientID string `json:"client_id"`
+	}
+	if jsonv1.Unmarshal(body, &r) != nil || r.ClientID == "" {
+		return ""
+	}
+	if !ledger.ValidClientID(r.ClientID) {
+		return "(not a valid client id)"
+	}
+	return r.ClientID
 }
 
 // reply publishes the response on the request's reply subject. It does not
@@ -303,9 +363,7 @@ type errorBody struct {
 
 func (s *Service) respondError(req micro.Request, endpoint string, err error) {
 	status, code, desc, known := oauthError(err)
-	if !known {
-		s.cfg.Log.Error("request failed", "endpoint", endpoint, "error", err)
-	}
+	s.logError(req, endpoint, status, code, err, known)
 	if st, ok := s.stats.Load(endpoint); ok {
 		st.(*endpointStats).errors.Add(1)
 		st.(*endpointStats).lastError.Store(status + " " + code)
@@ -313,7 +371,26 @@ func (s *Service) respondError(req micro.Request, endpoint string, err error) {
 	body, _ := marshalReply(errorBody{Error: code, Description: desc})
 	header := nats.Header{micro.ErrorHeader: {code + ": " + desc}, micro.ErrorCodeHeader: {status}}
 	if rerr := s.reply(req, body, header); rerr != nil {
-		s.cfg.Log.Warn("error reply failed", "endpoint", endpoint, "error", rerr)
+		s.cfg.Log.Warn("error reply failed", "endpoint", endpoint, "request_id", logRequestID(req), "error", rerr)
+	}
+}
+
+// logError writes the line an operator needs for an error reply: every
+// refused authentication (the client id, never the secret) and every 5xx;
+// the rest at debug level. Reuse detections are logged where they are
+// decided (tokens.go), with the family id.
+func (s *Service) logError(req micro.Request, endpoint, status, code string, err error, known bool) {
+	id := logRequestID(req)
+	switch {
+	case !known:
+		s.cfg.Log.Error("request failed", "endpoint", endpoint, "request_id", id, "status", status, "error", err)
+	case code == CodeInvalidClient:
+		s.cfg.Log.Warn("client authentication refused", "endpoint", endpoint, "request_id", id,
+			"client_id", logClientID(req.Data()))
+	case status[0] == '5':
+		s.cfg.Log.Warn("request failed", "endpoint", endpoint, "request_id", id, "status", status, "code", code, "error", err)
+	default:
+		s.cfg.Log.Debug("request", "endpoint", endpoint, "request_id", id, "outcome", code, "status", status)
 	}
 }
 

@@ -34,6 +34,8 @@ type Client struct {
 	RefreshTTL    Duration  `json:"refresh_ttl,omitempty"`
 	FamilyTTL     Duration  `json:"family_ttl,omitempty"`
 	CreatedAt     time.Time `json:"created_at,omitzero"`
+	// Disabled clients fail authentication (tokenledger client disable).
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("15m").
@@ -87,6 +89,9 @@ func (c Client) Validate() error {
 // Authenticate reports whether secret is the client's, in constant time
 // and without allocating (it runs on every request).
 func (c Client) Authenticate(secret string) bool {
+	if c.Disabled {
+		return false
+	}
 	var in [64]byte // secrets up to 64 bytes are hashed from the stack
 	sum := sha256.Sum256(append(in[:0], secret...))
 	var got, want [64]byte

@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tokenledger/tokenledger/audit"
-	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/client"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
@@ -97,9 +96,12 @@ func (f *timeFlag) Set(v string) error {
 
 func auditCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New(auditUsage)
+		return usageError(auditUsage)
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintln(os.Stderr, auditUsage)
+		return nil
 	case "replay":
 		return auditReplay(ctx, args[1:], stdout)
 	case "verify":
@@ -109,7 +111,7 @@ func auditCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	case "diff":
 		return auditDiff(ctx, args[1:], stdout)
 	}
-	return fmt.Errorf("unknown audit command %q\n%s", args[0], auditUsage)
+	return unknownCommand("audit", args[0])
 }
 
 func auditReplay(ctx context.Context, args []string, stdout io.Writer) error {
@@ -275,10 +277,7 @@ func auditDiff(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		liveDigest, liveSeq = d.Digest, d.Seq
-		if liveTime.t, err = time.Parse(time.RFC3339, d.Time); err != nil {
-			return fmt.Errorf("live digest time %q: %w", d.Time, err)
-		}
+		liveDigest, liveSeq, liveTime.t = d.Digest, d.Seq, d.Time
 	}
 	src, closeFn, err := a.source()
 	if err != nil {
@@ -301,24 +300,20 @@ func auditDiff(ctx context.Context, args []string, stdout io.Writer) error {
 
 // liveViewDigest asks the running service for its valid-token view's
 // digest and the sequence it had applied.
-func liveViewDigest(ctx context.Context, nf *natsFlags, prefix string) (handlers.DigestResponse, error) {
-	var d handlers.DigestResponse
-	nc, err := nf.connect("tokenledger-audit")
+func liveViewDigest(ctx context.Context, nf *natsFlags, prefix string) (*client.Digest, error) {
+	nc, ctx, stop, err := nf.dial(ctx, "tokenledger-audit")
 	if err != nil {
-		return d, err
+		return nil, err
 	}
-	defer nc.Close()
+	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, prefix+".admin.digest", nil)
+	d, err := client.New(nc, client.WithPrefix(prefix)).AdminDigest(ctx)
 	if err != nil {
-		return d, fmt.Errorf("%s.admin.digest: %w", prefix, err)
+		return nil, fmt.Errorf("%s.admin.digest: %w", prefix, causeOf(ctx, err))
 	}
-	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
-		return d, fmt.Errorf("%s.admin.digest failed (%s): %s", prefix, code, msg.Header.Get(micro.ErrorHeader))
-	}
-	if err := json.Unmarshal(msg.Data, &d); err != nil || d.Digest == "" || d.Seq == 0 {
-		return d, fmt.Errorf("%s.admin.digest: unexpected reply %q", prefix, msg.Data)
+	if d.Digest == "" || d.Seq == 0 {
+		return nil, fmt.Errorf("%s.admin.digest: unexpected reply %+v", prefix, d)
 	}
 	return d, nil
 }

@@ -2,19 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/tokenledger/tokenledger/ledger"
-	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // clientCreate registers a client in the clients bucket and prints its
@@ -29,7 +23,7 @@ func clientCreate(ctx context.Context, args []string, stdout io.Writer) error {
 		familyTTL                time.Duration
 		allowedClaims, replicasS string
 	)
-	fs := flag.NewFlagSet("client create", flag.ContinueOnError)
+	fs := newFlagSet("client create", "register a client in the clients bucket; prints its secret this once (only its SHA-256 is stored)")
 	nf.register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&config, "config", "", "JSON config file")
 	fs.StringVar(&id, "id", "", "client id (required)")
@@ -43,17 +37,16 @@ func clientCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&refreshTTL, "refresh-ttl", 0, "refresh token idle lifetime override")
 	fs.DurationVar(&familyTTL, "family-ttl", 0, "family absolute lifetime override")
 	fs.StringVar(&replicasS, "replicas", "1", "bucket replicas if it must be created")
-	if _, err := parseFlags(fs, args); err != nil {
+	if _, err := parseFlagsExcept(fs, args, "id"); err != nil {
 		return err
 	}
 	if id == "" {
 		return fmt.Errorf("--id is required")
 	}
-	var buf [32]byte
-	if _, err := rand.Read(buf[:]); err != nil {
+	secret, err := newClientSecret()
+	if err != nil {
 		return err
 	}
-	secret := ledger.ClientSecretPrefix + base64.RawURLEncoding.EncodeToString(buf[:])
 	c := ledger.Client{
 		ID: id, SecretSHA256: ledger.SecretSHA256(secret),
 		Scopes: splitList(scope), Audiences: splitList(aud), AllowedClaims: splitList(allowedClaims),
@@ -77,21 +70,13 @@ func clientCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := fmt.Sscan(replicasS, &replicas); err != nil {
 		return fmt.Errorf("--replicas: %w", err)
 	}
-	nc, err := nf.connect("tokenledger-client-create")
+	reg, ctx, stop, err := openRegistry(ctx, &nf, replicas)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	reg, err := jsstore.NewRegistry(ctx, js, nil, replicas, nil)
-	if err != nil {
-		return err
-	}
+	defer stop()
 	if err := reg.Create(ctx, c); err != nil {
-		return err
+		return fmt.Errorf("client create: %w", causeOf(ctx, err))
 	}
 	out := struct {
 		ledger.Client

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -9,10 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/tokenledger/tokenledger/client"
 )
 
 // envPrefix: every flag --foo-bar also reads TOKENLEDGER_FOO_BAR.
@@ -121,15 +125,15 @@ func (n *natsFlags) options(name string) ([]nats.Option, error) {
 	if n.creds != "" {
 		opts = append(opts, nats.UserCredentials(n.creds))
 	}
-	if n.user != "" {
-		opts = append(opts, nats.UserInfo(n.user, n.password))
-	}
 	if n.nkey != "" {
 		opt, err := nats.NkeyOptionFromSeed(n.nkey)
 		if err != nil {
-			return nil, fmt.Errorf("nkey: %w", err)
+			return nil, fmt.Errorf("--nkey: %w", err)
 		}
 		opts = append(opts, opt)
+	}
+	if n.user != "" {
+		opts = append(opts, nats.UserInfo(n.user, n.password))
 	}
 	if n.inboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(n.inboxPrefix))
@@ -169,9 +173,59 @@ func (n *natsFlags) connect(name string, extra ...nats.Option) (*nats.Conn, erro
 	opts = append(opts, extra...)
 	nc, err := nats.Connect(n.url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", n.url, err)
+		return nil, n.explain(err)
 	}
 	return nc, nil
+}
+
+// explain turns a failed connect into one line that says what to do.
+func (n *natsFlags) explain(err error) error {
+	switch {
+	case errors.Is(err, nats.ErrNoServers):
+		return fmt.Errorf("no NATS server answers at %s (is `tokenledger serve` running? set --nats-url or TOKENLEDGER_NATS_URL): %w", n.url, err)
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
+		how := "this server needs credentials: set --user and --password (TOKENLEDGER_USER, TOKENLEDGER_PASSWORD), --creds (TOKENLEDGER_CREDS) or --nkey (TOKENLEDGER_NKEY)"
+		switch {
+		case n.creds != "":
+			how = "check the credentials file of --creds/TOKENLEDGER_CREDS (" + n.creds + ")"
+		case n.nkey != "":
+			how = "check the seed file of --nkey/TOKENLEDGER_NKEY (" + n.nkey + ")"
+		case n.user != "":
+			how = "check --password or TOKENLEDGER_PASSWORD for user " + strconv.Quote(n.user)
+		}
+		return fmt.Errorf("NATS at %s refused the credentials (%w): %s", n.url, err, how)
+	}
+	return fmt.Errorf("connect to NATS at %s: %w", n.url, err)
+}
+
+// dial connects for a command that makes requests: the returned context
+// is cancelled with a *client.PermissionError as soon as the server refuses
+// a subject, so the command fails at once with the subject named rather
+// than at its timeout. stop closes the connection.
+func (n *natsFlags) dial(ctx context.Context, name string) (*nats.Conn, context.Context, func(), error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	nc, err := n.connect(name, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if pe, ok := client.ParsePermissionError(err); ok {
+			cancel(pe)
+		}
+	}))
+	if err != nil {
+		cancel(nil)
+		return nil, nil, nil, err
+	}
+	return nc, ctx, func() { nc.Close(); cancel(nil) }, nil
+}
+
+// causeOf prefers the reason a command's context was cancelled (a refused
+// subject) over the error it produced (a deadline).
+func causeOf(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+		return cause
+	}
+	return err
 }
 
 // drainAndWait drains nc and waits, at most 10 s, for it to close (closed

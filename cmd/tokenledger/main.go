@@ -19,9 +19,15 @@ usage: tokenledger <command> [flags]
 
 commands:
   serve           run the service (embedded NATS unless --nats-url)
-  client create   register a client; prints its secret once
+  client          create, list, show, rotate-secret, disable, enable, delete clients
   issue           ask the service for tokens
   refresh         refresh a token
+  revoke          revoke a token (RFC 7009)
+  introspect      is a token active? (RFC 7662)
+  jwks            the service's public keys
+  sessions        a subject's active token families of a client
+  admin           revoke, sessions, digest: operators' calls (tokens.admin.*)
+  version         print the version (also --version)
   worker          the security-event worker alone, for separate scaling
   audit           replay, verify, at, diff: the auditor's tools (read-only)
   rollout         start, set, status: token-version rollouts of a client
@@ -37,6 +43,12 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
 	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0) // -h or --help: the usage was asked for
+	}
+	if errors.Is(err, errUsage) {
+		if err != errUsage {
+			fmt.Fprintln(os.Stderr, "tokenledger:", err)
+		}
 		os.Exit(2)
 	}
 	if err != nil {
@@ -47,8 +59,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usage)
-		return flag.ErrHelp
+		return usageError(usage)
 	}
 	switch args[0] {
 	case "worker":
@@ -56,10 +67,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "serve":
 		return serve(ctx, args[1:])
 	case "client":
-		if len(args) < 2 || args[1] != "create" {
-			return errors.New(`usage: tokenledger client create --id ID [--scope S] [--audience A]`)
-		}
-		return clientCreate(ctx, args[2:], stdout)
+		return clientCmd(ctx, args[1:], stdout)
+	case "revoke", "introspect", "jwks", "sessions", "admin":
+		return map[string]func(context.Context, []string, io.Writer) error{
+			"revoke": revoke, "introspect": introspect, "jwks": jwks, "sessions": sessions, "admin": adminCmd,
+		}[args[0]](ctx, args[1:], stdout)
+	case "version", "--version", "-version":
+		_, err := fmt.Fprintln(stdout, version())
+		return err
 	case "issue":
 		return issue(ctx, args[1:], stdout)
 	case "audit":
@@ -76,6 +91,5 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprint(os.Stderr, usage)
 		return nil
 	}
-	fmt.Fprint(os.Stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	return unknownCommand("tokenledger", args[0])
 }

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -94,6 +96,11 @@ func parseServe(args []string) (serveConfig, error) {
 	if len(cf.Clients) > 0 {
 		if err := json.Unmarshal(cf.Clients, &c.clients); err != nil {
 			return c, fmt.Errorf("config clients: %w", err)
+		}
+		for _, cl := range c.clients {
+			if strings.HasPrefix(cl.SecretSHA256, "REPLACE") {
+				return c, fmt.Errorf("config %s: client %s: secret_sha256 is still the example's placeholder: run `tokenledger client new-secret`, give the client its client_secret and put its secret_sha256 here", c.config, cl.ID)
+			}
 		}
 	}
 	if c.grace < 0 || c.grace > ledger.MaxGrace {
@@ -271,6 +278,9 @@ func loadOrCreateKEK(path string) (token.KEK, error) {
 // With syncAlways every JetStream write is fsynced before it is
 // acknowledged, so a host crash loses no acknowledged event; without it the
 // file store syncs every two minutes (a process crash still loses nothing).
+// Its log is kept: a failure to start (the port in use, a data directory
+// it cannot write) is returned at once with the server's own words, and
+// later warnings and errors go to stderr.
 func startEmbedded(listen, dataDir string, syncAlways bool) (*server.Server, error) {
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -282,9 +292,17 @@ func startEmbedded(listen, dataDir string, syncAlways bool) (*server.Server, err
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else if l, err := net.Listen("tcp", listen); err != nil {
+		// Checked before the server starts, which would only log it.
+		return nil, fmt.Errorf("--listen %s: %w (is another tokenledger or nats-server running? stop it or choose another --listen)", listen, errors.Unwrap(err))
+	} else {
+		_ = l.Close()
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("--data: %w", err)
+		return nil, fmt.Errorf("--data %s: %w", dataDir, errors.Unwrap(err))
+	}
+	if err := checkWritable(dataDir); err != nil {
+		return nil, err
 	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "tokenledger-embedded",
@@ -293,17 +311,32 @@ func startEmbedded(listen, dataDir string, syncAlways bool) (*server.Server, err
 		JetStream:  true,
 		StoreDir:   filepath.Join(dataDir, "jetstream"),
 		NoSigs:     true,
-		NoLog:      true,
 		MaxPayload: 1 << 20,
 		SyncAlways: syncAlways,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)
 	}
+	sl := &startupLog{failed: make(chan string, 1), log: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	ns.SetLogger(sl, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(15 * time.Second) {
+	deadline := time.Now().Add(15 * time.Second)
+	for !ns.ReadyForConnections(100 * time.Millisecond) {
+		select {
+		case msg := <-sl.failed:
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded NATS server (--listen %s, --data %s) failed to start: %s", listen, dataDir, msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded NATS server (--listen %s, --data %s) did not become ready within 15s", listen, dataDir)
+		}
+	}
+	sl.started.Store(true)
+	if !ns.JetStreamEnabled() {
 		ns.Shutdown()
-		return nil, errors.New("embedded NATS server did not become ready within 15s")
+		return nil, fmt.Errorf("embedded NATS server: JetStream did not start under --data %s", dataDir)
 	}
 	return ns, nil
 }
@@ -328,3 +361,61 @@ func keyRotation(d time.Duration) time.Duration {
 	}
 	return d
 }
+
+// checkWritable fails, naming the directory, when the server could not
+// write its store there.
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("--data %s is not writable: %w", dir, errors.Unwrap(err))
+	}
+	name := f.Name()
+	_ = f.Close()
+	return os.Remove(name)
+}
+
+// startupLog is the embedded server's logger: until the server is ready
+// its first error is the reason it failed to start; warnings and errors
+// are logged to stderr throughout.
+type startupLog struct {
+	failed  chan string
+	started atomic.Bool
+	log     *slog.Logger
+}
+
+func (l *startupLog) fail(msg string) {
+	if !l.started.Load() {
+		select {
+		case l.failed <- msg:
+		default:
+		}
+	}
+}
+
+// Noticef drops notices.
+func (l *startupLog) Noticef(string, ...any) {}
+
+// Warnf logs a warning.
+func (l *startupLog) Warnf(format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...), "component", "nats-server")
+}
+
+// Fatalf records a fatal error; the server does not exit the process.
+func (l *startupLog) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg, "component", "nats-server")
+	l.fail(msg)
+}
+
+// Errorf records an error.
+func (l *startupLog) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg, "component", "nats-server")
+	l.fail(msg)
+}
+
+// Debugf drops debug lines.
+func (l *startupLog) Debugf(string, ...any) {}
+
+// Tracef drops trace lines.
+func (l *startupLog) Tracef(string, ...any) {}
