@@ -124,6 +124,7 @@ func (in *introspector) afterSync(tok *verifiedToken, syncErr error, now time.Ti
 // done nothing, for any other request; the pool then serves it as before.
 // The answer is the one introspectAccess gives.
 func (s *Service) introspectNow(req micro.Request) bool {
+	start := time.Now()
 	in := s.intro
 	if in == nil || s.cfg.Ledger.Ready() != nil {
 		return false // the pool path answers, or refuses while the clock is out of bound
@@ -148,6 +149,7 @@ func (s *Service) introspectNow(req micro.Request) bool {
 	}
 	in.direct.Add(1)
 	if !tok.validAt(now) {
+		s.observe("introspect", OutcomeOK, start)
 		s.answer(req, inactiveReply)
 		return true
 	}
@@ -155,8 +157,9 @@ func (s *Service) introspectNow(req micro.Request) bool {
 	joined := in.sync.SyncThen(func(err error) {
 		defer s.inline.Done()
 		if body, err := in.afterSync(tok, err, s.cfg.Ledger.Now()); err != nil {
-			s.respondError(req, "introspect", err)
+			s.observe("introspect", s.respondError(req, "introspect", err), start)
 		} else {
+			s.observe("introspect", OutcomeOK, start)
 			s.answer(req, body)
 		}
 	})

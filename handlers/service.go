@@ -56,6 +56,10 @@ type Config struct {
 	Timeout time.Duration
 	Version string
 	Log     *slog.Logger
+	// Observe, when set, is told every request's endpoint, outcome
+	// (OutcomeOK or the OAuth error code) and duration, for metrics. It is
+	// called on the request path and must not block.
+	Observe func(endpoint, outcome string, took time.Duration)
 	// View is the valid-token view; with it the service also serves
 	// revoke, introspect, sessions and admin.revoke (see revoke.go).
 	View *projections.View
@@ -244,13 +248,13 @@ func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint)
 		s.gate.RLock()
 		defer s.gate.RUnlock()
 		if s.stopped {
-			s.respondError(req, ep.name, errStopping)
+			s.observe(ep.name, s.respondError(req, ep.name, errStopping), time.Time{})
 			return
 		}
 		select {
 		case jobs <- job:
 		case <-ctx.Done():
-			s.respondError(req, ep.name, errStopping)
+			s.observe(ep.name, s.respondError(req, ep.name, errStopping), time.Time{})
 		}
 	}
 }
@@ -258,17 +262,17 @@ func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint)
 func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) {
 	s.inHand.Add(1)
 	defer s.inHand.Add(-1)
+	start := time.Now()
 	req = s.withRequestID(req)
 	if err := s.cfg.Ledger.Ready(); err != nil {
-		s.respondError(req, ep.name, err)
+		s.observe(ep.name, s.respondError(req, ep.name, err), start)
 		return
 	}
 	ctx, cancel := context.WithTimeout(parent, s.cfg.Timeout)
 	defer cancel()
-	start := time.Now()
 	reply, err := ep.handler(ctx, req)
 	if err != nil {
-		s.respondError(req, ep.name, err)
+		s.observe(ep.name, s.respondError(req, ep.name, err), start)
 		return
 	}
 	var body []byte
@@ -280,10 +284,11 @@ func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) 
 		defer s.bodies.Put(r)
 	default:
 		if body, err = marshalReply(reply); err != nil {
-			s.respondError(req, ep.name, err)
+			s.observe(ep.name, s.respondError(req, ep.name, err), start)
 			return
 		}
 	}
+	s.observe(ep.name, OutcomeOK, start)
 	if err := s.reply(req, body, nil); err != nil {
 		s.cfg.Log.Warn("reply failed", "endpoint", ep.name, "request_id", logRequestID(req), "error", err)
 	}
@@ -361,7 +366,8 @@ type errorBody struct {
 	Description string `json:"error_description"`
 }
 
-func (s *Service) respondError(req micro.Request, endpoint string, err error) {
+// It returns the OAuth code replied.
+func (s *Service) respondError(req micro.Request, endpoint string, err error) string {
 	status, code, desc, known := oauthError(err)
 	s.logError(req, endpoint, status, code, err, known)
 	if st, ok := s.stats.Load(endpoint); ok {
@@ -373,6 +379,24 @@ func (s *Service) respondError(req micro.Request, endpoint string, err error) {
 	if rerr := s.reply(req, body, header); rerr != nil {
 		s.cfg.Log.Warn("error reply failed", "endpoint", endpoint, "request_id", logRequestID(req), "error", rerr)
 	}
+	return code
+}
+
+// OutcomeOK is the outcome Config.Observe is told for a successful reply
+// (an error reply is its OAuth code).
+const OutcomeOK = "ok"
+
+// observe tells Config.Observe (if set) a request's outcome and how long it
+// took since start (0 when it never reached the pool).
+func (s *Service) observe(endpoint, outcome string, start time.Time) {
+	if s.cfg.Observe == nil {
+		return
+	}
+	var took time.Duration
+	if !start.IsZero() {
+		took = time.Since(start)
+	}
+	s.cfg.Observe(endpoint, outcome, took)
 }
 
 // logError writes the line an operator needs for an error reply: every

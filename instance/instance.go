@@ -87,6 +87,9 @@ type Config struct {
 	ClockProbeInterval time.Duration
 	// Now is the instance's clock (default time.Now).
 	Now func() time.Time
+	// Observe, when set, is told every request's endpoint, outcome and
+	// duration (handlers.Config.Observe): ops.Metrics.Observe.
+	Observe func(endpoint, outcome string, took time.Duration)
 	// Version is the micro service's version.
 	Version string
 	Log     *slog.Logger
@@ -290,6 +293,7 @@ func (in *Instance) wireService(ctx context.Context, js, pjs jetstream.JetStream
 		Ledger: in.led, Registry: in.reg, Ring: in.ring,
 		Issuer: cfg.Issuer, Prefix: cfg.Prefix, Defaults: cfg.Defaults,
 		MaxRequestBytes: cfg.MaxRequestBytes, Workers: cfg.Workers, Version: cfg.Version, Log: cfg.Log,
+		Observe: cfg.Observe,
 	}
 	if in.view != nil {
 		svcCfg.View, svcCfg.Rollouts = in.view, in.rollouts

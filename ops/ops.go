@@ -26,6 +26,37 @@ import (
 	"github.com/tokenledger/tokenledger/instance"
 )
 
+// Metrics are the request metrics an instance reports as it serves: build
+// them before the instance, pass Observe to instance.Config.Observe, and
+// the same Metrics to the Server.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// NewMetrics returns empty request metrics.
+func NewMetrics() *Metrics {
+	return &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenledger_requests_total",
+			Help: "Requests this instance answered, by endpoint and outcome (ok or the OAuth error code).",
+		}, []string{"endpoint", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokenledger_request_duration_seconds",
+			Help:    "Time from a request reaching the worker pool to its reply, by endpoint.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"endpoint"}),
+	}
+}
+
+// Observe records one request (handlers.Config.Observe).
+func (m *Metrics) Observe(endpoint, outcome string, took time.Duration) {
+	m.requests.WithLabelValues(endpoint, outcome).Inc()
+	if took > 0 {
+		m.latency.WithLabelValues(endpoint).Observe(took.Seconds())
+	}
+}
+
 // Config configures a Server.
 type Config struct {
 	// Addr is the listen address, such as 127.0.0.1:8080.
@@ -35,6 +66,8 @@ type Config struct {
 	// MaxViewLag is the readiness bound on the view's lag (default
 	// instance.DefaultMaxViewLag).
 	MaxViewLag uint64
+	// Metrics are the instance's request metrics (nil: none reported).
+	Metrics *Metrics
 	Log        *slog.Logger
 }
 
@@ -55,6 +88,9 @@ func New(cfg Config) *Server {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&collector{in: cfg.Instance, maxLag: cfg.MaxViewLag},
 	)
+	if cfg.Metrics != nil {
+		reg.MustRegister(cfg.Metrics.requests, cfg.Metrics.latency)
+	}
 	return &Server{cfg: cfg, reg: reg}
 }
 

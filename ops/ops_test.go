@@ -38,7 +38,7 @@ func get(t *testing.T, base, path string) (int, string) {
 
 // serve runs an ops server for in on a random loopback port until the test
 // ends and returns its base URL.
-func serve(t *testing.T, in *instance.Instance, maxLag uint64) string {
+func serve(t *testing.T, in *instance.Instance, m *ops.Metrics, maxLag uint64) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,7 +46,7 @@ func serve(t *testing.T, in *instance.Instance, maxLag uint64) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ops.New(ops.Config{Instance: in, MaxViewLag: maxLag}).Serve(ctx, ln) }()
+	go func() { done <- ops.New(ops.Config{Instance: in, Metrics: m, MaxViewLag: maxLag}).Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -105,13 +105,34 @@ func counter(t *testing.T, base, family, label, value string) float64 {
 	return 0
 }
 
+// requests is tokenledger_requests_total for the endpoint and outcome.
+func requests(t *testing.T, base, endpoint, outcome string) float64 {
+	t.Helper()
+	_, body := get(t, base, "/metrics")
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	for _, m := range fams["tokenledger_requests_total"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["endpoint"] == endpoint && labels["outcome"] == outcome {
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
 // /healthz is alive from the start; /readyz is not ready while the view is
 // behind the ledger, nor while the ledger stream is gone, nor once NATS is
 // gone, and ready otherwise; /metrics parses and its counters follow the
 // requests the test makes.
 func TestHealthReadinessAndMetrics(t *testing.T) {
 	env := tltest.New(t, "")
-	first := env.StartInstance(tltest.Options{Grace: 10 * time.Second})
+	env.StartInstance(tltest.Options{Grace: 10 * time.Second})
 	for _, s := range []string{"alice", "bob", "carol"} {
 		tltest.WantOK(t, env.Issue(s))
 	}
@@ -121,14 +142,15 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	nc, _ := natstest.Connect(t, env.Srv)
 	kek, _ := token.ParseKEK(tltest.KEK)
 	ctx := context.Background()
+	metrics := ops.NewMetrics()
 	second, err := instance.New(ctx, nc, nc, instance.Config{
 		Service: true, KEK: kek, Clients: []ledger.Client{tltest.Client()}, Defaults: tltest.Policy(10 * time.Second),
-		MaxClockOffset: -1, Now: env.Clock.Now,
+		MaxClockOffset: -1, Now: env.Clock.Now, Observe: metrics.Observe,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := serve(t, second, 1)
+	base := serve(t, second, metrics, 1)
 	if code, _ := get(t, base, "/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d before running", code)
 	}
@@ -146,7 +168,11 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	})
 	waitStatus(t, base, "/readyz", http.StatusOK)
 
-	// Counters move with the requests.
+	// Counters move with the requests: the first instance stops, so this
+	// one answers them all.
+	if err := env.StopInstance(0); err != nil {
+		t.Fatal(err)
+	}
 	issued := counter(t, base, "tokenledger_ledger_events_total", "type", string(ledger.TypeFamilyIssued))
 	rotated := counter(t, base, "tokenledger_ledger_events_total", "type", string(ledger.TypeRefreshRotated))
 	g := env.Issue("dave")
@@ -163,6 +189,15 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	tltest.WantError(t, env.Call("tokens.issue", map[string]string{"client_id": tltest.ClientID, "client_secret": "tlcs_wrong", "subject": "x"}), "invalid_client", "401")
+	for _, want := range []struct {
+		endpoint, outcome string
+		n                 float64
+	}{{"issue", "ok", 1}, {"refresh", "ok", 1}, {"issue", "invalid_client", 1}} {
+		if got := requests(t, base, want.endpoint, want.outcome); got != want.n {
+			t.Errorf("tokenledger_requests_total{endpoint=%q,outcome=%q} = %v, want %v", want.endpoint, want.outcome, got, want.n)
+		}
+	}
 	if r := counter(t, base, "tokenledger_ready", "", ""); r != 1 {
 		t.Fatalf("tokenledger_ready = %v while ready", r)
 	}
@@ -175,7 +210,6 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	if body := waitStatus(t, base, "/readyz", http.StatusServiceUnavailable); !strings.Contains(body, "missing") {
 		t.Fatalf("/readyz with the ledger gone: %q", body)
 	}
-	_ = first // the first instance's watchdog sees the loss too; it refuses decisions meanwhile
 	if _, err := env.Store.Stream().Info(ctx); err == nil {
 		t.Fatal("the ledger stream came back by itself")
 	}

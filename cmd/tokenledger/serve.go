@@ -209,6 +209,7 @@ func serve(ctx context.Context, args []string) error {
 	if stateCache == 0 {
 		stateCache = -1 // 0 disables here; instance reads 0 as its default
 	}
+	metrics := ops.NewMetrics()
 	in, err := instance.New(ctx, nc, pnc, instance.Config{
 		Stream: cfg.stream, Prefix: cfg.prefix, Replicas: cfg.replicas, Init: cfg.init,
 		Service: true, Worker: cfg.worker, Security: secCfg,
@@ -219,12 +220,12 @@ func serve(ctx context.Context, args []string) error {
 			RefreshTTL: cfg.refreshTTL, FamilyTTL: cfg.familyTTL,
 		},
 		StateCache: stateCache, MaxRequestBytes: cfg.maxRequest, Workers: cfg.workers,
-		MaxClockOffset: cfg.maxOffset, Log: log,
+		MaxClockOffset: cfg.maxOffset, Observe: metrics.Observe, Log: log,
 	})
 	if err != nil {
 		return err
 	}
-	err = runWithOps(ctx, in, cfg.http, log)
+	err = runWithOps(ctx, in, metrics, cfg.http, log)
 	log.Info("stopping")
 	return err
 }
@@ -343,13 +344,13 @@ func startEmbedded(listen, dataDir string, syncAlways bool) (*server.Server, err
 
 // runWithOps runs the instance and, when addr is set, the HTTP listener of
 // health, readiness and metrics beside it; when one stops, both stop.
-func runWithOps(ctx context.Context, in *instance.Instance, addr string, log *slog.Logger) error {
+func runWithOps(ctx context.Context, in *instance.Instance, metrics *ops.Metrics, addr string, log *slog.Logger) error {
 	if addr == "" {
 		return in.Run(ctx)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return in.Run(gctx) })
-	g.Go(func() error { return ops.New(ops.Config{Addr: addr, Instance: in, Log: log}).Run(gctx) })
+	g.Go(func() error { return ops.New(ops.Config{Addr: addr, Instance: in, Metrics: metrics, Log: log}).Run(gctx) })
 	return g.Wait()
 }
 

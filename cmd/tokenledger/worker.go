@@ -140,7 +140,7 @@ func worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	err = runWithOps(ctx, in, httpAddr, log)
+	err = runWithOps(ctx, in, nil, httpAddr, log)
 	w := in.Worker()
 	s := w.Stats()
 	log.Info("security worker stopped", "handled", s.Handled, "duplicates", s.Duplicates, "dead_lettered", s.DeadLettered, "retried", s.Retried)
