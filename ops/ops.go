@@ -68,7 +68,7 @@ type Config struct {
 	MaxViewLag uint64
 	// Metrics are the instance's request metrics (nil: none reported).
 	Metrics *Metrics
-	Log        *slog.Logger
+	Log     *slog.Logger
 }
 
 // Server is the HTTP listener of health, readiness and metrics.

@@ -350,7 +350,9 @@ func runWithOps(ctx context.Context, in *instance.Instance, metrics *ops.Metrics
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return in.Run(gctx) })
-	g.Go(func() error { return ops.New(ops.Config{Addr: addr, Instance: in, Metrics: metrics, Log: log}).Run(gctx) })
+	g.Go(func() error {
+		return ops.New(ops.Config{Addr: addr, Instance: in, Metrics: metrics, Log: log}).Run(gctx)
+	})
 	return g.Wait()
 }
 
