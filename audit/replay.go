@@ -320,6 +320,22 @@ func detail(e ledger.Event) string {
 		return fmt.Sprintf("access tokens so far denied, generation %d", d.Generation)
 	case ledger.SecurityHandled:
 		return fmt.Sprintf("%s/%s: %s %d families", d.EventType, d.Severity, d.Action, len(d.Families))
+	case ledger.VersionRefused:
+		return fmt.Sprintf("version %d below %d required by rollout %s since %s", d.Version, d.RequiredVersion, d.RolloutID, d.Deadline.UTC().Format(time.RFC3339))
+	case ledger.RolloutStarted:
+		return fmt.Sprintf("client=%s version %d at %d%%", d.Rollout.ClientID, d.Rollout.Version, d.Rollout.Percent)
+	case ledger.RolloutRaised:
+		return fmt.Sprintf("client=%s version %d: %d%% -> %d%%", d.Rollout.ClientID, d.Rollout.Version, d.FromPercent, d.Rollout.Percent)
+	case ledger.RolloutDeadlineSet:
+		return fmt.Sprintf("client=%s version %d: deadline %s", d.Rollout.ClientID, d.Rollout.Version, d.Rollout.Deadline.UTC().Format(time.RFC3339))
+	case ledger.KeyPublished:
+		return fmt.Sprintf("key %s (%s) published, signs from %s", d.KID, d.Alg, d.ActivatesAt.UTC().Format(time.RFC3339))
+	case ledger.KeyActivated:
+		return fmt.Sprintf("key %s (%s) signs from %s", d.KID, d.Alg, d.At.UTC().Format(time.RFC3339))
+	case ledger.KeyRetired:
+		return fmt.Sprintf("key %s retired, published until %s", d.KID, d.PublishedUntil.UTC().Format(time.RFC3339))
+	case ledger.KeyRevoked:
+		return fmt.Sprintf("key %s revoked: its tokens are inactive", d.KID)
 	}
 	return ""
 }

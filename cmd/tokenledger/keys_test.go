@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -62,5 +63,15 @@ func TestKeysCLI(t *testing.T) {
 	}
 	if err := json.Unmarshal(runCLI(t, bin, env, "audit", "verify"), &rep); err != nil || !rep.OK {
 		t.Fatalf("audit verify after key changes: %+v %v", rep, err)
+	}
+	// audit replay shows every key change, with the kid and no key material.
+	table := string(runCLI(t, bin, env, "audit", "replay", "--format", "table"))
+	for _, want := range []string{
+		"key.published.v1", "key.activated.v1", "key.revoked.v1",
+		"key " + rotated.Keys[0].KID + " revoked", "key " + rotated.Keys[1].KID + " (EdDSA) published",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("audit replay does not show %q:\n%s", want, table)
+		}
 	}
 }
