@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/client"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 )
@@ -77,7 +78,7 @@ func TestEndpoints(t *testing.T) {
 		t.Fatalf("admin sessions: %+v, %v", as, err)
 	}
 
-	if err := tl.Revoke(ctx, creds, client.TokenRequest{Token: next.AccessToken, TokenTypeHint: client.HintAccessToken}); err != nil {
+	if err := tl.Revoke(ctx, creds, client.TokenRequest{Token: next.AccessToken, TokenTypeHint: api.HintAccessToken}); err != nil {
 		t.Fatal(err)
 	}
 	if in, err := tl.Introspect(ctx, creds, client.TokenRequest{Token: next.AccessToken}); err != nil || in.Active {
@@ -120,29 +121,29 @@ func TestServiceErrors(t *testing.T) {
 		status int
 	}{
 		{"missing subject", func() error { _, err := tl.Issue(ctx, creds, client.IssueRequest{}); return err },
-			client.ErrInvalidRequest, client.CodeInvalidRequest, 400},
+			client.ErrInvalidRequest, api.CodeInvalidRequest, 400},
 		{"wrong secret", func() error { _, err := tl.Issue(ctx, wrong, client.IssueRequest{Subject: "x"}); return err },
-			client.ErrInvalidClient, client.CodeInvalidClient, 401},
+			client.ErrInvalidClient, api.CodeInvalidClient, 401},
 		{"unknown client", func() error {
 			_, err := tl.Sessions(ctx, client.Credentials{ID: "nobody", Secret: "tlcs_x"}, "x")
 			return err
-		}, client.ErrInvalidClient, client.CodeInvalidClient, 401},
+		}, client.ErrInvalidClient, api.CodeInvalidClient, 401},
 		{"forged refresh token", func() error {
 			_, err := tl.Refresh(ctx, creds, client.RefreshRequest{RefreshToken: "tlr_forged"})
 			return err
-		}, client.ErrInvalidGrant, client.CodeInvalidGrant, 400},
+		}, client.ErrInvalidGrant, api.CodeInvalidGrant, 400},
 		{"scope not allowed", func() error {
 			_, err := tl.Issue(ctx, creds, client.IssueRequest{Subject: "x", Scope: "admin"})
 			return err
-		}, client.ErrInvalidScope, client.CodeInvalidScope, 400},
+		}, client.ErrInvalidScope, api.CodeInvalidScope, 400},
 		{"wider refresh scope", func() error {
 			_, err := tl.Refresh(ctx, creds, client.RefreshRequest{RefreshToken: tok.RefreshToken, Scope: "admin"})
 			return err
-		}, client.ErrInvalidScope, client.CodeInvalidScope, 400},
+		}, client.ErrInvalidScope, api.CodeInvalidScope, 400},
 		{"admin revoke without reason", func() error {
 			_, err := tl.AdminRevoke(ctx, client.AdminRevokeRequest{Subject: "x"})
 			return err
-		}, client.ErrInvalidRequest, client.CodeInvalidRequest, 400},
+		}, client.ErrInvalidRequest, api.CodeInvalidRequest, 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,40 +4,30 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/tokenledger/tokenledger/api"
 )
 
-// OAuth error codes the service returns (docs/contract.md §2.3).
-const (
-	CodeInvalidRequest         = "invalid_request"
-	CodeInvalidClient          = "invalid_client"
-	CodeInvalidGrant           = "invalid_grant"
-	CodeInvalidScope           = "invalid_scope"
-	CodeUnauthorizedClient     = "unauthorized_client"
-	CodeUnsupportedTokenType   = "unsupported_token_type"
-	CodeTemporarilyUnavailable = "temporarily_unavailable"
-	CodeServerError            = "server_error"
-)
-
-// Sentinels for the OAuth codes: errors.Is(err, ErrInvalidGrant) holds for
-// an *Error with that code.
+// Sentinels for the OAuth codes (api.CodeInvalidGrant, …):
+// errors.Is(err, ErrInvalidGrant) holds for an *Error with that code.
 var (
 	// ErrInvalidRequest: the request is malformed or a value is not allowed.
-	ErrInvalidRequest = errors.New(CodeInvalidRequest)
+	ErrInvalidRequest = errors.New(api.CodeInvalidRequest)
 	// ErrInvalidClient: unknown client or wrong secret.
-	ErrInvalidClient = errors.New(CodeInvalidClient)
+	ErrInvalidClient = errors.New(api.CodeInvalidClient)
 	// ErrInvalidGrant: the refresh token is invalid, expired, reused or of
 	// a revoked family; the user must log in again.
-	ErrInvalidGrant = errors.New(CodeInvalidGrant)
+	ErrInvalidGrant = errors.New(api.CodeInvalidGrant)
 	// ErrInvalidScope: a scope the client may not have.
-	ErrInvalidScope = errors.New(CodeInvalidScope)
+	ErrInvalidScope = errors.New(api.CodeInvalidScope)
 	// ErrUnauthorizedClient: the client may not do this (reserved).
-	ErrUnauthorizedClient = errors.New(CodeUnauthorizedClient)
+	ErrUnauthorizedClient = errors.New(api.CodeUnauthorizedClient)
 	// ErrUnsupportedTokenType: reserved by RFC 7009.
-	ErrUnsupportedTokenType = errors.New(CodeUnsupportedTokenType)
+	ErrUnsupportedTokenType = errors.New(api.CodeUnsupportedTokenType)
 	// ErrTemporarilyUnavailable: retry later; another instance may answer.
-	ErrTemporarilyUnavailable = errors.New(CodeTemporarilyUnavailable)
+	ErrTemporarilyUnavailable = errors.New(api.CodeTemporarilyUnavailable)
 	// ErrServerError: the service failed; it logged the cause.
-	ErrServerError = errors.New(CodeServerError)
+	ErrServerError = errors.New(api.CodeServerError)
 )
 
 // Transport errors: no reply came.
@@ -50,14 +40,14 @@ var (
 )
 
 var sentinels = map[string]error{
-	CodeInvalidRequest:         ErrInvalidRequest,
-	CodeInvalidClient:          ErrInvalidClient,
-	CodeInvalidGrant:           ErrInvalidGrant,
-	CodeInvalidScope:           ErrInvalidScope,
-	CodeUnauthorizedClient:     ErrUnauthorizedClient,
-	CodeUnsupportedTokenType:   ErrUnsupportedTokenType,
-	CodeTemporarilyUnavailable: ErrTemporarilyUnavailable,
-	CodeServerError:            ErrServerError,
+	api.CodeInvalidRequest:         ErrInvalidRequest,
+	api.CodeInvalidClient:          ErrInvalidClient,
+	api.CodeInvalidGrant:           ErrInvalidGrant,
+	api.CodeInvalidScope:           ErrInvalidScope,
+	api.CodeUnauthorizedClient:     ErrUnauthorizedClient,
+	api.CodeUnsupportedTokenType:   ErrUnsupportedTokenType,
+	api.CodeTemporarilyUnavailable: ErrTemporarilyUnavailable,
+	api.CodeServerError:            ErrServerError,
 }
 
 // Error is an error reply of the service.
@@ -86,7 +76,7 @@ func (e *Error) Is(target error) bool {
 }
 
 // Retryable reports whether the service asked the caller to retry.
-func (e *Error) Retryable() bool { return e.Code == CodeTemporarilyUnavailable }
+func (e *Error) Retryable() bool { return e.Code == api.CodeTemporarilyUnavailable }
 
 // newError builds an *Error from the reply's body and error headers. The
 // body is the contract's; the headers fill in what a foreign reply lacks.

@@ -11,30 +11,16 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger"
 )
-
-// AdminRevokeRequest is the body of tokens.admin.revoke: exactly one of
-// FamilyID, Subject and ClientID, and the reason recorded in the ledger.
-type AdminRevokeRequest struct {
-	FamilyID string `json:"family_id,omitempty"`
-	Subject  string `json:"subject,omitempty"`
-	ClientID string `json:"client_id,omitempty"`
-	Reason   string `json:"reason"`
-}
-
-// AdminRevokeResponse is the reply of tokens.admin.revoke: how many active
-// families this request revoked.
-type AdminRevokeResponse struct {
-	RevokedFamilies int `json:"revoked_families"`
-}
 
 // adminRevokeParallel bounds the revocations one admin request runs at once.
 const adminRevokeParallel = 16
 
 // DecodeAdminRevokeRequest decodes and checks an admin revoke request.
-func DecodeAdminRevokeRequest(body []byte, limit int) (AdminRevokeRequest, error) {
-	var r AdminRevokeRequest
+func DecodeAdminRevokeRequest(body []byte, limit int) (api.AdminRevokeRequest, error) {
+	var r api.AdminRevokeRequest
 	if err := decodeStrict(body, limit, &r); err != nil {
 		return r, err
 	}
@@ -124,17 +110,7 @@ func (s *Service) adminRevoke(ctx context.Context, req micro.Request) (any, erro
 	if err := s.cfg.View.WaitFor(ctx, maxSeq); err != nil {
 		return nil, fmt.Errorf("admin revoke: %w: %w", ledger.ErrUnavailable, err)
 	}
-	return AdminRevokeResponse{RevokedFamilies: revoked}, nil
-}
-
-// DigestResponse is the reply of tokens.admin.digest: the live valid-token
-// view's digest at Time and the ledger sequence it had applied, for
-// `tokenledger audit diff --live` to compare with a view rebuilt from the
-// log up to that sequence.
-type DigestResponse struct {
-	Seq    uint64 `json:"seq"`
-	Time   string `json:"time"`
-	Digest string `json:"digest"`
+	return api.AdminRevokeResponse{RevokedFamilies: revoked}, nil
 }
 
 func (s *Service) adminDigest(_ context.Context, req micro.Request) (any, error) {
@@ -147,5 +123,5 @@ func (s *Service) adminDigest(_ context.Context, req micro.Request) (any, error)
 	// The digest has second precision: take it at a whole second.
 	now := s.cfg.Ledger.Now().Truncate(time.Second)
 	digest, seq := s.cfg.View.DigestAt(now)
-	return DigestResponse{Seq: seq, Time: now.UTC().Format(time.RFC3339), Digest: digest}, nil
+	return api.DigestResponse{Seq: seq, Time: now.UTC(), Digest: digest}, nil
 }

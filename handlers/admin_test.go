@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 )
@@ -55,7 +55,7 @@ func TestAdminRevoke(t *testing.T) {
 		"reason not text": map[string]any{"subject": "a", "reason": "\x00"},
 	} {
 		r := e.Call("tokens.admin.revoke", body)
-		if r.Error != handlers.CodeInvalidRequest || r.Status != "400" {
+		if r.Error != api.CodeInvalidRequest || r.Status != "400" {
 			t.Errorf("%s: got %s", name, r.Raw)
 		}
 	}

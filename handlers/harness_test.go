@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
@@ -49,13 +49,13 @@ func (e *env) revoke(token string) {
 	}
 }
 
-func (e *env) introspect(token string) handlers.IntrospectResponse {
+func (e *env) introspect(token string) api.IntrospectResponse {
 	e.T.Helper()
 	r := e.tokenCall("tokens.introspect", token, "")
 	if r.Error != "" {
 		e.T.Fatalf("introspect: %s", r.Raw)
 	}
-	var out handlers.IntrospectResponse
+	var out api.IntrospectResponse
 	if err := json.Unmarshal(r.Raw, &out); err != nil {
 		e.T.Fatal(err)
 	}
@@ -65,18 +65,18 @@ func (e *env) introspect(token string) handlers.IntrospectResponse {
 	return out
 }
 
-func (e *env) sessions(subject string) handlers.SessionsResponse {
+func (e *env) sessions(subject string) api.SessionsResponse {
 	e.T.Helper()
 	return e.sessionsAt("tokens.sessions", map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "subject": subject})
 }
 
-func (e *env) sessionsAt(endpoint string, body map[string]any) handlers.SessionsResponse {
+func (e *env) sessionsAt(endpoint string, body map[string]any) api.SessionsResponse {
 	e.T.Helper()
 	r := e.Call(endpoint, body)
 	if r.Error != "" {
 		e.T.Fatalf("sessions: %s", r.Raw)
 	}
-	var out handlers.SessionsResponse
+	var out api.SessionsResponse
 	if err := json.Unmarshal(r.Raw, &out); err != nil {
 		e.T.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func (e *env) adminRevoke(body map[string]any) int {
 	if r.Error != "" {
 		e.T.Fatalf("admin revoke %v: %s", body, r.Raw)
 	}
-	var out handlers.AdminRevokeResponse
+	var out api.AdminRevokeResponse
 	if err := json.Unmarshal(r.Raw, &out); err != nil {
 		e.T.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/token"
 )
@@ -17,24 +18,24 @@ func TestOAuthErrorMapping(t *testing.T) {
 		err          error
 		status, code string
 	}{
-		{badRequest("x"), "400", CodeInvalidRequest},
-		{ledger.ErrInvalidRequest, "400", CodeInvalidRequest},
-		{ledger.ErrInvalidClient, "401", CodeInvalidClient},
-		{ledger.ErrUnauthorizedClient, "403", CodeUnauthorizedClient},
-		{ledger.ErrInvalidScope, "400", CodeInvalidScope},
-		{ledger.ErrRefreshReused, "400", CodeInvalidGrant},
-		{ledger.ErrFamilyRevoked, "400", CodeInvalidGrant},
-		{ledger.ErrExpired, "400", CodeInvalidGrant},
-		{ledger.ErrFamilyExpired, "400", CodeInvalidGrant},
-		{ledger.ErrVersionRequired, "400", CodeInvalidGrant},
-		{ledger.ErrInvalidToken, "400", CodeInvalidGrant},
-		{ledger.ErrUnknownFamily, "400", CodeInvalidGrant},
-		{ledger.ErrWrongClient, "400", CodeInvalidGrant},
-		{errOverloaded, "429", CodeTemporarilyUnavailable},
-		{errStopping, "503", CodeTemporarilyUnavailable},
-		{ledger.ErrUnavailable, "503", CodeTemporarilyUnavailable},
-		{ledger.ErrConflict, "503", CodeTemporarilyUnavailable},
-		{errors.New("disk on fire"), "500", CodeServerError},
+		{badRequest("x"), "400", api.CodeInvalidRequest},
+		{ledger.ErrInvalidRequest, "400", api.CodeInvalidRequest},
+		{ledger.ErrInvalidClient, "401", api.CodeInvalidClient},
+		{ledger.ErrUnauthorizedClient, "403", api.CodeUnauthorizedClient},
+		{ledger.ErrInvalidScope, "400", api.CodeInvalidScope},
+		{ledger.ErrRefreshReused, "400", api.CodeInvalidGrant},
+		{ledger.ErrFamilyRevoked, "400", api.CodeInvalidGrant},
+		{ledger.ErrExpired, "400", api.CodeInvalidGrant},
+		{ledger.ErrFamilyExpired, "400", api.CodeInvalidGrant},
+		{ledger.ErrVersionRequired, "400", api.CodeInvalidGrant},
+		{ledger.ErrInvalidToken, "400", api.CodeInvalidGrant},
+		{ledger.ErrUnknownFamily, "400", api.CodeInvalidGrant},
+		{ledger.ErrWrongClient, "400", api.CodeInvalidGrant},
+		{errOverloaded, "429", api.CodeTemporarilyUnavailable},
+		{errStopping, "503", api.CodeTemporarilyUnavailable},
+		{ledger.ErrUnavailable, "503", api.CodeTemporarilyUnavailable},
+		{ledger.ErrConflict, "503", api.CodeTemporarilyUnavailable},
+		{errors.New("disk on fire"), "500", api.CodeServerError},
 	}
 	for _, tc := range tests {
 		status, code, desc, _ := oauthError(errorsJoin(tc.err))
@@ -102,14 +103,14 @@ func FuzzDecodeRefreshRequest(f *testing.F) {
 // change of library.
 func TestTokenResponseEncodingAgrees(t *testing.T) {
 	body := &pooledBody{b: []byte(`{"stale":"bytes from an earlier reply"}`)}
-	for _, r := range []TokenResponse{
+	for _, r := range []api.TokenResponse{
 		{AccessToken: "a.b.c", TokenType: "Bearer", ExpiresIn: 900, RefreshToken: "tlr_x", RefreshTokenExpiresIn: 5, FamilyID: "F", Scope: "read write"},
 		{AccessToken: "a", TokenType: "Bearer", Scope: `we"ird<&>\`},
 		{TokenType: "Bearer", ExpiresIn: -1, Scope: "\u2028 \u2029 \x00\x1f\t\b\f é"},
 	} {
 		want, _ := json.Marshal(r)
 		// Written over a reused buffer, as the service's pooled bodies are.
-		if err := r.marshalInto(body); err != nil || string(body.b) != string(want) {
+		if err := marshalTokenResponse(body, &r); err != nil || string(body.b) != string(want) {
 			t.Fatalf("encode:\n got %s\nwant %s (%v)", body.b, want, err)
 		}
 	}
@@ -119,16 +120,16 @@ func TestTokenResponseEncodingAgrees(t *testing.T) {
 func TestRepliesEncodeAsBefore(t *testing.T) {
 	at := time.Date(2026, 11, 27, 10, 0, 0, 123, time.UTC)
 	for _, v := range []any{
-		IntrospectResponse{Active: true, TokenType: TokenTypeRefresh, Subject: "<a&b>", Audience: []string{"api"}, ExpiresAt: 9, SID: "F"},
-		IntrospectResponse{Active: true, TokenType: TokenTypeBearer, IssuedAt: 1, NotBefore: 2, JTI: "j", Scope: "\u2028"},
-		IntrospectResponse{},
-		RevokeResponse{Revoked: true},
-		AdminRevokeResponse{RevokedFamilies: 3},
-		DigestResponse{Seq: 7, Time: "2026-11-27T10:00:00Z", Digest: "abc"},
-		SessionsResponse{Families: []Session{}},
-		SessionsResponse{Families: []Session{{FamilyID: "F", ClientID: "web", CreatedAt: at, ExpiresAt: at.Add(time.Hour), Generation: 2, Version: 1},
+		api.IntrospectResponse{Active: true, TokenType: api.TokenTypeRefresh, Subject: "<a&b>", Audience: []string{"api"}, ExpiresAt: 9, SID: "F"},
+		api.IntrospectResponse{Active: true, TokenType: api.TokenTypeBearer, IssuedAt: 1, NotBefore: 2, JTI: "j", Scope: "\u2028"},
+		api.IntrospectResponse{},
+		api.RevokeResponse{Revoked: true},
+		api.AdminRevokeResponse{RevokedFamilies: 3},
+		api.DigestResponse{Seq: 7, Time: at.Truncate(time.Second), Digest: "abc"},
+		api.SessionsResponse{Families: []api.Session{}},
+		api.SessionsResponse{Families: []api.Session{{FamilyID: "F", ClientID: "web", CreatedAt: at, ExpiresAt: at.Add(time.Hour), Generation: 2, Version: 1},
 			{FamilyID: "G", RotatedAt: &at, CreatedAt: at.In(time.FixedZone("x", 3600))}}},
-		errorBody{Error: CodeInvalidRequest, Description: `field "<x>" appears more than once`},
+		api.ErrorResponse{Error: api.CodeInvalidRequest, Description: `field "<x>" appears more than once`},
 		map[string]any{"keys": []token.JWK{{Kty: "OKP", Kid: "k", Alg: "EdDSA", Use: "sig", Crv: "Ed25519", X: "abc"}}},
 	} {
 		want, err := json.Marshal(v)
@@ -139,6 +140,17 @@ func TestRepliesEncodeAsBefore(t *testing.T) {
 		if err != nil || string(got) != string(want) {
 			t.Errorf("%T:\n got %s\nwant %s (%v)", v, got, want, err)
 		}
+	}
+}
+
+// The digest reply's time is the RFC 3339 string of a whole UTC second,
+// as when the field was a string formatted with time.RFC3339.
+func TestDigestReplyTime(t *testing.T) {
+	now := time.Date(2026, 11, 27, 10, 0, 0, 999, time.FixedZone("x", 3600)).Truncate(time.Second)
+	got, err := marshalReply(api.DigestResponse{Seq: 7, Time: now.UTC(), Digest: "abc"})
+	want := `{"seq":7,"time":"` + now.UTC().Format(time.RFC3339) + `","digest":"abc"}`
+	if err != nil || string(got) != want {
+		t.Fatalf("digest reply:\n got %s\nwant %s (%v)", got, want, err)
 	}
 }
 
@@ -160,14 +172,14 @@ func echoes(err error, body []byte, secret string) bool {
 // what decodeStrict accepts, with the same result.
 func checkFlatAgreesWithStrict(t *testing.T, body []byte) {
 	t.Helper()
-	var fi, si IssueRequest
-	if fi.decodeFast(body, DefaultMaxRequestBytes) {
+	var fi, si api.IssueRequest
+	if decodeIssueFast(&fi, body, DefaultMaxRequestBytes) {
 		if err := decodeStrict(body, DefaultMaxRequestBytes, &si); err != nil || !reflect.DeepEqual(fi, si) {
 			t.Fatalf("%q: issue fast path decodes %+v, decodeStrict %+v (%v)", body, fi, si, err)
 		}
 	}
-	var fr, sr RefreshRequest
-	if fr.decodeFast(body, DefaultMaxRequestBytes) {
+	var fr, sr api.RefreshRequest
+	if decodeRefreshFast(&fr, body, DefaultMaxRequestBytes) {
 		if err := decodeStrict(body, DefaultMaxRequestBytes, &sr); err != nil || fr != sr {
 			t.Fatalf("%q: refresh fast path decodes %+v, decodeStrict %+v (%v)", body, fr, sr, err)
 		}
@@ -193,19 +205,19 @@ func TestDecodeFlat(t *testing.T) {
 		{`{`, false, false},
 		{"\f{\"client_id\":\"web\"}", false, false},
 	} {
-		var ir IssueRequest
-		var rr RefreshRequest
-		if got := ir.decodeFast([]byte(tc.body), DefaultMaxRequestBytes); got != tc.issue {
+		var ir api.IssueRequest
+		var rr api.RefreshRequest
+		if got := decodeIssueFast(&ir, []byte(tc.body), DefaultMaxRequestBytes); got != tc.issue {
 			t.Errorf("%q: issue fast path %t, want %t", tc.body, got, tc.issue)
 		}
-		if got := rr.decodeFast([]byte(tc.body), DefaultMaxRequestBytes); got != tc.refresh {
+		if got := decodeRefreshFast(&rr, []byte(tc.body), DefaultMaxRequestBytes); got != tc.refresh {
 			t.Errorf("%q: refresh fast path %t, want %t", tc.body, got, tc.refresh)
 		}
 		checkFlatAgreesWithStrict(t, []byte(tc.body))
 	}
 	body := []byte(`{"client_id":"web","client_secret":"s","refresh_token":"t"}`)
-	var rr RefreshRequest
-	if rr.decodeFast(body, len(body)-1) {
+	var rr api.RefreshRequest
+	if decodeRefreshFast(&rr, body, len(body)-1) {
 		t.Error("fast path ignores the size limit")
 	}
 	if _, err := DecodeRefreshRequest(body, len(body)-1); err == nil {

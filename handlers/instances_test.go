@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
@@ -192,7 +193,7 @@ func TestRestartKeepsFamiliesAndKey(t *testing.T) {
 		t.Fatalf("post-restart access token: %v", err)
 	}
 	// The retired token is still recognised as reuse after the restart.
-	tltest.WantError(t, e2.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
+	tltest.WantError(t, e2.Refresh(a.RefreshToken), api.CodeInvalidGrant, "400")
 }
 
 // After a run, every stored byte of the ledger (all JetStream files: the

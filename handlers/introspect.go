@@ -13,34 +13,11 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/token"
 	"github.com/tokenledger/tokenledger/projections"
 )
-
-// Token types reported by introspection: access tokens are bearer tokens
-// (RFC 6749 §7.1), refresh tokens are named as their hint.
-const (
-	TokenTypeBearer  = "Bearer"
-	TokenTypeRefresh = "refresh_token"
-)
-
-// IntrospectResponse is the reply of tokens.introspect (RFC 7662 §2.2). An
-// inactive token is answered with {"active": false} and nothing else.
-type IntrospectResponse struct {
-	Active    bool     `json:"active"`
-	TokenType string   `json:"token_type,omitempty"`
-	Subject   string   `json:"sub,omitempty"`
-	ClientID  string   `json:"client_id,omitempty"`
-	Scope     string   `json:"scope,omitempty"`
-	Audience  []string `json:"aud,omitempty"`
-	Issuer    string   `json:"iss,omitempty"`
-	ExpiresAt int64    `json:"exp,omitzero"`
-	IssuedAt  int64    `json:"iat,omitzero"`
-	NotBefore int64    `json:"nbf,omitzero"`
-	JTI       string   `json:"jti,omitempty"`
-	SID       string   `json:"sid,omitempty"`
-}
 
 // inactiveReply is the whole answer for an inactive token (RFC 7662 §2.2:
 // nothing about the token is disclosed). The service sends []byte replies
@@ -200,8 +177,8 @@ func (s *Service) introspectRefresh(ctx context.Context, client ledger.Client, r
 		st.StatusAt(now) != ledger.StatusActive, !now.Before(st.RefreshExpiresAt):
 		return inactiveReply, nil
 	}
-	return IntrospectResponse{
-		Active: true, TokenType: TokenTypeRefresh, Subject: st.Subject, ClientID: st.ClientID,
+	return api.IntrospectResponse{
+		Active: true, TokenType: api.TokenTypeRefresh, Subject: st.Subject, ClientID: st.ClientID,
 		Scope: st.Scope, Audience: st.Audience, Issuer: s.cfg.Issuer,
 		ExpiresAt: st.RefreshExpiresAt.Unix(), IssuedAt: st.TokenIssuedAt.Unix(), SID: st.FamilyID,
 	}, nil
@@ -341,8 +318,8 @@ func (in *introspector) verify(raw string, now time.Time) (*verifiedToken, bool)
 	if err != nil {
 		return nil, false
 	}
-	reply, err := marshalReply(IntrospectResponse{
-		Active: true, TokenType: TokenTypeBearer, Subject: c.Subject, ClientID: c.ClientID,
+	reply, err := marshalReply(api.IntrospectResponse{
+		Active: true, TokenType: api.TokenTypeBearer, Subject: c.Subject, ClientID: c.ClientID,
 		Scope: c.Scope, Audience: c.Audience, Issuer: c.Issuer, ExpiresAt: c.ExpiresAt,
 		IssuedAt: c.IssuedAt, NotBefore: c.NotBefore, JTI: c.JTI, SID: c.SID,
 	})
@@ -426,13 +403,13 @@ func (c *tokenCache) put(raw string, t *verifiedToken, now time.Time) {
 // DecodeTokenRequest. So it accepts a subset of what DecodeTokenRequest
 // accepts, with the same result (TestDecodeTokenRequestFast, and its fuzz
 // target, hold it to that).
-func decodeTokenRequestFast(body []byte, limit int) (TokenRequest, bool) {
-	var r TokenRequest
+func decodeTokenRequestFast(body []byte, limit int) (api.TokenRequest, bool) {
+	var r api.TokenRequest
 	ok := decodeFlat(body, limit, tokenRequestKeys, []*string{&r.ClientID, &r.ClientSecret, &r.Token, &r.TokenTypeHint})
 	switch {
 	case !ok, r.ClientID == "", r.ClientSecret == "", r.Token == "":
 		return r, false
-	case r.TokenTypeHint != "" && r.TokenTypeHint != HintRefreshToken && r.TokenTypeHint != HintAccessToken:
+	case r.TokenTypeHint != "" && r.TokenTypeHint != api.HintRefreshToken && r.TokenTypeHint != api.HintAccessToken:
 		return r, false
 	}
 	return r, true

@@ -7,6 +7,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger/token"
 )
 
@@ -51,7 +52,7 @@ func TestDecodeTokenRequestFast(t *testing.T) {
 	}
 }
 
-func checkFastAgreesWithStrict(t *testing.T, body []byte, got TokenRequest, ok bool) {
+func checkFastAgreesWithStrict(t *testing.T, body []byte, got api.TokenRequest, ok bool) {
 	t.Helper()
 	if !ok {
 		return

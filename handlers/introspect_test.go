@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
@@ -81,7 +82,7 @@ func TestIntrospectGraceRetryAndReuse(t *testing.T) {
 		t.Fatal("rotated refresh token introspected active")
 	}
 	e.Clock.Advance(time.Minute)
-	tltest.WantError(t, e.Refresh(g0.RefreshToken), handlers.CodeInvalidGrant, "400") // reuse: family revoked
+	tltest.WantError(t, e.Refresh(g0.RefreshToken), api.CodeInvalidGrant, "400") // reuse: family revoked
 	for _, tok := range []string{g0.AccessToken, g1.AccessToken, retry.AccessToken, g1.RefreshToken} {
 		if e.introspect(tok).Active {
 			t.Fatal("token of a family revoked for reuse is active")
@@ -115,33 +116,33 @@ func TestIntrospectCacheNeverHidesARevocation(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name   string
-		revoke func(g tltest.Reply, at handlers.IntrospectResponse)
+		revoke func(g tltest.Reply, at api.IntrospectResponse)
 	}{
-		{"access token revoked", func(g tltest.Reply, at handlers.IntrospectResponse) {
+		{"access token revoked", func(g tltest.Reply, at api.IntrospectResponse) {
 			if _, err := other.RevokeAccess(ctx, jsstore.AccessToken{FamilyID: at.SID, JTI: at.JTI, ExpiresAt: time.Unix(at.ExpiresAt, 0)}, ledger.Cause{Kind: ledger.CauseRevoke, ID: "r1"}, nil); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"family revoked by an admin", func(g tltest.Reply, _ handlers.IntrospectResponse) {
+		{"family revoked by an admin", func(g tltest.Reply, _ api.IntrospectResponse) {
 			if _, err := other.Revoke(ctx, g.FamilyID, ledger.Cause{Kind: ledger.CauseAdmin, ID: "a1"}); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"access cut by a security event", func(g tltest.Reply, _ handlers.IntrospectResponse) {
+		{"access cut by a security event", func(g tltest.Reply, _ api.IntrospectResponse) {
 			e.Clock.Advance(time.Second) // the cutoff is after the token's iat
 			if _, err := other.CutAccess(ctx, g.FamilyID, ledger.Cause{Kind: ledger.CauseSecurity, ID: "s1"}); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"family revoked for reuse", func(g tltest.Reply, _ handlers.IntrospectResponse) {
+		{"family revoked for reuse", func(g tltest.Reply, _ api.IntrospectResponse) {
 			tltest.WantOK(t, e.Refresh(g.RefreshToken))
 			e.Clock.Advance(time.Minute) // past the grace window
-			tltest.WantError(t, e.Refresh(g.RefreshToken), handlers.CodeInvalidGrant, "400")
+			tltest.WantError(t, e.Refresh(g.RefreshToken), api.CodeInvalidGrant, "400")
 		}},
-		{"revoked through the endpoint", func(g tltest.Reply, _ handlers.IntrospectResponse) {
+		{"revoked through the endpoint", func(g tltest.Reply, _ api.IntrospectResponse) {
 			e.revoke(g.AccessToken)
 		}},
-		{"expired, with no event", func(tltest.Reply, handlers.IntrospectResponse) {
+		{"expired, with no event", func(tltest.Reply, api.IntrospectResponse) {
 			e.Clock.Advance(15*time.Minute + time.Second)
 		}},
 	} {
@@ -187,7 +188,7 @@ func TestIntrospectConcurrentReadsOtherInstancesWrites(t *testing.T) {
 	for round := range rounds {
 		g := e.Issue(fmt.Sprint("user-", round))
 		tltest.WantOK(t, g)
-		var at handlers.IntrospectResponse
+		var at api.IntrospectResponse
 		for range 8 { // both instances verify and cache it
 			if at = e.introspect(g.AccessToken); !at.Active {
 				t.Fatalf("round %d: fresh access token inactive", round)

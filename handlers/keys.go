@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
@@ -17,23 +18,9 @@ import (
 // revoked, and the ring has not yet stored a new one): retry.
 var errNoSigningKey = fmt.Errorf("no signing key: %w", ledger.ErrUnavailable)
 
-// KeysResponse is the reply of tokens.admin.keys.list, .rotate and
-// .revoke: every key the set holds, oldest first, with its state and
-// dates; never key material.
-type KeysResponse struct {
-	Keys []token.KeyInfo `json:"keys"`
-}
-
-// KeyRevokeRequest is the body of tokens.admin.keys.revoke.
-type KeyRevokeRequest struct {
-	KID string `json:"kid"`
-	// Reason is recorded in the key.revoked.v1 event's cause.
-	Reason string `json:"reason,omitempty"`
-}
-
 // DecodeKeyRevokeRequest decodes and checks a key revocation request.
-func DecodeKeyRevokeRequest(body []byte, limit int) (KeyRevokeRequest, error) {
-	var r KeyRevokeRequest
+func DecodeKeyRevokeRequest(body []byte, limit int) (api.KeyRevokeRequest, error) {
+	var r api.KeyRevokeRequest
 	if err := decodeStrict(body, limit, &r); err != nil {
 		return r, err
 	}
@@ -81,8 +68,8 @@ func (s *Service) emptyBody(req micro.Request) error {
 	return decodeStrict(req.Data(), s.cfg.MaxRequestBytes, &empty)
 }
 
-func (s *Service) keysReply(ks token.KeySet) KeysResponse {
-	return KeysResponse{Keys: ks.Info(s.cfg.Ledger.Now(), s.cfg.Ring.Config().MaxTokenAge)}
+func (s *Service) keysReply(ks token.KeySet) api.KeysResponse {
+	return api.KeysResponse{Keys: ks.Info(s.cfg.Ledger.Now(), s.cfg.Ring.Config().MaxTokenAge)}
 }
 
 // keysList answers with the key set the bucket holds.

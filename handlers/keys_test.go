@@ -19,7 +19,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/token"
@@ -71,19 +71,19 @@ func verifiesWith(raw string, set jose.JSONWebKeySet) bool {
 	return tok.Claims(keys[0].Key, &c) == nil
 }
 
-func keysReply(t testing.TB, r tltest.Reply) handlers.KeysResponse {
+func keysReply(t testing.TB, r tltest.Reply) api.KeysResponse {
 	t.Helper()
 	if r.Error != "" {
 		t.Fatalf("keys endpoint: %s", r.Raw)
 	}
-	var k handlers.KeysResponse
+	var k api.KeysResponse
 	if err := json.Unmarshal(r.Raw, &k); err != nil {
 		t.Fatalf("keys reply %s: %v", r.Raw, err)
 	}
 	return k
 }
 
-func stateOf(k handlers.KeysResponse, kid string) string {
+func stateOf(k api.KeysResponse, kid string) string {
 	for _, i := range k.Keys {
 		if i.KID == kid {
 			return i.State
@@ -155,7 +155,7 @@ func TestAudienceAlwaysPresent(t *testing.T) {
 		t.Run("refused: "+tc.name, func(t *testing.T) {
 			before := e.LastSeq()
 			r := e.Call("tokens.issue", map[string]any{"client_id": tc.client, "client_secret": tltest.Secret, "subject": "alice", "audience": []string{tc.aud}})
-			tltest.WantError(t, r, handlers.CodeInvalidRequest, "400")
+			tltest.WantError(t, r, api.CodeInvalidRequest, "400")
 			if after := e.LastSeq(); after != before {
 				t.Fatalf("refused issue appended events: seq %d -> %d", before, after)
 			}
@@ -418,11 +418,11 @@ func TestKeyRevocation(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ name, body, code string }{
-		{"malformed kid", `{"kid":"not a kid!"}`, handlers.CodeInvalidRequest},
-		{"empty kid", `{"kid":""}`, handlers.CodeInvalidRequest},
-		{"no kid", `{}`, handlers.CodeInvalidRequest},
-		{"unknown member", `{"kid":"` + old + `","x":1}`, handlers.CodeInvalidRequest},
-		{"unknown kid", `{"kid":"AAAAAAAAAAAAAAAA"}`, handlers.CodeInvalidRequest},
+		{"malformed kid", `{"kid":"not a kid!"}`, api.CodeInvalidRequest},
+		{"empty kid", `{"kid":""}`, api.CodeInvalidRequest},
+		{"no kid", `{}`, api.CodeInvalidRequest},
+		{"unknown member", `{"kid":"` + old + `","x":1}`, api.CodeInvalidRequest},
+		{"unknown kid", `{"kid":"AAAAAAAAAAAAAAAA"}`, api.CodeInvalidRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.LastSeq()

@@ -4,19 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger"
-)
-
-// OAuth error codes (RFC 6749 §5.2, RFC 7009, RFC 6750).
-const (
-	CodeInvalidRequest         = "invalid_request"
-	CodeInvalidClient          = "invalid_client"
-	CodeInvalidGrant           = "invalid_grant"
-	CodeInvalidScope           = "invalid_scope"
-	CodeUnauthorizedClient     = "unauthorized_client"
-	CodeUnsupportedTokenType   = "unsupported_token_type"
-	CodeServerError            = "server_error"
-	CodeTemporarilyUnavailable = "temporarily_unavailable"
 )
 
 // requestError is a problem with the request itself, found while decoding.
@@ -40,35 +29,35 @@ func oauthError(err error) (status, code, desc string, known bool) {
 	var re *requestError
 	switch {
 	case errors.As(err, &re):
-		return "400", CodeInvalidRequest, re.desc, true
+		return "400", api.CodeInvalidRequest, re.desc, true
 	case errors.Is(err, ledger.ErrInvalidRequest):
-		return "400", CodeInvalidRequest, "the request is missing a required field or has an invalid one", true
+		return "400", api.CodeInvalidRequest, "the request is missing a required field or has an invalid one", true
 	case errors.Is(err, ledger.ErrInvalidClient):
-		return "401", CodeInvalidClient, "client authentication failed", true
+		return "401", api.CodeInvalidClient, "client authentication failed", true
 	case errors.Is(err, ledger.ErrUnauthorizedClient):
-		return "403", CodeUnauthorizedClient, "the client is not allowed to do this", true
+		return "403", api.CodeUnauthorizedClient, "the client is not allowed to do this", true
 	case errors.Is(err, ledger.ErrInvalidScope):
-		return "400", CodeInvalidScope, "the requested scope is not allowed", true
+		return "400", api.CodeInvalidScope, "the requested scope is not allowed", true
 	case errors.Is(err, ledger.ErrRefreshReused):
-		return "400", CodeInvalidGrant, "refresh token was already used; the token family has been revoked", true
+		return "400", api.CodeInvalidGrant, "refresh token was already used; the token family has been revoked", true
 	case errors.Is(err, ledger.ErrFamilyRevoked):
-		return "400", CodeInvalidGrant, "the token family has been revoked", true
+		return "400", api.CodeInvalidGrant, "the token family has been revoked", true
 	case errors.Is(err, ledger.ErrExpired):
-		return "400", CodeInvalidGrant, "refresh token expired", true
+		return "400", api.CodeInvalidGrant, "refresh token expired", true
 	case errors.Is(err, ledger.ErrFamilyExpired):
-		return "400", CodeInvalidGrant, "the token family reached its maximum lifetime", true
+		return "400", api.CodeInvalidGrant, "the token family reached its maximum lifetime", true
 	case errors.Is(err, ledger.ErrVersionRequired):
-		return "400", CodeInvalidGrant, "the token version is no longer accepted; log in again", true
+		return "400", api.CodeInvalidGrant, "the token version is no longer accepted; log in again", true
 	case errors.Is(err, ledger.ErrInvalidToken), errors.Is(err, ledger.ErrUnknownFamily),
 		errors.Is(err, ledger.ErrWrongClient):
-		return "400", CodeInvalidGrant, "refresh token is invalid", true
+		return "400", api.CodeInvalidGrant, "refresh token is invalid", true
 	case errors.Is(err, errOverloaded):
-		return "429", CodeTemporarilyUnavailable, "the service is overloaded; retry later", true
+		return "429", api.CodeTemporarilyUnavailable, "the service is overloaded; retry later", true
 	case errors.Is(err, errStopping):
-		return "503", CodeTemporarilyUnavailable, "this instance is shutting down; retry", true
+		return "503", api.CodeTemporarilyUnavailable, "this instance is shutting down; retry", true
 	case errors.Is(err, ledger.ErrUnavailable), errors.Is(err, ledger.ErrConflict),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return "503", CodeTemporarilyUnavailable, "the ledger is temporarily unavailable; retry later", true
+		return "503", api.CodeTemporarilyUnavailable, "the ledger is temporarily unavailable; retry later", true
 	}
-	return "500", CodeServerError, "internal error", false
+	return "500", api.CodeServerError, "internal error", false
 }

@@ -9,15 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
-)
-
-// Token type hints (RFC 7009 §2.1, RFC 7662 §2.1).
-const (
-	HintRefreshToken = "refresh_token"
-	HintAccessToken  = "access_token"
 )
 
 // errNoView: the service runs without the valid-token view, so the
@@ -64,24 +59,10 @@ func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), grou
 	return nil
 }
 
-// TokenRequest is the body of tokens.revoke and tokens.introspect.
-type TokenRequest struct {
-	ClientID      string `json:"client_id"`
-	ClientSecret  string `json:"client_secret"`
-	Token         string `json:"token"`
-	TokenTypeHint string `json:"token_type_hint,omitempty"`
-}
-
-// RevokeResponse is the reply of tokens.revoke: always revoked, also for
-// unknown tokens and other clients' tokens (RFC 7009 §2.2).
-type RevokeResponse struct {
-	Revoked bool `json:"revoked"`
-}
-
 // DecodeTokenRequest decodes and checks the shape of a revoke or
 // introspect request.
-func DecodeTokenRequest(body []byte, limit int) (TokenRequest, error) {
-	var r TokenRequest
+func DecodeTokenRequest(body []byte, limit int) (api.TokenRequest, error) {
+	var r api.TokenRequest
 	if err := decodeStrict(body, limit, &r); err != nil {
 		return r, err
 	}
@@ -92,7 +73,7 @@ func DecodeTokenRequest(body []byte, limit int) (TokenRequest, error) {
 		return r, badRequest("token is required")
 	}
 	switch r.TokenTypeHint {
-	case "", HintRefreshToken, HintAccessToken:
+	case "", api.HintRefreshToken, api.HintAccessToken:
 	default:
 		return r, badRequest("token_type_hint must be refresh_token or access_token")
 	}
@@ -134,7 +115,7 @@ func (s *Service) revoke(ctx context.Context, req micro.Request) (any, error) {
 	if err := s.cfg.View.WaitFor(ctx, seq); err != nil {
 		return nil, fmt.Errorf("revoke: %w: %w", ledger.ErrUnavailable, err)
 	}
-	return RevokeResponse{Revoked: true}, nil
+	return api.RevokeResponse{Revoked: true}, nil
 }
 
 // revokeRefresh revokes the family of a genuine refresh token of the

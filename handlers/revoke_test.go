@@ -8,7 +8,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
-	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/token"
@@ -20,19 +20,19 @@ func TestRevokeRefreshTokenThenIntrospectReadsItsWrite(t *testing.T) {
 		g := e.Issue("alice")
 		tltest.WantOK(t, g)
 		at := e.introspect(g.AccessToken)
-		if !at.Active || at.TokenType != handlers.TokenTypeBearer || at.Subject != "alice" || at.ClientID != tltest.ClientID ||
+		if !at.Active || at.TokenType != api.TokenTypeBearer || at.Subject != "alice" || at.ClientID != tltest.ClientID ||
 			at.SID != g.FamilyID || at.JTI == "" || at.Issuer == "" || at.ExpiresAt == 0 || at.IssuedAt == 0 ||
 			at.Scope != "read write" || len(at.Audience) != 1 {
 			t.Fatalf("access token introspection: %+v", at)
 		}
 		rt := e.introspect(g.RefreshToken)
-		if !rt.Active || rt.TokenType != handlers.TokenTypeRefresh || rt.SID != g.FamilyID || rt.Subject != "alice" {
+		if !rt.Active || rt.TokenType != api.TokenTypeRefresh || rt.SID != g.FamilyID || rt.Subject != "alice" {
 			t.Fatalf("refresh token introspection: %+v", rt)
 		}
 
 		hint := ""
 		if i%2 == 0 {
-			hint = handlers.HintRefreshToken
+			hint = api.HintRefreshToken
 		}
 		if r := e.tokenCall("tokens.revoke", g.RefreshToken, hint); string(r.Raw) != `{"revoked":true}` {
 			t.Fatalf("revoke: %s", r.Raw)
@@ -45,7 +45,7 @@ func TestRevokeRefreshTokenThenIntrospectReadsItsWrite(t *testing.T) {
 		if got := e.introspect(g.RefreshToken); got.Active {
 			t.Fatalf("round %d: refresh token active right after revocation", i)
 		}
-		tltest.WantError(t, e.Refresh(g.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(g.RefreshToken), api.CodeInvalidGrant, "400")
 	}
 	evs := e.Events()
 	var revoked []ledger.Event
@@ -158,12 +158,12 @@ func TestRevokeRejectsMalformedRequests(t *testing.T) {
 		body         any
 		code, status string
 	}{
-		"not json":      {"{", handlers.CodeInvalidRequest, "400"},
-		"unknown field": {map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": "x", "extra": 1}, handlers.CodeInvalidRequest, "400"},
-		"no token":      {map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret}, handlers.CodeInvalidRequest, "400"},
-		"bad hint":      {map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": "x", "token_type_hint": "id_token"}, handlers.CodeInvalidRequest, "400"},
-		"no client":     {map[string]any{"token": "x"}, handlers.CodeInvalidRequest, "400"},
-		"wrong secret":  {map[string]any{"client_id": tltest.ClientID, "client_secret": "nope", "token": "x"}, handlers.CodeInvalidClient, "401"},
+		"not json":      {"{", api.CodeInvalidRequest, "400"},
+		"unknown field": {map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": "x", "extra": 1}, api.CodeInvalidRequest, "400"},
+		"no token":      {map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret}, api.CodeInvalidRequest, "400"},
+		"bad hint":      {map[string]any{"client_id": tltest.ClientID, "client_secret": tltest.Secret, "token": "x", "token_type_hint": "id_token"}, api.CodeInvalidRequest, "400"},
+		"no client":     {map[string]any{"token": "x"}, api.CodeInvalidRequest, "400"},
+		"wrong secret":  {map[string]any{"client_id": tltest.ClientID, "client_secret": "nope", "token": "x"}, api.CodeInvalidClient, "401"},
 	} {
 		for _, subject := range []string{"tokens.revoke", "tokens.introspect"} {
 			r := e.Call(subject, tc.body)

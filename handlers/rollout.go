@@ -8,55 +8,11 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/projections"
 )
-
-// RolloutRequest is the body of tokens.admin.rollout (SPEC §3). With a
-// version it starts a rollout to that version or changes the current one
-// (a higher percent raises it, a deadline sets it; the same request twice
-// changes nothing); with only client_id it reads the rollout's state.
-type RolloutRequest struct {
-	ClientID string `json:"client_id"`
-	Version  int    `json:"version,omitempty"`
-	// Percent is 1-100; without it, 100.
-	Percent *int `json:"percent,omitempty"`
-	// Deadline is RFC 3339; after it every family below the version is
-	// refused.
-	Deadline string `json:"deadline,omitempty"`
-}
-
-// RolloutResponse is the reply of tokens.admin.rollout: the client's
-// rollout as stored, and its progress from the read models.
-type RolloutResponse struct {
-	// RolloutID names the rollout (its rollout.started event); empty when
-	// the client has none.
-	RolloutID string     `json:"rollout_id"`
-	ClientID  string     `json:"client_id"`
-	Version   int        `json:"version"`
-	Percent   int        `json:"percent"`
-	Deadline  *time.Time `json:"deadline"`
-	StartedAt *time.Time `json:"started_at"`
-	// BaseVersion is what families outside this rollout's cohort must
-	// still reach (the previous rollout's version), 0 for none.
-	BaseVersion int `json:"base_version"`
-	// Changed is set when this request appended a rollout event.
-	Changed  bool            `json:"changed"`
-	Progress RolloutProgress `json:"progress"`
-}
-
-// RolloutProgress counts the client's active families at or above the
-// rollout's version and below it, and what the rollout did: families
-// moved onto its version at a refresh, issued at it, and refused past its
-// deadline.
-type RolloutProgress struct {
-	AtOrAbove int `json:"at_or_above"`
-	Below     int `json:"below"`
-	Refused   int `json:"refused"`
-	Moved     int `json:"moved"`
-	Issued    int `json:"issued"`
-}
 
 // rolloutRequest is a decoded RolloutRequest.
 type rolloutRequest struct {
@@ -68,8 +24,8 @@ type rolloutRequest struct {
 
 // DecodeRolloutRequest decodes and checks the shape of a rollout request;
 // the rules that need the stored rollout are ledger.DecideRollout's.
-func DecodeRolloutRequest(body []byte, limit int) (RolloutRequest, error) {
-	var r RolloutRequest
+func DecodeRolloutRequest(body []byte, limit int) (api.RolloutRequest, error) {
+	var r api.RolloutRequest
 	if err := decodeStrict(body, limit, &r); err != nil {
 		return r, err
 	}
@@ -91,7 +47,8 @@ func DecodeRolloutRequest(body []byte, limit int) (RolloutRequest, error) {
 	return r, nil
 }
 
-func (r RolloutRequest) parse() (rolloutRequest, error) {
+// parseRollout reads a decoded rollout request into its values.
+func parseRollout(r api.RolloutRequest) (rolloutRequest, error) {
 	out := rolloutRequest{clientID: r.ClientID, version: r.Version, percent: 100}
 	if r.Percent != nil {
 		out.percent = *r.Percent
@@ -117,7 +74,7 @@ func (s *Service) adminRollout(ctx context.Context, req micro.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	r, err := body.parse()
+	r, err := parseRollout(body)
 	if err != nil {
 		return nil, err
 	}
@@ -151,8 +108,8 @@ func (s *Service) adminRollout(ctx context.Context, req micro.Request) (any, err
 	return rolloutResponse(r.clientID, ro, changed, s.cfg.View, s.cfg.Rollouts, s.cfg.Ledger.Now()), nil
 }
 
-func rolloutResponse(clientID string, ro ledger.RolloutState, changed bool, view *projections.View, rollouts *projections.Rollouts, now time.Time) RolloutResponse {
-	resp := RolloutResponse{
+func rolloutResponse(clientID string, ro ledger.RolloutState, changed bool, view *projections.View, rollouts *projections.Rollouts, now time.Time) api.RolloutResponse {
+	resp := api.RolloutResponse{
 		RolloutID: ro.ID, ClientID: clientID, Version: ro.Version, Percent: ro.Percent,
 		BaseVersion: ro.BaseVersion, Changed: changed,
 	}

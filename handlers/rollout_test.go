@@ -12,21 +12,21 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/audit"
-	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
 // rollout asks tokens.admin.rollout and decodes its reply.
-func rollout(t *testing.T, env *tltest.Env, body map[string]any) handlers.RolloutResponse {
+func rollout(t *testing.T, env *tltest.Env, body map[string]any) api.RolloutResponse {
 	t.Helper()
 	r := env.Call("tokens.admin.rollout", body)
 	if r.Error != "" {
 		t.Fatalf("rollout %v: %s", body, r.Raw)
 	}
-	var resp handlers.RolloutResponse
+	var resp api.RolloutResponse
 	if err := json.Unmarshal(r.Raw, &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ func TestRolloutOverFamilies(t *testing.T) {
 		}
 	}
 	r := env.Refresh(below.token)
-	tltest.WantError(t, r, handlers.CodeInvalidGrant, "400")
+	tltest.WantError(t, r, api.CodeInvalidGrant, "400")
 	if !strings.Contains(r.Description, "log in again") {
 		t.Fatalf("refusal description %q", r.Description)
 	}
@@ -314,7 +314,7 @@ func TestRolloutBadInput(t *testing.T) {
 			defer mu.Unlock()
 			before := env.LastSeq()
 			r := env.Call("tokens.admin.rollout", tc.body)
-			tltest.WantError(t, r, handlers.CodeInvalidRequest, "400")
+			tltest.WantError(t, r, api.CodeInvalidRequest, "400")
 			if after := env.LastSeq(); after != before {
 				t.Fatalf("appended %d events", after-before)
 			}

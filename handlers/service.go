@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 	"github.com/tokenledger/tokenledger/ledger/token"
@@ -361,11 +362,6 @@ func (s *Service) reply(req micro.Request, body []byte, header nats.Header) erro
 	return s.nc.PublishMsg(&nats.Msg{Subject: req.Reply(), Data: body, Header: header})
 }
 
-type errorBody struct {
-	Error       string `json:"error"`
-	Description string `json:"error_description"`
-}
-
 // It returns the OAuth code replied.
 func (s *Service) respondError(req micro.Request, endpoint string, err error) string {
 	status, code, desc, known := oauthError(err)
@@ -374,7 +370,7 @@ func (s *Service) respondError(req micro.Request, endpoint string, err error) st
 		st.(*endpointStats).errors.Add(1)
 		st.(*endpointStats).lastError.Store(status + " " + code)
 	}
-	body, _ := marshalReply(errorBody{Error: code, Description: desc})
+	body, _ := marshalReply(api.ErrorResponse{Error: code, Description: desc})
 	header := nats.Header{micro.ErrorHeader: {code + ": " + desc}, micro.ErrorCodeHeader: {status}}
 	if rerr := s.reply(req, body, header); rerr != nil {
 		s.cfg.Log.Warn("error reply failed", "endpoint", endpoint, "request_id", logRequestID(req), "error", rerr)
@@ -408,7 +404,7 @@ func (s *Service) logError(req micro.Request, endpoint, status, code string, err
 	switch {
 	case !known:
 		s.cfg.Log.Error("request failed", "endpoint", endpoint, "request_id", id, "status", status, "error", err)
-	case code == CodeInvalidClient:
+	case code == api.CodeInvalidClient:
 		s.cfg.Log.Warn("client authentication refused", "endpoint", endpoint, "request_id", id,
 			"client_id", logClientID(req.Data()))
 	case status[0] == '5':

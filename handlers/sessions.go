@@ -3,48 +3,16 @@ package handlers
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/ledger"
 )
 
-// SessionsRequest is the body of tokens.sessions: a client lists its own
-// families of the subject.
-type SessionsRequest struct {
-	ClientID     string `json:"client_id"`
-	ClientSecret string `json:"client_secret"`
-	Subject      string `json:"subject"`
-}
-
-// AdminSessionsRequest is the body of tokens.admin.sessions: the subject's
-// families of every client (NATS permissions keep it to operators).
-type AdminSessionsRequest struct {
-	Subject string `json:"subject"`
-}
-
-// Session is one active family in the reply of tokens.sessions.
-type Session struct {
-	FamilyID  string    `json:"family_id"`
-	ClientID  string    `json:"client_id"`
-	CreatedAt time.Time `json:"created_at"`
-	// RotatedAt is null for a family never rotated: every key of docs/contract.md §3
-	// is always there.
-	RotatedAt  *time.Time `json:"rotated_at"`
-	Generation uint64     `json:"generation"`
-	Version    int        `json:"version"`
-	ExpiresAt  time.Time  `json:"expires_at"`
-}
-
-// SessionsResponse is the reply of tokens.sessions and tokens.admin.sessions.
-type SessionsResponse struct {
-	Families []Session `json:"families"`
-}
-
 // DecodeSessionsRequest decodes and checks a sessions request.
-func DecodeSessionsRequest(body []byte, limit int) (SessionsRequest, error) {
-	var r SessionsRequest
+func DecodeSessionsRequest(body []byte, limit int) (api.SessionsRequest, error) {
+	var r api.SessionsRequest
 	if err := decodeStrict(body, limit, &r); err != nil {
 		return r, err
 	}
@@ -55,8 +23,8 @@ func DecodeSessionsRequest(body []byte, limit int) (SessionsRequest, error) {
 }
 
 // DecodeAdminSessionsRequest decodes and checks an admin sessions request.
-func DecodeAdminSessionsRequest(body []byte, limit int) (AdminSessionsRequest, error) {
-	var r AdminSessionsRequest
+func DecodeAdminSessionsRequest(body []byte, limit int) (api.AdminSessionsRequest, error) {
+	var r api.AdminSessionsRequest
 	if err := decodeStrict(body, limit, &r); err != nil {
 		return r, err
 	}
@@ -95,16 +63,16 @@ func (s *Service) adminSessions(ctx context.Context, req micro.Request) (any, er
 // listSessions waits for the view to reach the stream's last sequence, so a
 // family issued or revoked before the request is reflected, then lists the
 // subject's active families, of clientID only unless it is empty.
-func (s *Service) listSessions(ctx context.Context, subject, clientID string) (SessionsResponse, error) {
+func (s *Service) listSessions(ctx context.Context, subject, clientID string) (api.SessionsResponse, error) {
 	if err := s.catchUp(ctx); err != nil {
-		return SessionsResponse{}, err
+		return api.SessionsResponse{}, err
 	}
-	out := SessionsResponse{Families: []Session{}}
+	out := api.SessionsResponse{Families: []api.Session{}}
 	for _, f := range s.cfg.View.FamilyViewsBySubject(subject, s.cfg.Ledger.Now()) {
 		if clientID != "" && f.ClientID != clientID {
 			continue
 		}
-		sess := Session{
+		sess := api.Session{
 			FamilyID: f.ID, ClientID: f.ClientID, CreatedAt: f.CreatedAt,
 			Generation: f.Generation, Version: f.Version, ExpiresAt: f.ExpiresAt,
 		}

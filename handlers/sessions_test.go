@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 )
@@ -41,9 +41,9 @@ func TestSessionsListsActiveFamilies(t *testing.T) {
 		t.Fatalf("unknown subject has %d sessions", n)
 	}
 	for _, bad := range []any{"{}", map[string]any{"subject": "a", "client_id": "x"}, `{"subject": 1}`, map[string]any{"subject": "alice"}} {
-		tltest.WantError(t, e.Call("tokens.sessions", bad), handlers.CodeInvalidRequest, "400")
+		tltest.WantError(t, e.Call("tokens.sessions", bad), api.CodeInvalidRequest, "400")
 	}
-	tltest.WantError(t, e.Call("tokens.sessions", map[string]any{"client_id": tltest.ClientID, "client_secret": "tlcs_wrong", "subject": "alice"}), handlers.CodeInvalidClient, "401")
+	tltest.WantError(t, e.Call("tokens.sessions", map[string]any{"client_id": tltest.ClientID, "client_secret": "tlcs_wrong", "subject": "alice"}), api.CodeInvalidClient, "401")
 }
 
 // tokens.sessions lists only the calling client's families; another
@@ -78,5 +78,5 @@ func TestSessionsAreScopedToTheClient(t *testing.T) {
 			}
 		})
 	}
-	tltest.WantError(t, e.Call("tokens.admin.sessions", map[string]any{"subject": "alice", "client_id": "billing"}), handlers.CodeInvalidRequest, "400")
+	tltest.WantError(t, e.Call("tokens.admin.sessions", map[string]any{"subject": "alice", "client_id": "billing"}), api.CodeInvalidRequest, "400")
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/tokenledger/tokenledger/api"
 )
 
 // What decodeStrict says about a refused request, case by case: the
@@ -31,14 +33,14 @@ func TestDecodeStrictDescriptions(t *testing.T) {
 		{"{\"token\":\"\xff\"}", `request is not valid UTF-8`},
 		{`["a"]`, `request must be a JSON object`},
 	} {
-		var r TokenRequest
+		var r api.TokenRequest
 		err := decodeStrict([]byte(tc.body), DefaultMaxRequestBytes, &r)
 		var re *requestError
 		if !errors.As(err, &re) || !strings.Contains(re.desc, tc.want) {
 			t.Errorf("%s: got %v, want a request error containing %q", tc.body, err, tc.want)
 		}
 	}
-	var r TokenRequest
+	var r api.TokenRequest
 	body := []byte(`{"token":"` + strings.Repeat("t", 40) + `"}`)
 	if err := decodeStrict(body, len(body)-1, &r); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("size limit: %v", err)
@@ -111,7 +113,7 @@ func FuzzDecodeStrict(f *testing.F) {
 	}
 	known := []string{"client_id", "client_secret", "token", "token_type_hint"}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var r TokenRequest
+		var r api.TokenRequest
 		err := decodeStrict(body, DefaultMaxRequestBytes, &r)
 		if err != nil {
 			var re *requestError
@@ -133,7 +135,7 @@ func FuzzDecodeStrict(f *testing.F) {
 			}
 			seen[n] = true
 		}
-		var v1 TokenRequest
+		var v1 api.TokenRequest
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&v1); err != nil || v1 != r {

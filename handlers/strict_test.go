@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json"
-	"github.com/tokenledger/tokenledger/handlers"
+
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 )
 
@@ -117,7 +118,7 @@ func TestEveryEndpointRefusesAmbiguousMembers(t *testing.T) {
 			t.Run(ep.subject+"/"+f.name, func(t *testing.T) {
 				before := e.LastSeq()
 				r := e.Call(ep.subject, f.body)
-				tltest.WantError(t, r, handlers.CodeInvalidRequest, "400")
+				tltest.WantError(t, r, api.CodeInvalidRequest, "400")
 				if r.Description == "" {
 					t.Fatal("no error_description")
 				}

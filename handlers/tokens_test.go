@@ -15,7 +15,7 @@ import (
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"github.com/oklog/ulid/v2"
 
-	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/token"
@@ -137,9 +137,9 @@ func TestReuseAfterWindowRevokesFamily(t *testing.T) {
 		b := e.Refresh(a.RefreshToken)
 		tltest.WantOK(t, b)
 		e.Clock.Advance(11 * time.Second)
-		tltest.WantError(t, e.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(a.RefreshToken), api.CodeInvalidGrant, "400")
 		// The newest token of the family fails too.
-		tltest.WantError(t, e.Refresh(b.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(b.RefreshToken), api.CodeInvalidGrant, "400")
 		reuse := lastOfType(t, e.Events(), a.FamilyID, ledger.TypeReuseDetected)
 		d := reuse.Data.(ledger.ReuseDetected)
 		rotation := lastOfType(t, e.Events(), a.FamilyID, ledger.TypeRefreshRotated)
@@ -158,12 +158,12 @@ func TestReuseAfterWindowRevokesFamily(t *testing.T) {
 		c := e.Refresh(b.RefreshToken)
 		tltest.WantOK(t, c)
 		e.Clock.Advance(time.Minute)
-		tltest.WantError(t, e.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(a.RefreshToken), api.CodeInvalidGrant, "400")
 		d := lastOfType(t, e.Events(), a.FamilyID, ledger.TypeReuseDetected).Data.(ledger.ReuseDetected)
 		if d.PresentedGeneration != 0 || d.CurrentGeneration != 2 || d.RotatedAgo != 2*time.Minute || d.WinnerEventID == "" {
 			t.Fatalf("lineage %+v", d)
 		}
-		tltest.WantError(t, e.Refresh(c.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(c.RefreshToken), api.CodeInvalidGrant, "400")
 	})
 	t.Run("revoked family stays dead inside the grace window", func(t *testing.T) {
 		a := e.Issue("carol")
@@ -172,8 +172,8 @@ func TestReuseAfterWindowRevokesFamily(t *testing.T) {
 		if _, err := e.Ledger().Revoke(context.Background(), a.FamilyID, ledger.Cause{Kind: ledger.CauseAdmin, Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
-		tltest.WantError(t, e.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
-		tltest.WantError(t, e.Refresh(b.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(a.RefreshToken), api.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(b.RefreshToken), api.CodeInvalidGrant, "400")
 	})
 }
 
@@ -186,10 +186,10 @@ func TestForgedTokenRevokesNothing(t *testing.T) {
 	tok, _ := token.ParseRefreshToken(a.RefreshToken)
 	for _, afterSeq := range []uint64{0, tok.AfterSeq, 1, 2, 1 << 60} {
 		forged, _ := token.MintRefreshToken(rand.Reader, tok.FamilyID, afterSeq)
-		tltest.WantError(t, e.Refresh(forged), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(forged), api.CodeInvalidGrant, "400")
 	}
 	for _, junk := range []string{"tlr_", "tlr_AAAA", "eyJhbGciOi.x.y", strings.Repeat("z", 300)} {
-		tltest.WantError(t, e.Refresh(junk), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(junk), api.CodeInvalidGrant, "400")
 	}
 	if after := e.LastSeq(); after != before {
 		t.Fatalf("forged tokens appended %d events", after-before)
@@ -207,7 +207,7 @@ func TestExpiry(t *testing.T) {
 		tltest.WantOK(t, b)
 		e.Clock.Advance(14 * 24 * time.Hour)
 		before := e.LastSeq()
-		tltest.WantError(t, e.Refresh(b.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(b.RefreshToken), api.CodeInvalidGrant, "400")
 		if e.LastSeq() != before {
 			t.Fatal("expiry wrote an event")
 		}
@@ -224,7 +224,7 @@ func TestExpiry(t *testing.T) {
 			t.Fatalf("refresh token outlives its family: expires in %ds", cur.RefreshTokenExpiresIn)
 		}
 		e.Clock.Advance(12 * 24 * time.Hour) // day 90
-		tltest.WantError(t, e.Refresh(cur.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(cur.RefreshToken), api.CodeInvalidGrant, "400")
 	})
 }
 
@@ -272,7 +272,7 @@ func TestConcurrentRefreshOneToken(t *testing.T) {
 				switch {
 				case r.Error == "":
 					successors[r.RefreshToken]++
-				case r.Error == handlers.CodeInvalidGrant:
+				case r.Error == api.CodeInvalidGrant:
 					failures++
 				default:
 					t.Fatalf("unexpected reply %s", r.Raw)
@@ -346,7 +346,7 @@ func TestRefreshRacingRevocation(t *testing.T) {
 		mu.Unlock()
 		// Let the refreshers run into the revocation a few times.
 		for range 5 {
-			tltest.WantError(t, e.Refresh(a.RefreshToken), handlers.CodeInvalidGrant, "400")
+			tltest.WantError(t, e.Refresh(a.RefreshToken), api.CodeInvalidGrant, "400")
 		}
 		close(stop)
 		wg.Wait()

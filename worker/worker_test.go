@@ -19,7 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
-	"github.com/tokenledger/tokenledger/handlers"
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
@@ -47,7 +47,7 @@ func TestWorkerActsOnEventPublishedWhileNoWorkerRuns(t *testing.T) {
 		t.Fatalf("record %+v", rec)
 	}
 	wantRevokedBy(t, e.familyState(alice.FamilyID), "evt-offline")
-	tltest.WantError(t, e.Refresh(alice.RefreshToken), handlers.CodeInvalidGrant, "400")
+	tltest.WantError(t, e.Refresh(alice.RefreshToken), api.CodeInvalidGrant, "400")
 }
 
 func TestWorkerCriticalSubjectRevokesExactlyItsFamilies(t *testing.T) {
@@ -79,7 +79,7 @@ func TestWorkerCriticalSubjectRevokesExactlyItsFamilies(t *testing.T) {
 	}
 	wantUntouched(t, e.familyState(bob.FamilyID))
 	for _, r := range []tltest.Reply{a1, a2} {
-		tltest.WantError(t, e.Refresh(r.RefreshToken), handlers.CodeInvalidGrant, "400")
+		tltest.WantError(t, e.Refresh(r.RefreshToken), api.CodeInvalidGrant, "400")
 	}
 	tltest.WantOK(t, e.Refresh(bob.RefreshToken))
 

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tokenledger/tokenledger/api"
 	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/instance"
 	"github.com/tokenledger/tokenledger/internal/natstest"
@@ -276,11 +277,10 @@ func (e *Env) Endpoints() []string {
 
 // Reply is a decoded service reply: the token response or an OAuth error.
 type Reply struct {
-	handlers.TokenResponse
-	Error       string `json:"error"`
-	Description string `json:"error_description"`
-	Status      string `json:"-"`
-	Raw         []byte `json:"-"`
+	api.TokenResponse
+	api.ErrorResponse
+	Status string `json:"-"`
+	Raw    []byte `json:"-"`
 }
 
 // Bytes is body as bytes: raw bytes and strings as they are, anything else

@@ -17,6 +17,8 @@ import (
 	"math/big"
 	"strings"
 	"time"
+
+	"github.com/tokenledger/tokenledger/api"
 )
 
 // Signing algorithms. HMAC and "none" are never accepted anywhere.
@@ -82,18 +84,9 @@ func GenerateKey(alg string, now time.Time) (Key, error) {
 	return Key{KID: b64.EncodeToString(sum[:12]), Alg: alg, Private: priv, CreatedAt: now}, nil
 }
 
-// JWK is a public key as RFC 7517 publishes it.
-type JWK struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-	Crv string `json:"crv,omitempty"`
-	X   string `json:"x,omitempty"`
-	Y   string `json:"y,omitempty"`
-	N   string `json:"n,omitempty"`
-	E   string `json:"e,omitempty"`
-}
+// JWK is a public key as RFC 7517 publishes it: the wire type of the
+// tokens.jwks reply (api.JWK), with the conversion to a crypto key.
+type JWK api.JWK
 
 // PublicJWK returns the key's public half as a JWK.
 func (k Key) PublicJWK() JWK {

@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"slices"
 	"time"
+
+	"github.com/tokenledger/tokenledger/api"
 )
 
 // Key states, as KeySet.State names them.
@@ -180,17 +182,9 @@ func (ks KeySet) NextChange(now time.Time, maxAge time.Duration) time.Time {
 	return next
 }
 
-// KeyInfo is a key as tokens.admin.keys.list shows it: no key material.
-type KeyInfo struct {
-	KID            string    `json:"kid"`
-	Alg            string    `json:"alg"`
-	State          string    `json:"state"`
-	CreatedAt      time.Time `json:"created_at"`
-	ActivatesAt    time.Time `json:"activates_at,omitzero"`
-	RetiredAt      time.Time `json:"retired_at,omitzero"`
-	PublishedUntil time.Time `json:"published_until,omitzero"`
-	RevokedAt      time.Time `json:"revoked_at,omitzero"`
-}
+// KeyInfo is a key as tokens.admin.keys.list shows it: no key material
+// (the wire type, spelled in api).
+type KeyInfo = api.KeyInfo
 
 // Info lists the keys at now, in the set's order (oldest first).
 func (ks KeySet) Info(now time.Time, maxAge time.Duration) []KeyInfo {
