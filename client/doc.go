@@ -13,6 +13,11 @@
 //	tl := client.New(nc)                          // prefix "tokens"
 //	tl = client.New(nc, client.WithPrefix("auth")) // another --prefix
 //
+// ConnectOptions makes that connection as tokenledger's commands do (their
+// --nats-url, --creds, --nkey, --user, --password, --tls-*, --inbox-prefix):
+//
+//	nc, err := client.ConnectOptions{URL: url, Name: "web", User: "web", Password: pw}.Connect()
+//
 // Every call takes a context; without a deadline, each attempt is bounded
 // by WithTimeout (5 s by default).
 //

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -120,49 +118,11 @@ func (n *natsFlags) register(fs *flag.FlagSet, defaultURL string) {
 	fs.StringVar(&n.inboxPrefix, "inbox-prefix", "", "reply subject prefix (default _INBOX); the shipped server config gives each role in the TOKENS account its own, e.g. _INBOX_admin")
 }
 
+// options are the nats.Connect options of the flags (client.ConnectOptions
+// builds them) for a connection named name.
 func (n *natsFlags) options(name string) ([]nats.Option, error) {
-	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
-	if n.creds != "" {
-		opts = append(opts, nats.UserCredentials(n.creds))
-	}
-	if n.nkey != "" {
-		opt, err := nats.NkeyOptionFromSeed(n.nkey)
-		if err != nil {
-			return nil, fmt.Errorf("--nkey: %w", err)
-		}
-		opts = append(opts, opt)
-	}
-	if n.user != "" {
-		opts = append(opts, nats.UserInfo(n.user, n.password))
-	}
-	if n.inboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(n.inboxPrefix))
-	}
-	if (n.tlsCert == "") != (n.tlsKey == "") {
-		return nil, errors.New("--tls-cert and --tls-key go together")
-	}
-	if n.tlsCA != "" || n.tlsCert != "" {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if n.tlsCA != "" {
-			pem, err := os.ReadFile(n.tlsCA)
-			if err != nil {
-				return nil, fmt.Errorf("tls-ca: %w", err)
-			}
-			cfg.RootCAs = x509.NewCertPool()
-			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("tls-ca %s: no certificates", n.tlsCA)
-			}
-		}
-		if n.tlsCert != "" {
-			cert, err := tls.LoadX509KeyPair(n.tlsCert, n.tlsKey)
-			if err != nil {
-				return nil, fmt.Errorf("tls client certificate: %w", err)
-			}
-			cfg.Certificates = []tls.Certificate{cert}
-		}
-		opts = append(opts, nats.Secure(cfg))
-	}
-	return opts, nil
+	return client.ConnectOptions{URL: n.url, Name: name, Creds: n.creds, NKey: n.nkey, User: n.user, Password: n.password,
+		TLSCA: n.tlsCA, TLSCert: n.tlsCert, TLSKey: n.tlsKey, InboxPrefix: n.inboxPrefix}.Options()
 }
 
 func (n *natsFlags) connect(name string, extra ...nats.Option) (*nats.Conn, error) {
@@ -170,8 +130,7 @@ func (n *natsFlags) connect(name string, extra ...nats.Option) (*nats.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, extra...)
-	nc, err := nats.Connect(n.url, opts...)
+	nc, err := nats.Connect(n.url, append(opts, extra...)...)
 	if err != nil {
 		return nil, n.explain(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tokenledger/tokenledger/client"
 	"github.com/tokenledger/tokenledger/verifier"
 )
 
@@ -32,16 +33,16 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("resourceserver", flag.ContinueOnError)
-	var nf natsFlags
-	fs.StringVar(&nf.url, "nats-url", nats.DefaultURL, "NATS server of the token ledger (tls://… with TLS)")
-	fs.StringVar(&nf.creds, "creds", "", "NATS credentials file")
-	fs.StringVar(&nf.user, "user", "", "NATS user (the shipped server config: resource)")
-	fs.StringVar(&nf.password, "password", "", "NATS password (prefer RESOURCESERVER_PASSWORD)")
-	fs.StringVar(&nf.nkey, "nkey", "", "NATS NKEY seed file")
-	fs.StringVar(&nf.tlsCA, "tls-ca", "", "CA certificate file for the NATS server (enables TLS)")
-	fs.StringVar(&nf.tlsCert, "tls-cert", "", "client certificate file (with --tls-key)")
-	fs.StringVar(&nf.tlsKey, "tls-key", "", "client key file")
-	fs.StringVar(&nf.inboxPrefix, "inbox-prefix", "", "reply subject prefix (the shipped server config: _INBOX_resource)")
+	nf := client.ConnectOptions{Name: "resourceserver"}
+	fs.StringVar(&nf.URL, "nats-url", nats.DefaultURL, "NATS server of the token ledger (tls://… with TLS)")
+	fs.StringVar(&nf.Creds, "creds", "", "NATS credentials file")
+	fs.StringVar(&nf.User, "user", "", "NATS user (the shipped server config: resource)")
+	fs.StringVar(&nf.Password, "password", "", "NATS password (prefer RESOURCESERVER_PASSWORD)")
+	fs.StringVar(&nf.NKey, "nkey", "", "NATS NKEY seed file")
+	fs.StringVar(&nf.TLSCA, "tls-ca", "", "CA certificate file for the NATS server (enables TLS)")
+	fs.StringVar(&nf.TLSCert, "tls-cert", "", "client certificate file (with --tls-key)")
+	fs.StringVar(&nf.TLSKey, "tls-key", "", "client key file")
+	fs.StringVar(&nf.InboxPrefix, "inbox-prefix", "", "reply subject prefix (the shipped server config: _INBOX_resource)")
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP listen address")
 	issuer := fs.String("issuer", "tokenledger", "iss claim the tokens must carry")
 	audience := fs.String("audience", "", "aud value the tokens must carry (empty: any)")
@@ -54,11 +55,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 
-	opts, err := nf.options()
-	if err != nil {
-		return err
-	}
-	nc, err := nats.Connect(nf.url, opts...)
+	nc, err := nf.Connect()
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -122,39 +119,4 @@ func fromEnv(fs *flag.FlagSet) error {
 		}
 	})
 	return err
-}
-
-// natsFlags are the connection options, the same as tokenledger's.
-type natsFlags struct {
-	url, creds, user, password, nkey, tlsCA, tlsCert, tlsKey, inboxPrefix string
-}
-
-func (n *natsFlags) options() ([]nats.Option, error) {
-	opts := []nats.Option{nats.Name("resourceserver"), nats.MaxReconnects(-1)}
-	if n.creds != "" {
-		opts = append(opts, nats.UserCredentials(n.creds))
-	}
-	if n.user != "" {
-		opts = append(opts, nats.UserInfo(n.user, n.password))
-	}
-	if n.nkey != "" {
-		opt, err := nats.NkeyOptionFromSeed(n.nkey)
-		if err != nil {
-			return nil, fmt.Errorf("nkey: %w", err)
-		}
-		opts = append(opts, opt)
-	}
-	if n.inboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(n.inboxPrefix))
-	}
-	if (n.tlsCert == "") != (n.tlsKey == "") {
-		return nil, errors.New("--tls-cert and --tls-key go together")
-	}
-	if n.tlsCA != "" {
-		opts = append(opts, nats.RootCAs(n.tlsCA))
-	}
-	if n.tlsCert != "" {
-		opts = append(opts, nats.ClientCert(n.tlsCert, n.tlsKey))
-	}
-	return opts, nil
 }
