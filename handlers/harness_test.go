@@ -7,7 +7,12 @@ package handlers_test
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -146,4 +151,42 @@ func (s *syncWriter) bytes() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return bytes.Clone(s.w.Bytes())
+}
+
+// addEncodedNeedle adds raw to needles under name, and its base64,
+// base64url and hex forms: the ways a secret could be written out.
+func addEncodedNeedle(needles map[string][]byte, name string, raw []byte) {
+	needles[name] = raw
+	needles[name+" (base64)"] = []byte(base64.StdEncoding.EncodeToString(raw))
+	needles[name+" (base64url)"] = []byte(base64.RawURLEncoding.EncodeToString(raw))
+	needles[name+" (hex)"] = []byte(hex.EncodeToString(raw))
+}
+
+// scanStored reads every file under dir (the server's storage) and fails
+// the test for each needle a file holds. It returns how many files it read
+// and whether any held control (something the store must hold, so the
+// scan is known to read the right bytes; nil for none).
+func scanStored(t *testing.T, dir string, needles map[string][]byte, control []byte) (files int, controlFound bool) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		controlFound = controlFound || (control != nil && bytes.Contains(b, control))
+		for name, needle := range needles {
+			if bytes.Contains(b, needle) {
+				t.Errorf("%s found in %s", name, path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", dir, err)
+	}
+	return files, controlFound
 }

@@ -3,14 +3,9 @@ package handlers_test
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -237,35 +232,11 @@ func TestNoSecretAtRest(t *testing.T) {
 		needles["refresh secret bytes"] = tok.Secret[:]
 	}
 	for name, raw := range map[string][]byte{"private key": der, "private seed": seed} {
-		needles[name] = raw
-		needles[name+" (base64)"] = []byte(base64.StdEncoding.EncodeToString(raw))
-		needles[name+" (base64url)"] = []byte(base64.RawURLEncoding.EncodeToString(raw))
-		needles[name+" (hex)"] = []byte(hex.EncodeToString(raw))
+		addEncodedNeedle(needles, name, raw)
 	}
 
-	files := 0
 	control := []byte(token.HashToken(a.RefreshToken)) // stored, so must be found
-	foundControl := false
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		foundControl = foundControl || bytes.Contains(b, control)
-		for name, needle := range needles {
-			if bytes.Contains(b, needle) {
-				t.Errorf("%s found in %s", name, path)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, foundControl := scanStored(t, dir, needles, control)
 	if files < 3 || !foundControl {
 		t.Fatalf("read %d stored files; stored token hash found: %v", files, foundControl)
 	}

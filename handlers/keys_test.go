@@ -1,15 +1,9 @@
 package handlers_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -497,36 +491,13 @@ func scanNoKeyMaterial(t *testing.T, e *tltest.Env, dir string) {
 			t.Fatal(err)
 		}
 		for name, raw := range map[string][]byte{"private key " + k.KID: der, "private seed " + k.KID: der[len(der)-32:]} {
-			needles[name] = raw
-			needles[name+" (base64)"] = []byte(base64.StdEncoding.EncodeToString(raw))
-			needles[name+" (base64url)"] = []byte(base64.RawURLEncoding.EncodeToString(raw))
-			needles[name+" (hex)"] = []byte(hex.EncodeToString(raw))
+			addEncodedNeedle(needles, name, raw)
 		}
 	}
 	if len(ks.Keys) < 2 {
 		t.Fatalf("%d keys to look for", len(ks.Keys))
 	}
-	files, kidFound := 0, false
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		kidFound = kidFound || bytes.Contains(b, []byte(ks.Keys[0].KID))
-		for name, needle := range needles {
-			if bytes.Contains(b, needle) {
-				t.Errorf("%s found in %s", name, path)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, kidFound := scanStored(t, dir, needles, []byte(ks.Keys[0].KID))
 	if files < 3 || !kidFound {
 		t.Fatalf("read %d stored files; a kid found: %v", files, kidFound)
 	}

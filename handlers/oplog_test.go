@@ -4,9 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -127,32 +124,16 @@ func TestOperatorLog(t *testing.T) {
 	}
 
 	// No secret in the log or anywhere in the server's storage.
-	needles := map[string]string{"client secret": tltest.Secret, "wrong secret": wrong, "kek": tltest.KEK}
+	needles := map[string][]byte{"client secret": []byte(tltest.Secret), "wrong secret": []byte(wrong), "kek": []byte(tltest.KEK)}
 	for i, s := range secrets {
-		needles["token "+string(rune('a'+i))] = s
+		needles["token "+string(rune('a'+i))] = []byte(s)
 	}
-	check := func(where string, b []byte) {
-		for name, needle := range needles {
-			if bytes.Contains(b, []byte(needle)) {
-				t.Errorf("%s found in %s", name, where)
-			}
+	for name, needle := range needles {
+		if bytes.Contains(logs.Bytes(), needle) {
+			t.Errorf("%s found in the service log", name)
 		}
 	}
-	check("the service log", logs.Bytes())
-	files := 0
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		check(path, b)
-		return nil
-	})
-	if err != nil || files == 0 {
-		t.Fatalf("walk: %v, %d files", err, files)
+	if files, _ := scanStored(t, dir, needles, nil); files == 0 {
+		t.Fatal("walk: no stored files")
 	}
 }

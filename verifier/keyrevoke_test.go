@@ -19,27 +19,7 @@ import (
 // and the test's clock.
 func startClockVerifier(t *testing.T, e *tltest.Env, nc *nats.Conn) *verifier.Verifier {
 	t.Helper()
-	v, err := verifier.New(nc, verifier.Config{Issuer: "tokenledger", Audience: "api", MaxStale: -1, Now: e.Clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- v.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("verifier stopped: %v", err)
-		}
-	})
-	select {
-	case <-v.Ready():
-	case err := <-done:
-		t.Fatalf("verifier stopped before ready: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("verifier not ready")
-	}
-	return v
+	return startVerifierWith(t, nc, verifier.Config{Issuer: "tokenledger", Audience: "api", MaxStale: -1, Now: e.Clock.Now})
 }
 
 // revokeKeyOf revokes the key that signed the access token.

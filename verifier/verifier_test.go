@@ -52,7 +52,13 @@ func revoke(t *testing.T, e *tltest.Env, token string) {
 // it is ready.
 func startVerifier(t *testing.T, nc *nats.Conn, maxStale time.Duration) *verifier.Verifier {
 	t.Helper()
-	v, err := verifier.New(nc, verifier.Config{Issuer: issuer, Audience: "api", MaxStale: maxStale})
+	return startVerifierWith(t, nc, verifier.Config{Issuer: issuer, Audience: "api", MaxStale: maxStale})
+}
+
+// startVerifierWith is startVerifier with the verifier's whole config.
+func startVerifierWith(t *testing.T, nc *nats.Conn, cfg verifier.Config) *verifier.Verifier {
+	t.Helper()
+	v, err := verifier.New(nc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
