@@ -88,28 +88,17 @@ func (s *KeyStore) Watch(ctx context.Context, fn func(token.KeySet, uint64)) err
 	if err != nil {
 		return fmt.Errorf("watch signing keys: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return errors.New("watch signing keys: the watch ended")
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue // the end of the initial values, or a delete
-			}
-			ks, err := token.OpenKeySet(s.kek, e.Value())
-			if err != nil {
-				return err
-			}
-			fn(ks, e.Revision())
+	return followKV(ctx, w, "signing keys", func(e jetstream.KeyValueEntry) error {
+		if e.Operation() != jetstream.KeyValuePut {
+			return nil // a delete
 		}
-	}
+		ks, err := token.OpenKeySet(s.kek, e.Value())
+		if err != nil {
+			return err
+		}
+		fn(ks, e.Revision())
+		return nil
+	})
 }
 
 // LoadOrCreate returns the key set, creating a first key for alg (signing

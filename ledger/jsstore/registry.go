@@ -60,25 +60,10 @@ func (r *Registry) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch clients: %w", err)
 	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				// The watch ended on its own: the copy would go stale.
-				return errors.New("watch clients: the watch stopped")
-			}
-			if e == nil {
-				continue // initial values delivered
-			}
-			r.apply(e)
-		}
-	}
+	return followKV(ctx, w, "clients", func(e jetstream.KeyValueEntry) error {
+		r.apply(e)
+		return nil
+	})
 }
 
 func (r *Registry) apply(e jetstream.KeyValueEntry) {
