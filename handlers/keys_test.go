@@ -333,7 +333,7 @@ func TestKeyRotationUnderLoad(t *testing.T) {
 	}
 	got := map[ledger.EventType]int{}
 	for _, ev := range e.Events() {
-		if kid, ok := want[ev.Type]; ok && keyEventKID(ev) == kid {
+		if kid, ok := want[ev.Type]; ok && ledger.KeyEventKID(ev.Data) == kid {
 			got[ev.Type]++
 		}
 	}
@@ -342,20 +342,6 @@ func TestKeyRotationUnderLoad(t *testing.T) {
 			t.Errorf("%s for its key recorded %d times, want once", typ, got[typ])
 		}
 	}
-}
-
-func keyEventKID(ev ledger.Event) string {
-	switch d := ev.Data.(type) {
-	case ledger.KeyPublished:
-		return d.KID
-	case ledger.KeyActivated:
-		return d.KID
-	case ledger.KeyRetired:
-		return d.KID
-	case ledger.KeyRevoked:
-		return d.KID
-	}
-	return ""
 }
 
 func errString(err error) string {

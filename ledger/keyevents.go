@@ -67,3 +67,20 @@ func IsKeyEvent(t EventType) bool {
 	}
 	return false
 }
+
+// KeyEventKID is the kid a signing-key event (KeyPublished, KeyActivated,
+// KeyRetired, KeyRevoked) names, the last token of its subject
+// ledger.keys.<kid>; "" for any other event data.
+func KeyEventKID(data any) string {
+	switch d := data.(type) {
+	case KeyPublished:
+		return d.KID
+	case KeyActivated:
+		return d.KID
+	case KeyRetired:
+		return d.KID
+	case KeyRevoked:
+		return d.KID
+	}
+	return ""
+}

@@ -29,3 +29,21 @@ func TestIsKeyEvent(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyEventKID(t *testing.T) {
+	for _, tc := range []struct {
+		data any
+		want string
+	}{
+		{KeyPublished{KID: "a"}, "a"},
+		{KeyActivated{KID: "b"}, "b"},
+		{KeyRetired{KID: "c"}, "c"},
+		{KeyRevoked{KID: "d"}, "d"},
+		{FamilyIssued{}, ""},
+		{nil, ""},
+	} {
+		if got := KeyEventKID(tc.data); got != tc.want {
+			t.Errorf("KeyEventKID(%T) = %q, want %q", tc.data, got, tc.want)
+		}
+	}
+}

@@ -324,7 +324,7 @@ func (r *KeyRing) update(ctx context.Context, cause ledger.Cause, change func(to
 // ledger is unavailable: the change is made, its record must follow. The
 // event id stays the same, so a retry JetStream already stored is dropped.
 func (r *KeyRing) append(ctx context.Context, e ledger.Event) error {
-	kid := keyEventKID(e.Data)
+	kid := ledger.KeyEventKID(e.Data)
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
 		_, err := r.cfg.Store.AppendTo(ctx, "keys", kid, e)
 		if err == nil || !errors.Is(err, ledger.ErrUnavailable) {
@@ -337,20 +337,6 @@ func (r *KeyRing) append(ctx context.Context, e ledger.Event) error {
 		case <-time.After(backoff):
 		}
 	}
-}
-
-func keyEventKID(data any) string {
-	switch d := data.(type) {
-	case ledger.KeyPublished:
-		return d.KID
-	case ledger.KeyActivated:
-		return d.KID
-	case ledger.KeyRetired:
-		return d.KID
-	case ledger.KeyRevoked:
-		return d.KID
-	}
-	return ""
 }
 
 func (r *KeyRing) event(now time.Time, data any) ledger.Event {

@@ -107,7 +107,7 @@ func TestKeyRingScheduledRotation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if msg.Subject != "ledger.keys."+keyEventKID(e.Data) || e.Cause.Kind != ledger.CauseSchedule {
+		if msg.Subject != "ledger.keys."+ledger.KeyEventKID(e.Data) || e.Cause.Kind != ledger.CauseSchedule {
 			t.Fatalf("seq %d: %s on %s, cause %+v", seq, e.Type, msg.Subject, e.Cause)
 		}
 		counts[e.Type]++
