@@ -101,6 +101,34 @@ func TestEndpoints(t *testing.T) {
 	if err != nil || d.Seq == 0 || d.Digest == "" || d.Time.IsZero() {
 		t.Fatalf("digest: %+v, %v", d, err)
 	}
+
+	signing, err := tl.Keys(ctx)
+	if err != nil || len(signing.Keys) != 1 || signing.Keys[0].State != "active" {
+		t.Fatalf("keys: %+v, %v", signing, err)
+	}
+	rotated, err := tl.RotateKey(ctx)
+	if err != nil || len(rotated.Keys) != 2 || rotated.Keys[1].State != "published" {
+		t.Fatalf("rotate key: %+v, %v", rotated, err)
+	}
+	revoked, err := tl.RevokeKey(ctx, api.KeyRevokeRequest{KID: rotated.Keys[1].KID, Reason: "test"})
+	if err != nil || revoked.Keys[1].State != "revoked" {
+		t.Fatalf("revoke key: %+v, %v", revoked, err)
+	}
+	if _, err := tl.RevokeKey(ctx, api.KeyRevokeRequest{KID: "no such kid"}); !errors.Is(err, client.ErrInvalidRequest) {
+		t.Fatalf("revoke of a malformed kid: %v", err)
+	}
+
+	pct := 50
+	ro, err := tl.SetRollout(ctx, api.RolloutRequest{ClientID: tltest.ClientID, Version: 2, Percent: &pct})
+	if err != nil || ro.Version != 2 || ro.Percent != 50 || !ro.Changed {
+		t.Fatalf("set rollout: %+v, %v", ro, err)
+	}
+	if ro, err = tl.Rollout(ctx, tltest.ClientID); err != nil || ro.Percent != 50 || ro.Changed {
+		t.Fatalf("read rollout: %+v, %v", ro, err)
+	}
+	if _, err := tl.SetRollout(ctx, api.RolloutRequest{ClientID: "nobody", Version: 2}); !errors.Is(err, client.ErrInvalidRequest) {
+		t.Fatalf("rollout of an unknown client: %v", err)
+	}
 }
 
 // TestServiceErrors maps each error the service returns today to its

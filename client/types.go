@@ -159,3 +159,46 @@ func (c *Client) AdminDigest(ctx context.Context) (*Digest, error) {
 	}
 	return &out, nil
 }
+
+// Rollout reads a client's token-version rollout (tokens.admin.rollout with
+// the client id alone).
+func (c *Client) Rollout(ctx context.Context, clientID string) (*api.RolloutResponse, error) {
+	return c.SetRollout(ctx, api.RolloutRequest{ClientID: clientID})
+}
+
+// SetRollout starts a rollout, raises its percent or sets its deadline
+// (tokens.admin.rollout). Safe to retry: the same request again changes
+// nothing.
+func (c *Client) SetRollout(ctx context.Context, req api.RolloutRequest) (*api.RolloutResponse, error) {
+	var out api.RolloutResponse
+	if err := c.call(ctx, "admin.rollout", req, &out, retrySafe); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Keys lists the signing keys (tokens.admin.keys.list).
+func (c *Client) Keys(ctx context.Context) (*api.KeysResponse, error) {
+	return c.keys(ctx, "admin.keys.list", nil, retrySafe)
+}
+
+// RotateKey publishes the next signing key (tokens.admin.keys.rotate). Not
+// retried after the request may have arrived: a second rotation would
+// publish another key.
+func (c *Client) RotateKey(ctx context.Context) (*api.KeysResponse, error) {
+	return c.keys(ctx, "admin.keys.rotate", nil, retryUndelivered)
+}
+
+// RevokeKey revokes a signing key at once (tokens.admin.keys.revoke). Safe
+// to retry: revoking a revoked key changes nothing.
+func (c *Client) RevokeKey(ctx context.Context, req api.KeyRevokeRequest) (*api.KeysResponse, error) {
+	return c.keys(ctx, "admin.keys.revoke", req, retrySafe)
+}
+
+func (c *Client) keys(ctx context.Context, endpoint string, req any, policy retryPolicy) (*api.KeysResponse, error) {
+	var out api.KeysResponse
+	if err := c.call(ctx, endpoint, req, &out, policy); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
