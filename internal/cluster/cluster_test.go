@@ -273,7 +273,7 @@ func TestProcessCluster(t *testing.T) {
 		election := electionAfter(t, e.c, top, leader, killed)
 		t.Logf("killed stream leader %s: %d refreshes acknowledged, %d temporarily_unavailable, %d timeouts; longest gap %v (starting %v after the kill); servers logged the new stream leader %v after the kill",
 			leader, res.ok, res.unavailable, res.timeouts, res.gap.Round(time.Millisecond), res.gapStart.Sub(killed).Round(time.Millisecond), election)
-		res.checkSurvived(ctx, t, billing, creds)
+		res.checkSurvived(ctx, t, e, billing, creds)
 		if err := e.c.StartProcess(leader); err != nil {
 			t.Fatal(err)
 		}
@@ -281,6 +281,55 @@ func TestProcessCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+
+	// A rolling restart stops a node with SIGTERM: it hands its leaders
+	// over before it exits, so there is no election timeout to wait.
+	t.Run("stream leader stopped", func(t *testing.T) {
+		leader, err := streamLeader(ctx, admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stopped time.Time
+		res := refreshLoad(ctx, t, billing, creds, 8, 2*time.Second, 4*time.Second, func() {
+			stopped = time.Now()
+			if err := e.c.Stop(leader); err != nil {
+				t.Error(err)
+			}
+		})
+		t.Logf("SIGTERM to stream leader %s: %d refreshes acknowledged, %d temporarily_unavailable, %d timeouts; longest gap %v (starting %v after the signal); new stream leader logged %v after it",
+			leader, res.ok, res.unavailable, res.timeouts, res.gap.Round(time.Millisecond), res.gapStart.Sub(stopped).Round(time.Millisecond),
+			electionAfter(t, e.c, top, leader, stopped))
+		res.checkSurvived(ctx, t, e, billing, creds)
+		if err := e.c.StartProcess(leader); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.c.WaitReady(ctx, leader); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	if os.Getenv("TL_DEBUG") != "" {
+		for _, name := range []string{"tokenledger-1", "tokenledger-2"} {
+			p, _ := top.Process(name)
+			for _, path := range []string{"/readyz", "/metrics"} {
+				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", p.HTTPPort, path))
+				if err != nil {
+					t.Logf("%s %s: %v", name, path, err)
+					continue
+				}
+				b := new(bytes.Buffer)
+				b.ReadFrom(resp.Body)
+				resp.Body.Close()
+				var keep []string
+				for _, l := range strings.Split(b.String(), "\n") {
+					if path == "/readyz" || strings.Contains(l, "refresh") && !strings.HasPrefix(l, "#") && !strings.Contains(l, "bucket") {
+						keep = append(keep, l)
+					}
+				}
+				t.Logf("%s %s %d:\n%s", name, path, resp.StatusCode, strings.Join(keep, "\n"))
+			}
+		}
+	}
 
 	t.Run("instance killed", func(t *testing.T) {
 		var killed time.Time
@@ -295,7 +344,7 @@ func TestProcessCluster(t *testing.T) {
 		if res.okAfter(killed.Add(res.gap/2)) == 0 {
 			t.Error("no refresh succeeded after the kill: the other instance did not keep serving")
 		}
-		res.checkSurvived(ctx, t, billing, creds)
+		res.checkSurvived(ctx, t, e, billing, creds)
 		if err := e.c.StartProcess("tokenledger-1"); err != nil {
 			t.Fatal(err)
 		}
@@ -357,6 +406,7 @@ type loadResult struct {
 	gap                       time.Duration
 	gapStart                  time.Time
 	last                      []string // each family's last acknowledged refresh token
+	families                  []string
 }
 
 func (r loadResult) okAfter(t time.Time) int {
@@ -373,13 +423,13 @@ func (r loadResult) okAfter(t time.Time) int {
 func refreshLoad(ctx context.Context, t *testing.T, nc *nats.Conn, creds func(map[string]any) map[string]any,
 	callers int, before, during time.Duration, event func()) loadResult {
 	t.Helper()
-	res := loadResult{last: make([]string, callers)}
+	res := loadResult{last: make([]string, callers), families: make([]string, callers)}
 	for i := range callers {
 		r, err := request(ctx, nc, "tokens.issue", creds(map[string]any{"subject": fmt.Sprintf("load-%d", i)}))
 		if err != nil || r.RefreshToken == "" {
 			t.Fatalf("issue: %+v, %v", r, err)
 		}
-		res.last[i] = r.RefreshToken
+		res.last[i], res.families[i] = r.RefreshToken, r.FamilyID
 	}
 	var mu sync.Mutex
 	lctx, stop := context.WithCancel(ctx)
@@ -433,7 +483,7 @@ func refreshLoad(ctx context.Context, t *testing.T, nc *nats.Conn, creds func(ma
 // checkSurvived refreshes every family with its last acknowledged token:
 // had an acknowledged rotation been lost, the token would be unknown or
 // already rotated.
-func (r loadResult) checkSurvived(ctx context.Context, t *testing.T, nc *nats.Conn, creds func(map[string]any) map[string]any) {
+func (r loadResult) checkSurvived(ctx context.Context, t *testing.T, e *env, nc *nats.Conn, creds func(map[string]any) map[string]any) {
 	t.Helper()
 	for i, tok := range r.last {
 		for {
@@ -443,7 +493,8 @@ func (r loadResult) checkSurvived(ctx context.Context, t *testing.T, nc *nats.Co
 				continue
 			}
 			if err != nil || rep.Error != "" || rep.RefreshToken == "" {
-				t.Errorf("family %d: its last acknowledged refresh token: %+v, %v", i, rep, err)
+				out, aerr := e.cli("auditor", nil, "audit", "replay", "--family", r.families[i], "--format", "table")
+				t.Errorf("family %d: its last acknowledged refresh token: %+v, %v; the family's history (%v):\n%s", i, rep, err, aerr, tailLines(out, 12))
 			}
 			break
 		}
@@ -487,4 +538,12 @@ func electionAfter(t *testing.T, c *cluster.Cluster, top cluster.Topology, kille
 		return 0
 	}
 	return first.Sub(killed).Round(time.Millisecond)
+}
+
+func tailLines(b []byte, n int) []byte {
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return bytes.Join(lines, []byte("\n"))
 }

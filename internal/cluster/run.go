@@ -115,11 +115,24 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 	}
 	for _, p := range cfg.Topology.Processes {
-		if err := c.StartProcess(p.Name); err != nil {
-			return nil, err
-		}
-		if err := c.WaitReady(ctx, p.Name); err != nil {
-			return nil, err
+		// As compose's restart policy does: a process that exits while
+		// the cluster is still placing the replicas of the streams it
+		// just created is started again.
+		for attempt := 1; ; attempt++ {
+			if err := c.StartProcess(p.Name); err != nil {
+				return nil, err
+			}
+			err := c.WaitReady(ctx, p.Name)
+			if err == nil {
+				break
+			}
+			if c.Running(p.Name) || attempt == 5 {
+				return nil, err
+			}
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "%s exited before it was ready; starting it again\n", p.Name)
+			}
+			time.Sleep(time.Second)
 		}
 	}
 	ok = true
