@@ -36,7 +36,22 @@ type StoreConfig struct {
 	// families carry one (AppendTo); family appends are guarded by the
 	// expected subject sequence.
 	DuplicateWindow time.Duration
+	// AttemptTimeout bounds each JetStream call (an append, a get) below
+	// the request's own deadline (default DefaultAttemptTimeout). While
+	// the stream elects a new leader nothing answers; the call then fails
+	// with ledger.ErrUnavailable (temporarily_unavailable, 503) after
+	// this long instead of waiting out the request. An append that timed
+	// out may have been stored: the next attempt expects the subject's
+	// last sequence, so it cannot land twice (a retried refresh is a
+	// grace retry).
+	AttemptTimeout time.Duration
 }
+
+// DefaultAttemptTimeout is StoreConfig.AttemptTimeout's default: far
+// above an append's latency on a loaded cluster (milliseconds), well
+// below the service's request timeout (5 s) and a leader election
+// (seconds).
+const DefaultAttemptTimeout = time.Second
 
 // Store is the ledger's event log on a JetStream stream. Every family's
 // events live on their own subject; appends are conditional on that
@@ -51,6 +66,8 @@ type Store struct {
 	// so reads go to the leader's API (getSubject) instead.
 	directSubject string
 	getSubject    string
+	// attemptTimeout bounds each JetStream call (StoreConfig.AttemptTimeout).
+	attemptTimeout time.Duration
 	// bufs holds *[]byte buffers to encode appended events in: the
 	// publish copies them into the connection's buffer, and nothing
 	// keeps them after the append.
@@ -86,6 +103,9 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*St
 	if cfg.DuplicateWindow == 0 {
 		cfg.DuplicateWindow = 2 * time.Minute
 	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = DefaultAttemptTimeout
+	}
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "tokenledger event log: append-only, never deleted",
@@ -103,7 +123,8 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*St
 		return nil, fmt.Errorf("ledger stream %s: %w", cfg.Stream, err)
 	}
 	st := &Store{js: js, stream: stream, prefix: cfg.SubjectPrefix,
-		getSubject: jsAPIPrefix(js) + "STREAM.MSG.GET." + cfg.Stream}
+		getSubject:     jsAPIPrefix(js) + "STREAM.MSG.GET." + cfg.Stream,
+		attemptTimeout: cfg.AttemptTimeout}
 	if info := stream.CachedInfo(); info != nil && info.Config.Replicas <= 1 {
 		st.directSubject = jsAPIPrefix(js) + "DIRECT.GET." + cfg.Stream
 	}
@@ -149,6 +170,8 @@ func (s *Store) Load(ctx context.Context, familyID string) (ledger.State, error)
 // jetstream.ErrMsgNotFound. It sees every append acknowledged before the
 // call: a direct get with one replica, the leader's answer with more.
 func (s *Store) LastMsg(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	ctx, cancel := s.attempt(ctx)
+	defer cancel()
 	if s.directSubject != "" {
 		return s.stream.GetLastMsgForSubject(ctx, subject)
 	}
@@ -158,6 +181,8 @@ func (s *Store) LastMsg(ctx context.Context, subject string) (*jetstream.RawStre
 // nextMsg is the first message on subject at or after seq, read as
 // LastMsg reads.
 func (s *Store) nextMsg(ctx context.Context, seq uint64, subject string) (*jetstream.RawStreamMsg, error) {
+	ctx, cancel := s.attempt(ctx)
+	defer cancel()
 	if s.directSubject != "" {
 		return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 	}
@@ -255,8 +280,10 @@ func (s *Store) Append(ctx context.Context, st ledger.State, events ...ledger.Ev
 		// event id, so an id would never match), and the stream's
 		// de-duplication index is one entry per message for two minutes
 		// that the server keeps and the garbage collector scans.
-		ack, err := s.js.PublishMsg(ctx, msg,
+		actx, cancel := s.attempt(ctx)
+		ack, err := s.js.PublishMsg(actx, msg,
 			jetstream.WithExpectLastSequencePerSubject(st.Seq))
+		cancel()
 		if err != nil {
 			return st, fmt.Errorf("append %s to family %s: %w", e.ID, e.FamilyID, translate(err))
 		}
@@ -279,7 +306,9 @@ func (s *Store) AppendTo(ctx context.Context, kind, key string, e ledger.Event) 
 	}
 	msg.Data = data
 	msg.Header.Set(HeaderEventType, string(ledger.TypeOf(e.Data)))
-	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.ID))
+	actx, cancel := s.attempt(ctx)
+	defer cancel()
+	ack, err := s.js.PublishMsg(actx, msg, jetstream.WithMsgID(e.ID))
 	if err != nil {
 		return 0, fmt.Errorf("append %s: %w", e.ID, translate(err))
 	}
@@ -293,6 +322,8 @@ func (s *Store) AppendTo(ctx context.Context, kind, key string, e ledger.Event) 
 // the number of families); with one replica the direct get is answered
 // inline, without the JetStream API queue.
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	ctx, cancel := s.attempt(ctx)
+	defer cancel()
 	if s.directSubject != "" {
 		return s.lastSeqDirect(ctx)
 	}
@@ -326,6 +357,15 @@ func (s *Store) lastSeqDirect(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("ledger last sequence: %w", unavailable(fmt.Errorf("direct get: sequence header: %w", err)))
 	}
 	return seq, nil
+}
+
+// attempt bounds one JetStream call by the attempt timeout, within ctx.
+func (s *Store) attempt(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := s.attemptTimeout
+	if d <= 0 {
+		d = DefaultAttemptTimeout
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 func translate(err error) error {
