@@ -54,11 +54,16 @@ type ClockGuardConfig struct {
 // clocks, decides "before" and "after" between events; the bound only
 // keeps lifetimes and grace windows honest.
 type ClockGuard struct {
-	kv   jetstream.KeyValue
-	key  string
-	cfg  ClockGuardConfig
-	mu   sync.Mutex
-	last clockReading
+	kv jetstream.KeyValue
+	js jetstream.JetStream
+	// getSubject reads the probe's entry back from the bucket stream's
+	// leader, which has it once the put is acknowledged (a direct get may
+	// reach a replica that has not stored it yet).
+	getSubject string
+	key        string
+	cfg        ClockGuardConfig
+	mu         sync.Mutex
+	last       clockReading
 	// refusal is what Err returns, read on every request without a lock.
 	refusal refusal
 }
@@ -93,7 +98,8 @@ func NewClockGuard(ctx context.Context, js jetstream.JetStream, cfg ClockGuardCo
 	if err != nil {
 		return nil, fmt.Errorf("clock bucket: %w", translate(err))
 	}
-	g := &ClockGuard{kv: kv, key: ulid.MustNew(ulid.Now(), rand.Reader).String(), cfg: cfg}
+	g := &ClockGuard{kv: kv, js: js, getSubject: jsAPIPrefix(js) + "STREAM.MSG.GET.KV_" + ClockBucket,
+		key: ulid.MustNew(ulid.Now(), rand.Reader).String(), cfg: cfg}
 	g.Probe(ctx)
 	return g, nil
 }
@@ -132,12 +138,12 @@ func (g *ClockGuard) measure(ctx context.Context) clockReading {
 		return clockReading{err: fmt.Errorf("clock probe: %w", translate(err))}
 	}
 	t1 := g.cfg.Now()
-	e, err := g.kv.GetRevision(ctx, g.key, rev)
+	m, err := leaderGetMsg(ctx, g.js, g.getSubject, msgGetRequest{Seq: rev})
 	if err != nil {
 		return clockReading{err: fmt.Errorf("clock probe: %w", translate(err))}
 	}
 	half := t1.Sub(t0) / 2
-	r := clockReading{offset: e.Created().Sub(t0.Add(half)), uncertainty: half}
+	r := clockReading{offset: m.Time.Sub(t0.Add(half)), uncertainty: half}
 	// Out of bound only when even the most favourable reading within the
 	// uncertainty is.
 	if abs(r.offset)-r.uncertainty > g.cfg.MaxOffset {

@@ -199,11 +199,18 @@ type msgGetRequest struct {
 // leaderGet asks the stream leader for a message (STREAM.MSG.GET, which
 // only the leader answers).
 func (s *Store) leaderGet(ctx context.Context, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
+	return leaderGetMsg(ctx, s.js, s.getSubject, req)
+}
+
+// leaderGetMsg sends a STREAM.MSG.GET request to subject (the API subject
+// of one stream): only that stream's leader answers, so it has every
+// acknowledged message.
+func leaderGetMsg(ctx context.Context, js jetstream.JetStream, subject string, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
-	reply, err := s.js.Conn().RequestWithContext(ctx, s.getSubject, body)
+	reply, err := js.Conn().RequestWithContext(ctx, subject, body)
 	if err != nil {
 		return nil, err
 	}
