@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -486,12 +486,11 @@ func benchClient(ctx context.Context, nc *nats.Conn) (string, string, error) {
 	if err != nil {
 		return "", "", fmt.Errorf("bench client: %w", err)
 	}
-	var buf [32]byte
-	if _, err := rand.Read(buf[:]); err != nil {
+	secret, err := ledger.NewClientSecret(rand.Reader)
+	if err != nil {
 		return "", "", err
 	}
-	secret := ledger.ClientSecretPrefix + base64.RawURLEncoding.EncodeToString(buf[:])
-	id := "bench-" + base64.RawURLEncoding.EncodeToString(buf[:6])
+	id := "bench-" + strings.ToLower(rand.Text()[:10]) // not from the secret: an id is public
 	c := ledger.Client{
 		ID: id, SecretSHA256: ledger.SecretSHA256(secret),
 		Scopes: []string{"read", "write"}, Audiences: []string{"api"}, CreatedAt: time.Now().UTC(),

@@ -3,9 +3,11 @@ package ledger
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"slices"
 	"strings"
@@ -167,3 +169,14 @@ func (c Client) AllowAudience(aud []string) bool {
 
 // ValidClientID reports whether id has the form of a client id.
 func ValidClientID(id string) bool { return clientIDPattern.MatchString(id) }
+
+// NewClientSecret mints a client secret from 32 bytes of r (crypto/rand's
+// Reader in production): the prefix and base64url, shown to the operator
+// once; only its SecretSHA256 is kept.
+func NewClientSecret(r io.Reader) (string, error) {
+	var buf [32]byte
+	if _, err := io.ReadFull(r, buf[:]); err != nil {
+		return "", fmt.Errorf("client secret: %w", err)
+	}
+	return ClientSecretPrefix + base64.RawURLEncoding.EncodeToString(buf[:]), nil
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -172,10 +171,4 @@ func openRegistry(ctx context.Context, nf *natsFlags, replicas int) (*jsstore.Re
 }
 
 // newClientSecret is a fresh random client secret.
-func newClientSecret() (string, error) {
-	var buf [32]byte
-	if _, err := rand.Read(buf[:]); err != nil {
-		return "", err
-	}
-	return ledger.ClientSecretPrefix + base64.RawURLEncoding.EncodeToString(buf[:]), nil
-}
+func newClientSecret() (string, error) { return ledger.NewClientSecret(rand.Reader) }
