@@ -81,7 +81,9 @@ type AtAnswer struct {
 	Generation *uint64    `json:"generation,omitempty"`
 	Family     *FamilyAt  `json:"family,omitempty"`
 	Families   []FamilyAt `json:"families,omitempty"`
-	Active     int        `json:"active_families"`
+	// Active counts the families active at Time: set for a query of the
+	// whole ledger only (a family or token query answers with Family).
+	Active *int `json:"active_families,omitempty"`
 	// ViewAgrees is whether the projections' valid-token view, folded from
 	// the same events, gives the same answer.
 	ViewAgrees bool   `json:"view_agrees"`
@@ -258,10 +260,11 @@ func At(ctx context.Context, src *Source, opts AtOptions) (AtAnswer, error) {
 			}
 		}
 		slices.SortFunc(ans.Families, func(a, b FamilyAt) int { return compareSeq(a.Issued.Seq, b.Issued.Seq) })
-		ans.Active = len(ans.Families)
-		ans.Valid = ans.Active > 0
+		active := len(ans.Families)
+		ans.Active = &active
+		ans.Valid = active > 0
 		ans.Status = StatusActive
-		ans.Reason = fmt.Sprintf("%d families active", ans.Active)
+		ans.Reason = fmt.Sprintf("%d families active", active)
 	case "family":
 		answerFamily(&ans, families[opts.FamilyID], view, t)
 	case "refresh_token":

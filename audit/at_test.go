@@ -134,6 +134,9 @@ func TestAtKnownOutcomes(t *testing.T) {
 			require(t, "valid", ans.Valid, tc.wantValid)
 			require(t, "status", ans.Status, tc.wantStatus)
 			require(t, "view agrees", ans.ViewAgrees, true)
+			if ans.Active != nil {
+				t.Fatalf("active_families %d on a %s query: it counts the whole ledger only", *ans.Active, ans.Query)
+			}
 			if tc.wantType == "" {
 				if ans.Event != nil {
 					t.Fatalf("event: got %+v, want none", ans.Event)
