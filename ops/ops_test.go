@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -139,7 +140,13 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 
 	// A second instance, wired but not running yet: its view is at 0
 	// while the ledger holds three issues.
-	nc, _ := natstest.Connect(t, env.Srv)
+	// Its connection goes through a proxy, so the test can cut it off NATS.
+	proxy := natstest.NewProxy(t, env.Srv.Addr().String())
+	nc, cerr := nats.Connect(proxy.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	t.Cleanup(nc.Close)
 	kek, _ := token.ParseKEK(tltest.KEK)
 	ctx := context.Background()
 	metrics := ops.NewMetrics()
@@ -219,8 +226,8 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	second.Watchdog().Check(ctx)
 	waitStatus(t, base, "/readyz", http.StatusOK)
 
-	// NATS gone: not ready, for that reason.
-	env.Srv.Shutdown()
+	// NATS out of reach: not ready, for that reason; the process is alive.
+	proxy.Stop()
 	deadline = time.Now().Add(20 * time.Second)
 	for {
 		code, body := get(t, base, "/readyz")
@@ -228,11 +235,14 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz with NATS gone: %d %q", code, body)
+			t.Fatalf("/readyz with NATS out of reach: %d %q", code, body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if code, _ := get(t, base, "/healthz"); code != http.StatusOK {
-		t.Fatalf("/healthz = %d with NATS gone: the process is alive", code)
+		t.Fatalf("/healthz = %d with NATS out of reach: the process is alive", code)
 	}
+	// Back in reach: ready again once reconnected.
+	proxy.Start()
+	waitStatus(t, base, "/readyz", http.StatusOK)
 }

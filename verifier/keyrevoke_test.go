@@ -44,8 +44,8 @@ func revokeKeyOf(t *testing.T, e *tltest.Env, access string) {
 func TestVerifierDeniesTokensOfARevokedKey(t *testing.T) {
 	e := tltest.New(t, "")
 	e.StartInstance(tltest.Options{})
-	proxy := newProxy(t, e.Srv.Addr().String())
-	nc, err := nats.Connect("nats://"+proxy.addr, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	proxy := natstest.NewProxy(t, e.Srv.Addr().String())
+	nc, err := nats.Connect(proxy.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestVerifierDeniesTokensOfARevokedKey(t *testing.T) {
 	c := e.Issue("carol") // signed by the key that took over
 	waitFor(t, v, c.AccessToken, nil, 2*time.Second)
 
-	proxy.stop()
+	proxy.Stop()
 	deadline := time.Now().Add(5 * time.Second)
 	for nc.IsConnected() {
 		if time.Now().After(deadline) {
@@ -76,7 +76,7 @@ func TestVerifierDeniesTokensOfARevokedKey(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	revokeKeyOf(t, e, c.AccessToken) // while the verifier cannot hear it
-	proxy.start()
+	proxy.Start()
 	waitFor(t, v, c.AccessToken, verifier.ErrRevoked, 10*time.Second)
 
 	d := e.Issue("dave")

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -154,8 +152,8 @@ func TestVerifierDeniesRevokedTokensWithinASecond(t *testing.T) {
 func TestVerifierCatchesUpAfterDisconnectAndRestart(t *testing.T) {
 	tl := startLedger(t)
 	srv := tl.Srv
-	proxy := newProxy(t, srv.Addr().String())
-	nc, err := nats.Connect("nats://"+proxy.addr, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	proxy := natstest.NewProxy(t, srv.Addr().String())
+	nc, err := nats.Connect(proxy.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +165,7 @@ func TestVerifierCatchesUpAfterDisconnectAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	proxy.stop()
+	proxy.Stop()
 	deadline := time.Now().Add(5 * time.Second)
 	for nc.IsConnected() {
 		if time.Now().After(deadline) {
@@ -181,7 +179,7 @@ func TestVerifierCatchesUpAfterDisconnectAndRestart(t *testing.T) {
 	// Cut off from the feed for longer than MaxStale, it fails closed.
 	waitFor(t, v, c.access, verifier.ErrStale, 5*time.Second)
 
-	proxy.start()
+	proxy.Start()
 	waitFor(t, v, a.access, verifier.ErrRevoked, 10*time.Second)
 	waitFor(t, v, b.access, verifier.ErrRevoked, time.Second)
 	waitFor(t, v, c.access, nil, 5*time.Second) // fresh again once caught up
@@ -198,72 +196,4 @@ func TestVerifierCatchesUpAfterDisconnectAndRestart(t *testing.T) {
 	if _, err := v2.Verify(context.Background(), c.access); err != nil {
 		t.Fatalf("restarted verifier refuses a good token: %v", err)
 	}
-}
-
-// proxy is a TCP proxy that can cut a client off its server and let it
-// back on the same address.
-type proxy struct {
-	t      *testing.T
-	addr   string
-	target string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	p := &proxy{t: t, target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.stop)
-	return p
-}
-
-func (p *proxy) start() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.serve(ln)
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(s, c); s.Close() }()
-			go func() { _, _ = io.Copy(c, s); c.Close() }()
-		}
-	}()
-}
-
-func (p *proxy) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
 }
