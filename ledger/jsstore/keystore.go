@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/token"
@@ -99,46 +98,6 @@ func (s *KeyStore) Watch(ctx context.Context, fn func(token.KeySet, uint64)) err
 		fn(ks, e.Revision())
 		return nil
 	})
-}
-
-// LoadOrCreate returns the key set, creating a first key for alg (signing
-// at once) if there is none. When the signing key uses another algorithm
-// it rotates to a new key for alg at once (the old key stays published
-// until its tokens expire): tests and tools that run without a KeyRing;
-// the service's KeyRing pre-publishes instead (KeyRing.Start).
-func (s *KeyStore) LoadOrCreate(ctx context.Context, alg string, now time.Time) (token.KeySet, error) {
-	for range 8 {
-		ks, rev, err := s.Load(ctx)
-		if err != nil {
-			return token.KeySet{}, err
-		}
-		if cur, ok := ks.Signing(now); ok && cur.Alg == alg {
-			return ks, nil
-		}
-		next, err := token.GenerateKey(alg, now)
-		if err != nil {
-			return token.KeySet{}, err
-		}
-		ks = ks.Clone()
-		if len(ks.Keys) > 0 {
-			next.ActivatesAt = now
-		}
-		next.ActivatedAt = now
-		for i := range ks.Keys {
-			if ks.Keys[i].RetiredAt.IsZero() && ks.Keys[i].RevokedAt.IsZero() {
-				ks.Keys[i].RetiredAt = now
-			}
-		}
-		ks.Keys = append(ks.Keys, next)
-		if _, err = s.Put(ctx, ks, rev); errors.Is(err, ledger.ErrConflict) {
-			continue // another instance wrote first: read its keys
-		}
-		if err != nil {
-			return token.KeySet{}, err
-		}
-		return ks, nil
-	}
-	return token.KeySet{}, fmt.Errorf("store signing keys: too many concurrent writers: %w", ledger.ErrUnavailable)
 }
 
 func isWrongLast(err error) bool {

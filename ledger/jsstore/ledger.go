@@ -328,23 +328,6 @@ func (l *Ledger) Refresh(ctx context.Context, req RefreshRequest) (Grant, error)
 	return Grant{}, fmt.Errorf("refresh family %s: %d conflicting writers: %w", fid, maxAttempts, ledger.ErrUnavailable)
 }
 
-// Family loads the family a refresh token names and reports whether the
-// token is a genuine one of it: current, previous or an older generation.
-// A string that is not a genuine token is not an error, just not ok: it
-// must not be able to change anything.
-func (l *Ledger) Family(ctx context.Context, raw string) (ledger.State, bool, error) {
-	tok, err := token.ParseRefreshToken(raw)
-	if err != nil {
-		return ledger.State{}, false, nil
-	}
-	st, err := l.store.Load(ctx, tok.FamilyID.String())
-	if err != nil || !st.Exists() {
-		return st, false, err
-	}
-	ok, err := l.genuine(ctx, st, tok, raw)
-	return st, ok, err
-}
-
 // genuine reports whether raw, parsed as tok, is a token of the family st:
 // its current or previous token, or (one more read) an older generation's.
 func (l *Ledger) genuine(ctx context.Context, st ledger.State, tok token.RefreshToken, raw string) (bool, error) {
