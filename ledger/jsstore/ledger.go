@@ -58,10 +58,15 @@ func WithRolloutHint(known func(clientID string) bool) Option {
 	return func(l *Ledger) { l.mayRollOut = known }
 }
 
+// mayHaveRollout is false when the hint says the client has no rollout.
+func (l *Ledger) mayHaveRollout(clientID string) bool {
+	return l.mayRollOut == nil || l.mayRollOut(clientID)
+}
+
 // rolloutOf reads the client's stored rollout, unless the hint says it has
 // none.
 func (l *Ledger) rolloutOf(ctx context.Context, clientID string) (ledger.RolloutState, error) {
-	if l.mayRollOut != nil && !l.mayRollOut(clientID) {
+	if !l.mayHaveRollout(clientID) {
 		return ledger.RolloutState{}, nil
 	}
 	return l.store.LoadRollout(ctx, clientID)

@@ -131,7 +131,7 @@ func (l *Ledger) SetRollout(ctx context.Context, req RolloutRequest) (ledger.Rol
 // loadRolloutAsync starts loading the client's rollout and returns the
 // wait for it, so the read overlaps another.
 func (l *Ledger) loadRolloutAsync(ctx context.Context, clientID string) func() (ledger.RolloutState, error) {
-	if l.mayRollOut != nil && !l.mayRollOut(clientID) {
+	if !l.mayHaveRollout(clientID) {
 		return func() (ledger.RolloutState, error) { return ledger.RolloutState{}, nil }
 	}
 	type result struct {
