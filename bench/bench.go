@@ -75,7 +75,8 @@ type Config struct {
 	// this process (the callers still connect over loopback TCP) rather
 	// than as child processes. Not with NATSURL.
 	InProcess bool
-	// ServeArgs are extra flags for the service the bench starts.
+	// ServeArgs are extra flags for the service the bench starts (after
+	// --sync-always=false, which they may override).
 	ServeArgs []string
 	// Wiring is how the service and the bare pipeline are started.
 	Wiring Wiring
@@ -213,8 +214,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
+		// The bench compares pipelines, not disks: the service skips the
+		// per-write fsync serve does by default, as the bare pipeline's
+		// server does (--serve-args --sync-always=true measures it).
 		sargs := append([]string{"--listen", addr, "--data", filepath.Join(tmp, "service"),
-			"--log-level", "warn", "--prefix", cfg.Prefix}, cfg.ServeArgs...)
+			"--log-level", "warn", "--prefix", cfg.Prefix, "--sync-always=false"}, cfg.ServeArgs...)
 		var p targetProc
 		if cfg.InProcess {
 			report.Target = "embedded (in this process)"

@@ -50,7 +50,7 @@ func parseBench(args []string) (bench.Config, benchFlags, error) {
 	fs.StringVar(&c.ProfileDir, "cpuprofile", "", "directory for a CPU profile of the service (and bare pipeline) per case")
 	fs.IntVar(&c.Conns, "conns", 1, "NATS connections the callers share")
 	fs.StringVar(&mix, "mix", "refresh=60,introspect=30,issue=8,revoke=2", "mix workload: operation=weight,...")
-	fs.StringVar(&serveArgs, "serve-args", "", "extra flags for the service the bench starts, space separated")
+	fs.StringVar(&serveArgs, "serve-args", "", "extra flags for the service the bench starts, space separated (it runs with --sync-always=false, as the bare pipeline does, unless these say otherwise)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary data and logs")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress on stderr")
 	fs.BoolVar(&c.InProcess, "in-process", false, "run the service and the bare pipeline inside this process (as the reference measurements do) instead of as child processes; the callers still connect over loopback TCP")
@@ -84,7 +84,8 @@ func parseBench(args []string) (bench.Config, benchFlags, error) {
 // service that serve wires, in this process or as a child process of this
 // binary. `bench bare-child` and `bench serve-child` are those children.
 func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	// The bare pipeline's server syncs as serve's embedded default does.
+	// The bare pipeline's server does not fsync each write; the service
+	// the bench starts runs with --sync-always=false to match.
 	startServer := func(listen, dataDir string) (*server.Server, error) { return startEmbedded(listen, dataDir, false) }
 	w := bench.Wiring{Serve: serve, StartServer: startServer, Env: childEnv()}
 	if len(args) > 0 && bench.IsChild(args[0]) {
