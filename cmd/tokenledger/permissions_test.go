@@ -256,6 +256,17 @@ func (p *prober) subscribe(subject string) (bool, error) {
 	return !p.violated("subscription", subject), nil
 }
 
+// publish reports whether the server let a plain publish through.
+func (p *prober) publish(subject string) (bool, error) {
+	if err := p.nc.Publish(subject, []byte(`{}`)); err != nil {
+		return false, err
+	}
+	if err := p.nc.Flush(); err != nil {
+		return false, err
+	}
+	return !p.violated("publish", subject), nil
+}
+
 // publishToStream publishes to a stream's subject with an expected stream
 // name that does not match, so a publish let through is answered by the
 // stream with an error and stores nothing.
@@ -339,6 +350,7 @@ var permActions = map[string]permAction{
 	"subscribe-inbox":      {try: func(p *prober) (bool, error) { return p.subscribe("_INBOX.>") }},
 	"subscribe-requests":   {try: func(p *prober) (bool, error) { return p.subscribe("tokens.>") }},
 	"subscribe-replies":    {try: func(p *prober) (bool, error) { return p.subscribe("_R_.>") }},
+	"publish-replies":      {try: func(p *prober) (bool, error) { return p.publish("_R_.PrObE0.nOtPeNdInG") }},
 	"read-ledger-consumer": {try: func(p *prober) (bool, error) { return p.readStream("TOKENLEDGER") }},
 	"read-ledger-direct":   {try: func(p *prober) (bool, error) { return p.api("$JS.API.DIRECT.GET.TOKENLEDGER", `{"seq":1}`) }},
 	"write-ledger":         {try: func(p *prober) (bool, error) { return p.publishToStream("ledger.family.01J0PERMISSIONPROBE000000000") }},
@@ -409,12 +421,20 @@ func TestShippedConfigPermissions(t *testing.T) {
 	for _, r := range roles {
 		t.Setenv(strings.ToUpper(r)+"_NATS_PASSWORD", permPassword(r))
 	}
-	opts, err := server.ProcessConfigFile("../../config/nats-server.conf")
+	storeDir := t.TempDir()
+	loadConfig := func(port int) (*server.Options, error) {
+		opts, err := server.ProcessConfigFile("../../config/nats-server.conf")
+		if err != nil {
+			return nil, err
+		}
+		opts.Host, opts.Port, opts.StoreDir = "127.0.0.1", port, storeDir
+		opts.NoSigs = true
+		return opts, nil
+	}
+	opts, err := loadConfig(server.RANDOM_PORT)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Host, opts.Port, opts.StoreDir = "127.0.0.1", server.RANDOM_PORT, t.TempDir()
-	opts.NoSigs = true
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -544,6 +564,15 @@ func TestShippedConfigPermissions(t *testing.T) {
 	}
 
 	d.stop(t)
+	// As `nats-server --signal reload` does (the break-glass rotation).
+	reload := func() error {
+		opts, err := loadConfig(port)
+		if err != nil {
+			return err
+		}
+		return srv.ReloadOptions(opts)
+	}
+	t.Run("reply-from-another-connection", func(t *testing.T) { testReplyFromAnotherConnection(t, env, reload) })
 	if len(violations.of("permission-test-tokenledger")) == 0 {
 		t.Error("the server logged no violation of the refused probes: the log capture is broken")
 	}
@@ -742,5 +771,136 @@ func testEavesdrop(ctx context.Context, t *testing.T, env *permEnv, bin string, 
 			t.Fatal("the resource server still accepts a revoked family's access token")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testReplyFromAnotherConnection: the service may answer a relying
+// service's request from a connection other than the one that received it
+// (an instance that reconnected to another node of a cluster), and that is
+// all its `_R_.>` permission gives: the answer reaches the requester once,
+// a second answer and an answer to a reply subject that maps to no pending
+// request reach nobody, and its own publish into the requester's inbox
+// subject is refused. No other role of TOKENS may answer. An answer after
+// a reload of the server's config (which forgets which requests each
+// connection received) reaches the requester too. Runs after the service
+// has stopped, so the test's connections are the only responders.
+func testReplyFromAnotherConnection(t *testing.T, env *permEnv, reload func() error) {
+	received := env.connect("tokenledger") // as the instance before its reconnect
+	requests, err := received.SubscribeSync("tokens.jwks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := received.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	billing, web := env.connect("billing"), env.connect("web")
+	var inboxes []*nats.Subscription
+	for _, nc := range []*nats.Conn{billing, web} {
+		sub, err := nc.SubscribeSync("_INBOX.>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		inboxes = append(inboxes, sub)
+	}
+	inbox := billing.NewInbox()
+	if err := billing.PublishRequest("tokens.jwks", inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	req, err := requests.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("the request did not reach the tokenledger user: %v", err)
+	}
+	if !strings.HasPrefix(req.Reply, "_R_.") {
+		t.Fatalf("the request's reply subject is %q, want a service import's _R_.…", req.Reply)
+	}
+
+	// pending is what each relying service's _INBOX.> received, once
+	// every publish so far has been handled.
+	pending := func(conns ...*nats.Conn) []int {
+		t.Helper()
+		for _, nc := range append(conns, billing, web) {
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // a reply is delivered before the flush's PONG; this is margin
+		var n []int
+		for _, sub := range inboxes {
+			k, _, _ := sub.Pending()
+			n = append(n, k)
+		}
+		return n
+	}
+	answered := env.connect("tokenledger") // as the instance after its reconnect
+	p := &prober{nc: answered}
+	steps := []struct {
+		name    string
+		subject string
+		allowed bool
+		want    []int // billing's and web's inbox messages after the step
+	}{
+		{"the answer", req.Reply, true, []int{1, 0}},
+		{"a second answer", req.Reply, true, []int{1, 0}},
+		{"an answer to no pending request", req.Reply[:strings.LastIndexByte(req.Reply, '.')] + ".nOtPeNdInG", true, []int{1, 0}},
+		{"a publish into the requester's inbox subject", inbox, false, []int{1, 0}},
+	}
+	for _, s := range steps {
+		ok, err := p.publish(s.subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok != s.allowed {
+			t.Errorf("%s (%s): let through %v, want %v", s.name, s.subject, ok, s.allowed)
+		}
+		if got := pending(answered); !slices.Equal(got, s.want) {
+			t.Errorf("after %s: billing's and web's inboxes hold %v messages, want %v", s.name, got, s.want)
+		}
+	}
+	if m, err := inboxes[0].NextMsg(0); err != nil || m.Subject != inbox {
+		t.Errorf("billing's answer: %v on %v, want one on %s", err, m, inbox)
+	}
+
+	// A request received, the config reloaded, then the answer.
+	if err := billing.PublishRequest("tokens.jwks", inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	if req, err = requests.NextMsg(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if ok, err := (&prober{nc: received}).publish(req.Reply); err != nil || !ok {
+		t.Errorf("the answer after a reload: let through %v (%v)", ok, err)
+	}
+	if got := pending(received); !slices.Equal(got, []int{1, 0}) {
+		t.Errorf("after the answer after a reload: billing's and web's inboxes hold %v messages, want [1 0]", got)
+	}
+	if _, err := inboxes[0].NextMsg(0); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another request; no other role of TOKENS may answer it.
+	if err := billing.PublishRequest("tokens.jwks", inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	if req, err = requests.NextMsg(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{"admin", "auditor", "security", "resource"} {
+		nc, err := nats.Connect(env.url, env.options(role)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := (&prober{nc: nc}).publish(req.Reply); err != nil || ok {
+			t.Errorf("%s answered billing's request: let through %v (%v)", role, ok, err)
+		}
+		nc.Close()
+	}
+	if got := pending(); !slices.Equal(got, []int{0, 0}) {
+		t.Errorf("after the other roles' answers: billing's and web's inboxes hold %v messages, want none", got)
 	}
 }

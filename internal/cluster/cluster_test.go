@@ -162,14 +162,17 @@ func streamLeader(ctx context.Context, nc *nats.Conn) (string, error) {
 // The process cluster (three NATS servers, two instances, the worker, the
 // resource server) serves the whole flow through the shipped config:
 // issue, refresh, introspect, revoke, a security event, the resource
-// server, and audit verify; then the stream leader is killed under a
-// refresh load, then an instance: every acknowledged rotation survives,
-// no family has two current tokens, and the gaps are logged.
+// server, and audit verify; then, under a refresh load, the stream leader
+// is killed, then stopped, then a node with an instance on it is stopped
+// (and the requests go through every node after it is back), then an
+// instance is killed: every acknowledged rotation survives, no family has
+// two current tokens, no answer to the relying service is refused, and
+// the gaps are logged.
 func TestProcessCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts a cluster of processes")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	e := startCluster(t, ctx)
 	top := e.c.Topology()
@@ -258,37 +261,13 @@ func TestProcessCluster(t *testing.T) {
 	})
 
 	admin := e.connect("admin")
-	// First, while every node has been up from the start (see the stream
-	// leader subtests).
-	t.Run("instance killed", func(t *testing.T) {
-		var killed time.Time
-		res := refreshLoad(ctx, t, billing, creds, 8, 2*time.Second, 6*time.Second, func() {
-			killed = time.Now()
-			if err := e.c.Kill("tokenledger-1"); err != nil {
-				t.Error(err)
-			}
-		})
-		t.Logf("kill -9 of tokenledger-1: %d refreshes acknowledged, %d temporarily_unavailable, %d timeouts; longest gap %v (starting %v after the kill)",
-			res.ok, res.unavailable, res.timeouts, res.gap.Round(time.Millisecond), res.gapStart.Sub(killed).Round(time.Millisecond))
-		if res.okAfter(killed.Add(res.gap/2)) == 0 {
-			t.Error("no refresh succeeded after the kill: the other instance did not keep serving")
-		}
-		res.checkSurvived(ctx, t, e, billing, creds)
-		if err := e.c.StartProcess("tokenledger-1"); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.c.WaitReady(ctx, "tokenledger-1"); err != nil {
-			t.Fatal(err)
-		}
-	})
-
 	t.Run("stream leader killed", func(t *testing.T) {
 		leader, err := streamLeader(ctx, admin)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var killed time.Time
-		res := refreshLoad(ctx, t, billing, creds, 8, 3*time.Second, 10*time.Second, func() {
+		res := refreshLoad(ctx, t, []*nats.Conn{billing}, creds, 8, 3*time.Second, 10*time.Second, func() {
 			killed = time.Now()
 			if err := e.c.Kill(leader); err != nil {
 				t.Error(err)
@@ -314,7 +293,7 @@ func TestProcessCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		var stopped time.Time
-		res := refreshLoad(ctx, t, billing, creds, 8, 2*time.Second, 4*time.Second, func() {
+		res := refreshLoad(ctx, t, []*nats.Conn{billing}, creds, 8, 2*time.Second, 4*time.Second, func() {
 			stopped = time.Now()
 			if err := e.c.Stop(leader); err != nil {
 				t.Error(err)
@@ -331,6 +310,79 @@ func TestProcessCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+
+	// A node with an instance on it stops (SIGTERM) under a refresh load
+	// that enters through the other nodes. The instance reconnects to
+	// another node and answers the requests it received before: those
+	// answers must reach the relying service (once refused, with the
+	// server logging a publish violation on _R_.…). Then the node comes
+	// back, and requests through every node are answered.
+	t.Run("instance's node stopped", func(t *testing.T) {
+		where, on := placement(ctx, t, top)
+		var node cluster.Node
+		for _, n := range top.Nodes {
+			if on[n.Name] > on[node.Name] {
+				node = n
+			}
+		}
+		var conns []*nats.Conn
+		for _, n := range top.Nodes {
+			if n.Name != node.Name {
+				conns = append(conns, e.connectTo("billing", n))
+			}
+		}
+		var stopped time.Time
+		res := refreshLoad(ctx, t, conns, creds, 16, 2*time.Second, 8*time.Second, func() {
+			stopped = time.Now()
+			if err := e.c.Stop(node.Name); err != nil {
+				t.Error(err)
+			}
+		})
+		t.Logf("SIGTERM to %s (instances: %s), requests through the other nodes: %d refreshes acknowledged, %d temporarily_unavailable, %d unanswered; longest gap %v (starting %v after the signal)",
+			node.Name, where, res.ok, res.unavailable, res.timeouts, res.gap.Round(time.Millisecond), res.gapStart.Sub(stopped).Round(time.Millisecond))
+		res.checkSurvived(ctx, t, e, conns[0], creds)
+		if err := e.c.StartProcess(node.Name); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{node.Name, "tokenledger-1", "tokenledger-2"} {
+			if err := e.c.WaitReady(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		where, _ = placement(ctx, t, top)
+		t.Logf("%s restarted; instances: %s", node.Name, where)
+		throughEveryNode(ctx, t, e, creds, 20)
+	})
+
+	// After the node restarts: the long-lived connection has moved
+	// between nodes, the instances too.
+	t.Run("instance killed", func(t *testing.T) {
+		var killed time.Time
+		res := refreshLoad(ctx, t, []*nats.Conn{billing}, creds, 8, 2*time.Second, 6*time.Second, func() {
+			killed = time.Now()
+			if err := e.c.Kill("tokenledger-1"); err != nil {
+				t.Error(err)
+			}
+		})
+		t.Logf("kill -9 of tokenledger-1: %d refreshes acknowledged, %d temporarily_unavailable, %d timeouts; longest gap %v (starting %v after the kill)",
+			res.ok, res.unavailable, res.timeouts, res.gap.Round(time.Millisecond), res.gapStart.Sub(killed).Round(time.Millisecond))
+		if res.okAfter(killed.Add(res.gap/2)) == 0 {
+			t.Error("no refresh succeeded after the kill: the other instance did not keep serving")
+		}
+		res.checkSurvived(ctx, t, e, billing, creds)
+		if err := e.c.StartProcess("tokenledger-1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.c.WaitReady(ctx, "tokenledger-1"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// No answer to a relying service was refused anywhere in the run.
+	nodes := names(top.Nodes, func(n cluster.Node) string { return n.Name })
+	if v := replyViolations(t, e.c, append(nodes, "tokenledger-1", "tokenledger-2")...); len(v) > 0 {
+		t.Errorf("%d answers to the relying service refused (publish to _R_.…), the first: %s", len(v), v[0])
+	}
 
 	// Every family's chain, every transition: no family has two current
 	// tokens, no acknowledged event is missing.
@@ -394,17 +446,18 @@ func (r loadResult) okAfter(t time.Time) int {
 }
 
 // refreshLoad issues one family per caller, then each caller refreshes
-// its family back to back: before, then event, then during. A failed
+// its family back to back, caller i on conns[i%len(conns)]: before, then
+// event, then during. A failed
 // request (temporarily_unavailable, a timeout) is retried with the same
 // token, which a grace retry answers with the same successor if the
 // rotation had been appended; any other error fails the test. The gap is
 // the longest time in the run with no successful refresh.
-func refreshLoad(ctx context.Context, t *testing.T, nc *nats.Conn, creds func(map[string]any) map[string]any,
+func refreshLoad(ctx context.Context, t *testing.T, conns []*nats.Conn, creds func(map[string]any) map[string]any,
 	callers int, before, during time.Duration, event func()) loadResult {
 	t.Helper()
 	res := loadResult{last: make([]string, callers), families: make([]string, callers)}
 	for i := range callers {
-		r, err := request(ctx, nc, "tokens.issue", creds(map[string]any{"subject": fmt.Sprintf("load-%d", i)}))
+		r, err := request(ctx, conns[i%len(conns)], "tokens.issue", creds(map[string]any{"subject": fmt.Sprintf("load-%d", i)}))
 		if err != nil || r.RefreshToken == "" {
 			t.Fatalf("issue: %+v, %v", r, err)
 		}
@@ -418,7 +471,7 @@ func refreshLoad(ctx context.Context, t *testing.T, nc *nats.Conn, creds func(ma
 		wg.Go(func() {
 			for lctx.Err() == nil {
 				rctx, cancel := context.WithTimeout(lctx, 6*time.Second)
-				r, err := request(rctx, nc, "tokens.refresh", creds(map[string]any{"refresh_token": res.last[i]}))
+				r, err := request(rctx, conns[i%len(conns)], "tokens.refresh", creds(map[string]any{"refresh_token": res.last[i]}))
 				cancel()
 				mu.Lock()
 				switch {
