@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
@@ -241,4 +242,29 @@ func TestUpgradeFromStoredLedger(t *testing.T) {
 	if !sameState(fold, &loaded) || loaded.Generation < 2 {
 		t.Fatalf("loaded %+v, folded %+v", loaded, fold)
 	}
+}
+
+// TestUpgradeUncompressedStream: the ledger stream as builds before S2
+// compression created it starts this build's store, which updates it to
+// S2 (nats-server applies it to blocks written after its next restart).
+func TestUpgradeUncompressedStream(t *testing.T) {
+	s := natstest.Start(t, "")
+	_, js := natstest.Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: jsstore.DefaultStream,
+		Subjects: []string{jsstore.DefaultSubjectPrefix + ".>"}, Storage: jetstream.FileStorage,
+		Retention: jetstream.LimitsPolicy, Replicas: 1, Duplicates: 2 * time.Minute, DenyDelete: true,
+		DenyPurge: true, AllowDirect: true, Discard: jetstream.DiscardNew}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
+	if err != nil {
+		t.Fatalf("store over the uncompressed stream: %v", err)
+	}
+	info, err := st.Stream().Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	require(t, "compression", info.Config.Compression, jetstream.S2Compression)
 }

@@ -47,7 +47,7 @@ func foldedCases(t testing.TB) (before State, cases []foldedCase) {
 	snap, _ := jsonv1.Marshal((*stateV1)(&next))
 	otherSnap, _ := jsonv1.Marshal((*stateV1)(&other))
 	for _, v := range []struct {
-		schema, member string
+		schema, member   string
 		enc, fold, other []byte
 	}{{"2", "base", enc, base, otherBase}, {"1", "state", old, snap, otherSnap}} {
 		member, fold, otherFold := []byte(`,"`+v.member+`":`), v.fold, v.other
