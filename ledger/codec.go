@@ -174,9 +174,9 @@ func baseOf(e Event) *State {
 	return &b
 }
 
-// AppendState appends a state as EncodeEvent writes a base (the fields
-// tagged so omitted when zero). Equal encodings are equal states (Seq and
-// Head are not encoded).
+// AppendState appends a state as EncodeEvent writes a base (a zero field
+// tagged omitempty or omitzero left out). Equal encodings are equal
+// states (Seq and Head are not encoded).
 func AppendState(b []byte, s State) ([]byte, error) {
 	if fast, ok := appendState(b, s, false); ok {
 		return fast, nil
