@@ -22,11 +22,14 @@
 //     (ledger.DecodeEvent, and ledger.Folder, which reads the same
 //     events); at cross-checks its answers with the projections'
 //     valid-token view folded from the same events.
-//   - A snapshot differs from the fold only if their JSON encodings
-//     differ: ledger.Folder settles the usual case by comparing the
-//     stored snapshot's bytes with the fold's encoding; otherwise the
-//     event is decoded whole and sameState compares the encodings of both
-//     (ledger.AppendState: the ledger's structs are the one schema).
+//   - What an event stores of its family's state (schema 2: its base,
+//     schema 1: the state after it) differs from the fold only if their
+//     JSON encodings differ: ledger.Folder settles the usual case by
+//     comparing the stored bytes with the encoding of what the writer
+//     stores after the fold (ledger.Base for schema 2); otherwise the event
+//     is decoded whole and Folder.Matches compares the encodings of both
+//     (ledger.AppendState: the ledger's structs are the one schema), so a
+//     base that spells out a field its event sets is caught too.
 //   - Output for programs is JSON on the writer it is given; progress goes
 //     to stderr only when it is a terminal.
 //

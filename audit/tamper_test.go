@@ -95,7 +95,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			wantSeq: seqOf(k), wantKind: KindAltered,
 		},
 		{
-			name: "state snapshot altered",
+			name: "state (the base) altered",
 			edit: func(m []stored) []stored {
 				e, _ := ledger.DecodeEvent(m[k].Data)
 				e.State.Scope += " admin"
@@ -107,6 +107,35 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				return m
 			},
 			wantSeq: seqOf(k), wantKind: KindState,
+		},
+		{
+			// Apply would overwrite it, so the state after the event is
+			// the same; the bytes are not what the writer stores.
+			name: "base spells out a field its event sets",
+			edit: func(m []stored) []stored {
+				m[k].Data = bytes.Replace(m[k].Data, []byte(`"base":{`), []byte(`"base":{"generation":99,`), 1)
+				return m
+			},
+			wantSeq: seqOf(k), wantKind: KindState,
+		},
+		{
+			// No later event of the family chains to it.
+			name: "base of the family's last event altered",
+			edit: func(m []stored) []stored {
+				last := pos[len(pos)-1]
+				e, _ := ledger.DecodeEvent(m[last].Data)
+				if !bytes.Contains(m[last].Data, []byte(`"base":{`)) {
+					t.Fatalf("the family's last event has no base: %s", m[last].Data)
+				}
+				e.State.Subject += "-mallory"
+				data, err := ledger.EncodeEvent(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m[last].Data = data
+				return m
+			},
+			wantSeq: seqOf(pos[len(pos)-1]), wantKind: KindState,
 		},
 		{
 			// A repeated member is not an event: the codec refuses it

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenledger/tokenledger/internal/natstest"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
@@ -75,10 +77,13 @@ func readUpgradeFixture(t *testing.T) (upgradeFixture, []exportedMsg) {
 }
 
 // TestUpgradeFromStoredLedger republishes a ledger written by the build
-// before the encoding/json/v2 codec (commit ca8d05a: an issue, rotations,
-// a grace retry, a reuse, a revoke and an admin revoke) into a fresh
-// stream, and checks that this build reads every event, writes the same
-// bytes for it, verifies the ledger clean and serves a refresh from it.
+// before the encoding/json/v2 codec (commit ca8d05a, schema 1: an issue,
+// rotations, a grace retry, a reuse, a revoke and an admin revoke) into a
+// fresh stream, and checks that this build reads every event (and writes
+// it as schema 2 that reads back the same), verifies the ledger clean and
+// continues a family from it: two refreshes appended as schema 2 after
+// the family's schema-1 events, the family loaded from its last event,
+// the mixed ledger verified clean.
 func TestUpgradeFromStoredLedger(t *testing.T) {
 	fix, msgs := readUpgradeFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -111,9 +116,15 @@ func TestUpgradeFromStoredLedger(t *testing.T) {
 			t.Fatalf("seq %d: %v", m.Seq, err)
 		}
 		types[e.Type]++
+		if !bytes.Contains(msg.Data, []byte(`"schema":1,`)) {
+			t.Fatalf("seq %d: not a schema-1 event: %s", m.Seq, msg.Data)
+		}
 		again, err := ledger.EncodeEvent(e)
-		if err != nil || !bytes.Equal(again, msg.Data) {
-			t.Fatalf("seq %d: this build writes\n%s (%v)\nfor the stored\n%s", m.Seq, again, err, msg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back, err := ledger.DecodeEvent(again); err != nil || !reflect.DeepEqual(back, e) {
+			t.Fatalf("seq %d: this build writes\n%s (%v)\nwhich reads as\n%+v\nfor the stored\n%+v", m.Seq, again, err, back, e)
 		}
 		if _, err := ledger.DecodeEventSkipState(msg.Data); err != nil {
 			t.Fatalf("seq %d: %v", m.Seq, err)
@@ -165,16 +176,23 @@ func TestUpgradeFromStoredLedger(t *testing.T) {
 	if n := len(in.Keys().Keys); n != 1 {
 		t.Fatalf("the stored key set was not used: %d keys", n)
 	}
-	reply := e.Call("tokens.refresh", map[string]string{"client_id": fix.ClientID, "client_secret": fix.ClientSecret,
-		"refresh_token": fix.LiveRefreshToken})
-	if reply.Error != "" || reply.AccessToken == "" || !strings.HasPrefix(reply.RefreshToken, "tlr_") {
-		t.Fatalf("refresh from the stored ledger: %s", reply.Raw)
+	refresh := func(raw string) string {
+		t.Helper()
+		reply := e.Call("tokens.refresh", map[string]string{"client_id": fix.ClientID, "client_secret": fix.ClientSecret,
+			"refresh_token": raw})
+		if reply.Error != "" || reply.AccessToken == "" || !strings.HasPrefix(reply.RefreshToken, "tlr_") {
+			t.Fatalf("refresh from the stored ledger: %s", reply.Raw)
+		}
+		return reply.RefreshToken
 	}
+	// The first refresh loads the family from a schema-1 event; the
+	// second from the schema-2 event the first appended.
+	refresh(refresh(fix.LiveRefreshToken))
 	// This build appended the rotation, and its key ring may have recorded
 	// the stored key's lifecycle (key events, off the families).
 	appended := e.LastSeq()
 	verify(appended)
-	rotations := 0
+	rotations, family := 0, ""
 	for seq := uint64(len(msgs)) + 1; seq <= appended; seq++ {
 		m, err := e.Store.Stream().GetMsg(ctx, seq)
 		if err != nil {
@@ -187,11 +205,66 @@ func TestUpgradeFromStoredLedger(t *testing.T) {
 		switch {
 		case ev.Type == ledger.TypeRefreshRotated:
 			rotations++
+			family = ev.FamilyID
 		case !ledger.IsKeyEvent(ev.Type):
 			t.Fatalf("seq %d: this build appended %s", seq, ev.Type)
 		}
 	}
-	if rotations != 1 {
-		t.Fatalf("this build appended %d rotations, want the one refresh", rotations)
+	if rotations != 2 {
+		t.Fatalf("this build appended %d rotations, want the two refreshes", rotations)
 	}
+
+	// The family, loaded from its last (schema-2) event, is the fold of
+	// its schema-1 and schema-2 events.
+	var fold ledger.State
+	for seq := uint64(1); seq <= appended; seq++ {
+		m, err := e.Store.Stream().GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := ledger.DecodeEvent(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.FamilyID != family {
+			continue
+		}
+		fold = ledger.Apply(fold, ev)
+		if seq > uint64(len(msgs)) && (!bytes.Contains(m.Data, []byte(`"schema":2,`)) ||
+			!bytes.Contains(m.Data, []byte(`"base":{`)) || bytes.Contains(m.Data, []byte(`"state"`))) {
+			t.Fatalf("seq %d: not a schema-2 event with a base: %s", seq, m.Data)
+		}
+	}
+	loaded, err := e.Store.Load(ctx, family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameState(fold, &loaded) || loaded.Generation < 2 {
+		t.Fatalf("loaded %+v, folded %+v", loaded, fold)
+	}
+}
+
+// TestUpgradeUncompressedStream: the ledger stream as builds before S2
+// compression created it starts this build's store, which updates it to
+// S2 (nats-server applies it to blocks written after its next restart).
+func TestUpgradeUncompressedStream(t *testing.T) {
+	s := natstest.Start(t, "")
+	_, js := natstest.Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: jsstore.DefaultStream,
+		Subjects: []string{jsstore.DefaultSubjectPrefix + ".>"}, Storage: jetstream.FileStorage,
+		Retention: jetstream.LimitsPolicy, Replicas: 1, Duplicates: 2 * time.Minute, DenyDelete: true,
+		DenyPurge: true, AllowDirect: true, Discard: jetstream.DiscardNew}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := jsstore.NewStore(ctx, js, jsstore.StoreConfig{})
+	if err != nil {
+		t.Fatalf("store over the uncompressed stream: %v", err)
+	}
+	info, err := st.Stream().Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	require(t, "compression", info.Config.Compression, jetstream.S2Compression)
 }

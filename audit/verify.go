@@ -339,9 +339,10 @@ func (w *worker) check(it item) {
 		w.checkUnfamilied(it, e)
 		return
 	}
-	// The usual event's snapshot is the fold, stored as EncodeEvent
-	// writes it: the Folder settles that without decoding the snapshot.
-	// Otherwise the event is decoded whole, as it always was.
+	// The usual event stores what its writer stores after the fold (a
+	// schema-2 base, or a schema-1 snapshot), as EncodeEvent writes it:
+	// the Folder settles that without decoding it. Otherwise the event
+	// is decoded whole, as it always was.
 	e, next, matched := w.folder.Decode(it.data, f.fold)
 	snap := next // the stored snapshot
 	var serr error
@@ -418,9 +419,9 @@ func (w *worker) check(it item) {
 	}
 	if !matched {
 		next = ledger.Apply(f.fold, e)
-		if !sameState(next, e.State) {
+		if !w.folder.Matches(it.data, next) {
 			v.Kind = KindState
-			v.Detail = "the state snapshot differs from the fold of the family's events"
+			v.Detail = "the stored state (a schema-2 base, a schema-1 snapshot) differs from the fold of the family's events"
 			w.report(v)
 			if serr == nil {
 				next = snap
@@ -438,10 +439,9 @@ func (f *famState) resync(seq uint64, h hash, eventID string, snap ledger.State)
 	f.head, f.headSeq, f.headEvent, f.fold = h, seq, eventID, snap
 }
 
-// sameState reports whether the fold equals the stored snapshot: whether
-// the ledger encodes them alike (its structs are the one schema; Seq and
-// Head are not encoded). Verify asks only when the Folder did not settle
-// an event, which for a ledger this build wrote means something is wrong.
+// sameState reports whether the fold equals a stored state: whether the
+// ledger encodes them alike (its structs are the one schema; Seq and Head
+// are not encoded).
 func sameState(fold ledger.State, stored *ledger.State) bool {
 	if stored == nil {
 		return false

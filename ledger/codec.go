@@ -70,7 +70,9 @@ var (
 )
 
 // envelope is the stored event: the Event's envelope with its payload
-// (D) and its snapshot (S) in the member types each reader needs.
+// (D) and what it stores of its family's state (S), in the member types
+// each reader needs: schema 1's state after the event, or schema 2's base
+// (see Base).
 type envelope[D, S any] struct {
 	ID         string    `json:"id"`
 	Type       EventType `json:"type"`
@@ -80,7 +82,14 @@ type envelope[D, S any] struct {
 	Cause      Cause     `json:"cause"`
 	Prev       string    `json:"prev"`
 	Data       D         `json:"data"`
-	State      S         `json:"state,omitempty"`
+	State      S         `json:"state,omitempty"` // schema 1 only
+	Base       S         `json:"base,omitempty"`  // schema 2 only
+}
+
+// stored is what a decoded event stores of its family's state, by schema.
+type stored[S any] struct {
+	schema      int
+	state, base S
 }
 
 // payload is one member of the closed set (payloads, in events.go): a
@@ -110,6 +119,11 @@ type skipped struct{}
 // UnmarshalJSONFrom skips the value.
 func (*skipped) UnmarshalJSONFrom(dec *jsontext.Decoder) error { return dec.SkipValue() }
 
+// knownSchema reports whether this code reads events of the schema: 1,
+// whose family events store the state after them, and 2
+// (SchemaVersion), whose family events store their Base.
+func knownSchema(schema int) bool { return schema == 1 || schema == SchemaVersion }
+
 // appender is an io.Writer appending to b.
 type appender struct{ b []byte }
 
@@ -120,7 +134,7 @@ func (a *appender) Write(p []byte) (int, error) {
 
 // EncodeEvent returns the event's stored JSON.
 func EncodeEvent(e Event) ([]byte, error) {
-	return AppendEvent(make([]byte, 0, 2048), e) // a rotation with its snapshot is ~1.6 KB
+	return AppendEvent(make([]byte, 0, 1024), e) // a rotation with its base is ~0.9 KB
 }
 
 // AppendEvent is EncodeEvent appending to b, in its spare capacity when
@@ -142,17 +156,29 @@ func marshalEvent(b []byte, e Event, t EventType) ([]byte, error) {
 	if err := json.MarshalWrite(&w, &envelope[any, *State]{
 		ID: e.ID, Type: t, Schema: SchemaVersion, FamilyID: e.FamilyID,
 		OccurredAt: e.OccurredAt.UTC(), Cause: e.Cause, Prev: e.Prev,
-		Data: e.Data, State: e.State,
+		Data: e.Data, Base: baseOf(e),
 	}, encodeOpts); err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
 	return w.b, nil
 }
 
-// AppendState appends the state snapshot as EncodeEvent writes it.
-// Equal encodings are equal states (Seq and Head are not encoded).
+// baseOf is the base EncodeEvent stores for e: the Base of its State, or
+// nil when e carries no State or is a family.issued (whose Apply starts
+// over).
+func baseOf(e Event) *State {
+	if _, issued := e.Data.(FamilyIssued); issued || e.State == nil {
+		return nil
+	}
+	b := Base(*e.State, e)
+	return &b
+}
+
+// AppendState appends a state as EncodeEvent writes a base (a zero field
+// tagged omitempty or omitzero left out). Equal encodings are equal
+// states (Seq and Head are not encoded).
 func AppendState(b []byte, s State) ([]byte, error) {
-	if fast, ok := appendState(b, s); ok {
+	if fast, ok := appendState(b, s, false); ok {
 		return fast, nil
 	}
 	return marshalState(b, s)
@@ -171,37 +197,74 @@ func marshalState(b []byte, s State) ([]byte, error) {
 // an event this code cannot read must not be folded. Unknown members are
 // ignored, so writers may add optional fields (see the top of codec.go).
 func DecodeEvent(b []byte) (Event, error) {
-	e, st, err := decodeEvent[*State](b)
-	e.State = st
-	return e, err
+	e, d, err := decodeEvent[*State](b)
+	if err != nil {
+		return Event{}, err
+	}
+	if e.State, err = stateAfter(e, d); err != nil {
+		return Event{}, err
+	}
+	return e, nil
 }
 
-// DecodeEventSkipState is DecodeEvent without the state snapshot (left
+// stateAfter is the state after e that e stores: schema 1's snapshot, or
+// Apply of schema 2's base (with the envelope's family id). A family.issued
+// of schema 2 stores no base: its Apply starts over. nil when e stores
+// none (an event outside the families).
+func stateAfter(e Event, d stored[*State]) (*State, error) {
+	if d.schema == 1 {
+		if d.base != nil {
+			return nil, fmt.Errorf("decode event %s: a base in a schema-1 event", e.ID)
+		}
+		return d.state, nil
+	}
+	switch {
+	case d.state != nil:
+		return nil, fmt.Errorf("decode event %s: a state in a schema-%d event", e.ID, d.schema)
+	case e.Type == TypeFamilyIssued:
+		if d.base != nil {
+			return nil, fmt.Errorf("decode event %s: a base in a %s", e.ID, e.Type)
+		}
+		after := Apply(State{}, e)
+		return &after, nil
+	case d.base == nil:
+		return nil, nil
+	case d.base.FamilyID != "":
+		return nil, fmt.Errorf("decode event %s: a family id in its base", e.ID)
+	}
+	base := *d.base
+	base.FamilyID = e.FamilyID
+	after := Apply(base, e)
+	return &after, nil
+}
+
+// DecodeEventSkipState is DecodeEvent without the family state (left
 // nil), for readers that fold events themselves: it is the cheaper read.
-// The snapshot is checked to be JSON, not decoded.
+// The stored state or base is checked to be JSON, not decoded.
 func DecodeEventSkipState(b []byte) (Event, error) {
 	e, _, err := decodeEvent[skipped](b)
 	return e, err
 }
 
-// DecodeState reads only the state snapshot of a stored event.
+// DecodeState reads the family state after a stored event, of either
+// schema: what a family load needs from the family's last event.
 func DecodeState(data []byte) (State, error) {
-	w, err := unmarshal[envelope[skipped, *State]](data)
+	e, err := DecodeEvent(data)
 	if err != nil {
 		return State{}, fmt.Errorf("no readable state: %w", err)
 	}
-	if w.Schema != SchemaVersion || w.State == nil {
-		return State{}, fmt.Errorf("no state of schema %d: %w", SchemaVersion, ErrUnknownEvent)
+	if e.State == nil {
+		return State{}, fmt.Errorf("no state in event %s: %w", e.ID, ErrUnknownEvent)
 	}
-	return *w.State, nil
+	return *e.State, nil
 }
 
-// decodeEvent decodes a stored event with its snapshot as an S. The
-// usual event is read in one pass, its payload straight from the decoder
-// (see payloadField); one with a member no field knows is read again as
-// unmarshal reads anything.
-func decodeEvent[S any](b []byte) (Event, S, error) {
-	var none S
+// decodeEvent decodes a stored event with its stored state or base as an
+// S. The usual event is read in one pass, its payload straight from the
+// decoder (see payloadField); one with a member no field knows is read
+// again as unmarshal reads anything.
+func decodeEvent[S any](b []byte) (Event, stored[S], error) {
+	var none stored[S]
 	w := new(envelope[payloadField, S])
 	w.Data.typ = &w.Type
 	err := json.Unmarshal(b, w, decodeOpts)
@@ -216,17 +279,17 @@ func decodeEvent[S any](b []byte) (Event, S, error) {
 		if data, err = decodePayload(w.ID, w.Type, w.Schema, w.Data.raw); err != nil {
 			return Event{}, none, err
 		}
-	} else if w.Schema != SchemaVersion {
+	} else if !knownSchema(w.Schema) {
 		return Event{}, none, fmt.Errorf("decode event %s: schema %d: %w", w.ID, w.Schema, ErrUnknownEvent)
 	}
 	return Event{ID: w.ID, Type: w.Type, FamilyID: w.FamilyID, OccurredAt: w.OccurredAt,
-		Cause: w.Cause, Prev: w.Prev, Data: data}, w.State, nil
+		Cause: w.Cause, Prev: w.Prev, Data: data}, stored[S]{w.Schema, w.State, w.Base}, nil
 }
 
 // decodeEventLenient is decodeEvent in two passes, the payload kept raw
 // by the first, each pass as unmarshal reads.
-func decodeEventLenient[S any](b []byte) (Event, S, error) {
-	var none S
+func decodeEventLenient[S any](b []byte) (Event, stored[S], error) {
+	var none stored[S]
 	w, err := unmarshal[envelope[jsontext.Value, S]](b)
 	if err != nil {
 		return Event{}, none, fmt.Errorf("decode event: %w", err)
@@ -236,12 +299,12 @@ func decodeEventLenient[S any](b []byte) (Event, S, error) {
 		return Event{}, none, err
 	}
 	return Event{ID: w.ID, Type: w.Type, FamilyID: w.FamilyID, OccurredAt: w.OccurredAt,
-		Cause: w.Cause, Prev: w.Prev, Data: data}, w.State, nil
+		Cause: w.Cause, Prev: w.Prev, Data: data}, stored[S]{w.Schema, w.State, w.Base}, nil
 }
 
 // decodePayload decodes an event's raw payload by its type.
 func decodePayload(id string, t EventType, schema int, raw jsontext.Value) (any, error) {
-	if schema != SchemaVersion {
+	if !knownSchema(schema) {
 		return nil, fmt.Errorf("decode event %s: schema %d: %w", id, schema, ErrUnknownEvent)
 	}
 	p, ok := payloads[t]
@@ -405,8 +468,10 @@ func plainTime(t time.Time) bool {
 
 // appendState appends the state as the encoder does, or returns false
 // when it cannot be sure to (a string needing escapes, custom claims, a
-// time the encoder refuses).
-func appendState(b []byte, s State) ([]byte, bool) {
+// time the encoder refuses). With v1 it writes the state as schema 1's
+// snapshots were written, every field of State that is now omitted when
+// zero spelled out, for Folder to compare them without decoding.
+func appendState(b []byte, s State, v1 bool) ([]byte, bool) {
 	if len(s.Claims) > 0 {
 		return b, false
 	}
@@ -424,8 +489,12 @@ func appendState(b []byte, s State) ([]byte, bool) {
 		b = t.AppendFormat(b, time.RFC3339Nano)
 		b = append(b, '"')
 	}
-	str(`{"family_id":`, s.FamilyID)
-	str(`,"client_id":`, s.ClientID)
+	b = append(b, '{')
+	if v1 || s.FamilyID != "" {
+		str(`"family_id":`, s.FamilyID)
+		b = append(b, ',')
+	}
+	str(`"client_id":`, s.ClientID)
 	str(`,"subject":`, s.Subject)
 	str(`,"scope":`, s.Scope)
 	if len(s.Audience) > 0 {
@@ -438,8 +507,10 @@ func appendState(b []byte, s State) ([]byte, bool) {
 		}
 		b = append(b, ']')
 	}
-	b = append(b, `,"version":`...)
-	b = strconv.AppendInt(b, int64(s.Version), 10)
+	if v1 || s.Version != 0 {
+		b = append(b, `,"version":`...)
+		b = strconv.AppendInt(b, int64(s.Version), 10)
+	}
 	if r := s.Revoked; r != nil {
 		tm(`,"revoked":{"at":`, r.At)
 		str(`,"cause":{"kind":`, r.Cause.Kind)
@@ -454,11 +525,19 @@ func appendState(b []byte, s State) ([]byte, bool) {
 	}
 	tm(`,"created_at":`, s.CreatedAt)
 	tm(`,"expires_at":`, s.ExpiresAt)
-	b = append(b, `,"generation":`...)
-	b = strconv.AppendUint(b, s.Generation, 10)
-	str(`,"token_hash":`, s.TokenHash)
-	tm(`,"token_issued_at":`, s.TokenIssuedAt)
-	tm(`,"refresh_expires_at":`, s.RefreshExpiresAt)
+	if v1 || s.Generation != 0 {
+		b = append(b, `,"generation":`...)
+		b = strconv.AppendUint(b, s.Generation, 10)
+	}
+	if v1 || s.TokenHash != "" {
+		str(`,"token_hash":`, s.TokenHash)
+	}
+	if v1 || !s.TokenIssuedAt.IsZero() {
+		tm(`,"token_issued_at":`, s.TokenIssuedAt)
+	}
+	if v1 || !s.RefreshExpiresAt.IsZero() {
+		tm(`,"refresh_expires_at":`, s.RefreshExpiresAt)
+	}
 	if !s.RotatedAt.IsZero() {
 		tm(`,"rotated_at":`, s.RotatedAt)
 	}
@@ -572,10 +651,10 @@ func appendEvent(b []byte, e Event, t EventType) ([]byte, bool) {
 		return b, false
 	}
 	w.raw(`}`)
-	if e.State != nil {
-		w.raw(`,"state":`)
+	if _, issued := e.Data.(FamilyIssued); e.State != nil && !issued { // as baseOf
+		w.raw(`,"base":`)
 		var ok bool
-		if w.b, ok = appendState(w.b, *e.State); !ok {
+		if w.b, ok = appendState(w.b, Base(*e.State, e), false); !ok {
 			return b, false
 		}
 	}

@@ -14,32 +14,90 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// v1Encode is what the build before this codec wrote for e: encoding/json
-// (v1) over the same structs. It is the reference the encoder must equal.
+// v1Encode is what encoding/json (v1) writes for e in schema 2: the
+// reference the encoder must equal (the build before this codec wrote
+// encoding/json's bytes, and the golden files pin them).
 func v1Encode(e Event) ([]byte, error) {
 	return jsonv1.Marshal(envelope[any, *State]{
 		ID: e.ID, Type: TypeOf(e.Data), Schema: SchemaVersion, FamilyID: e.FamilyID,
-		OccurredAt: e.OccurredAt.UTC(), Cause: e.Cause, Prev: e.Prev, Data: e.Data, State: e.State,
+		OccurredAt: e.OccurredAt.UTC(), Cause: e.Cause, Prev: e.Prev, Data: e.Data, Base: baseOf(e),
 	})
 }
 
-// v1Decode is how the build before this codec read b: encoding/json (v1),
-// lenient about case, repeated names and invalid UTF-8.
+// stateV1 is State as schema 1 spelled it: the same fields (a conversion
+// from State compiles only while they are), every one this build omits
+// when zero written out.
+type stateV1 struct {
+	FamilyID         string            `json:"family_id"`
+	ClientID         string            `json:"client_id"`
+	Subject          string            `json:"subject"`
+	Scope            string            `json:"scope"`
+	Audience         []string          `json:"audience,omitempty"`
+	Claims           jsonv1.RawMessage `json:"claims,omitempty"`
+	Version          int               `json:"version"`
+	Revoked          *Revocation       `json:"revoked,omitempty"`
+	CreatedAt        time.Time         `json:"created_at"`
+	ExpiresAt        time.Time         `json:"expires_at"`
+	Generation       uint64            `json:"generation"`
+	TokenHash        string            `json:"token_hash"`
+	TokenIssuedAt    time.Time         `json:"token_issued_at"`
+	RefreshExpiresAt time.Time         `json:"refresh_expires_at"`
+	RotatedAt        time.Time         `json:"rotated_at,omitzero"`
+	Previous         *Previous         `json:"previous,omitempty"`
+	AccessCutoff     time.Time         `json:"access_cutoff,omitzero"`
+	Events           uint64            `json:"events"`
+	Seq              uint64            `json:"-"`
+	Head             string            `json:"-"`
+}
+
+// schema1Encode is what the builds before schema 2 wrote for e (with
+// e.State as the snapshot): encoding/json over the schema-1 envelope.
+func schema1Encode(e Event) ([]byte, error) {
+	return jsonv1.Marshal(envelope[any, *stateV1]{
+		ID: e.ID, Type: TypeOf(e.Data), Schema: 1, FamilyID: e.FamilyID,
+		OccurredAt: e.OccurredAt.UTC(), Cause: e.Cause, Prev: e.Prev, Data: e.Data, State: (*stateV1)(e.State),
+	})
+}
+
+// v1Decode is how encoding/json (v1) reads b, lenient about case,
+// repeated names and invalid UTF-8, as the build before this codec read
+// schema 1, with a schema-2 base applied as Base's documentation says.
 func v1Decode(b []byte) (Event, error) {
 	var w envelope[jsonv1.RawMessage, *State]
 	if err := jsonv1.Unmarshal(b, &w); err != nil {
 		return Event{}, err
 	}
 	p, ok := payloads[w.Type]
-	if w.Schema != SchemaVersion || !ok {
+	if w.Schema != 1 && w.Schema != 2 || !ok {
 		return Event{}, ErrUnknownEvent
 	}
 	v := reflect.New(p.goType)
 	if err := jsonv1.Unmarshal(w.Data, v.Interface()); err != nil {
 		return Event{}, err
 	}
-	return Event{ID: w.ID, Type: w.Type, FamilyID: w.FamilyID, OccurredAt: w.OccurredAt, Cause: w.Cause,
-		Prev: w.Prev, Data: v.Elem().Interface(), State: w.State}, nil
+	e := Event{ID: w.ID, Type: w.Type, FamilyID: w.FamilyID, OccurredAt: w.OccurredAt, Cause: w.Cause,
+		Prev: w.Prev, Data: v.Elem().Interface()}
+	switch {
+	case w.Schema == 1 && w.Base != nil, w.Schema == 2 && w.State != nil:
+		return Event{}, errors.New("the other schema's member")
+	case w.Schema == 1:
+		e.State = w.State
+	case w.Type == TypeFamilyIssued:
+		if w.Base != nil {
+			return Event{}, errors.New("base in an issue")
+		}
+		st := Apply(State{}, e)
+		e.State = &st
+	case w.Base != nil:
+		if w.Base.FamilyID != "" {
+			return Event{}, errors.New("family id in a base")
+		}
+		base := *w.Base
+		base.FamilyID = e.FamilyID
+		st := Apply(base, e)
+		e.State = &st
+	}
+	return e, nil
 }
 
 // validUTF8 reports whether every string of e is valid UTF-8, which is
@@ -102,17 +160,28 @@ func checkCodec(t testing.TB, e Event) {
 	if slow, err := marshalEvent(nil, e, TypeOf(e.Data)); err != nil || !bytes.Equal(slow, want) {
 		t.Fatalf("the encoder alone wrote %s (%v), encoding/json %s", slow, err, want)
 	}
-	if e.State != nil {
-		fast, err := AppendState(nil, *e.State)
-		slow, serr := marshalState(nil, *e.State)
+	if base := baseOf(e); base != nil {
+		fast, err := AppendState(nil, *base)
+		slow, serr := marshalState(nil, *base)
 		if err != nil || serr != nil || !bytes.Equal(fast, slow) || !bytes.Contains(want, slow) {
-			t.Fatalf("state written as %s (%v) and %s (%v), event %s", fast, err, slow, serr, want)
+			t.Fatalf("base written as %s (%v) and %s (%v), event %s", fast, err, slow, serr, want)
 		}
 	}
 	appended, err := AppendEvent([]byte("prefix"), e)
 	if err != nil || !bytes.Equal(appended, append([]byte("prefix"), want...)) {
 		t.Fatalf("AppendEvent wrote %s (%v)", appended, err)
 	}
+	checkDecoders(t, got)
+	// The same event as schema 1 stored it reads the same way.
+	if old, err := schema1Encode(e); err == nil {
+		checkDecoders(t, old)
+	}
+}
+
+// checkDecoders asserts that every decoder reads b, as encoding/json read
+// it.
+func checkDecoders(t testing.TB, got []byte) {
+	t.Helper()
 	back, err := DecodeEvent(got)
 	if err != nil {
 		t.Fatalf("decode %s: %v", got, err)
@@ -217,18 +286,22 @@ func TestDecodeStrict(t *testing.T) {
 		{"whitespace", edit(`"id":`, " \n\t\"id\" : "), nil},
 		{"unknown envelope member", edit(`"id":`, `"added_later":{"x":[1,{"y":null}]},"id":`), nil},
 		{"unknown payload member", edit(`"from_generation":`, `"added_later":true,"from_generation":`), nil},
-		{"unknown state member", edit(`"family_id":"`+famID+`","client_id"`, `"family_id":"`+famID+`","added_later":"x","client_id"`), nil},
+		{"unknown base member", edit(`"base":{"client_id"`, `"base":{"added_later":"x","client_id"`), nil},
 		{"unknown nested member", edit(`"jti":`, `"added_later":1,"jti":`), nil},
 		{"repeated envelope member", edit(`"prev":`, `"prev":"x","prev":`), jsontext.ErrDuplicateName},
 		{"repeated payload member", edit(`"token_hash":`, `"token_hash":"x","token_hash":`), jsontext.ErrDuplicateName},
-		{"repeated state member", edit(`"events":`, `"events":1,"events":`), jsontext.ErrDuplicateName},
+		{"repeated base member", edit(`"events":`, `"events":1,"events":`), jsontext.ErrDuplicateName},
 		{"repeated unknown member", edit(`"id":`, `"later":1,"later":2,"id":`), jsontext.ErrDuplicateName},
 		{"repeated in another case", edit(`"prev":`, `"Prev":"x","prev":`), errMemberCase},
 		{"envelope member case", edit(`"prev":`, `"Prev":`), errMemberCase},
 		{"payload member case", edit(`"token_hash":`, `"Token_Hash":`), errMemberCase},
-		{"state member case", edit(`"subject":`, `"SUBJECT":`), errMemberCase},
+		{"base member case", edit(`"subject":`, `"SUBJECT":`), errMemberCase},
 		{"nested member case", edit(`"kind":`, `"Kind":`), errMemberCase},
-		{"state case", edit(`"state":`, `"State":`), errMemberCase},
+		{"base case", edit(`"base":`, `"Base":`), errMemberCase},
+		{"a state in schema 2", edit(`"base":`, `"state":`), errAny},
+		{"a base in schema 1", edit(`"schema":2`, `"schema":1`), errAny},
+		{"a family id in the base", edit(`"base":{`, `"base":{"family_id":"`+famID+`",`), errAny},
+		{"a base and a state", edit(`"base":`, `"state":{},"base":`), errAny},
 		{"invalid utf-8", edit(`"alice@`, "\"\xffalice@"), errAny},
 		{"trailing data", append(bytes.Clone(good), ` {}`...), errAny},
 	} {
@@ -239,7 +312,8 @@ func TestDecodeStrict(t *testing.T) {
 				if err == nil || tc.wantErr != errAny && !errors.Is(err, tc.wantErr) {
 					t.Fatalf("err %v, want %v", err, tc.wantErr)
 				}
-				if _, err := DecodeEventSkipState(tc.in); err == nil && !strings.Contains(tc.name, "state") {
+				// The cheaper read skips what is stored of the state.
+				if _, err := DecodeEventSkipState(tc.in); err == nil && !strings.Contains(tc.name, "base") && !strings.Contains(tc.name, "state") {
 					t.Fatal("DecodeEventSkipState decoded it")
 				}
 			case err != nil:

@@ -10,8 +10,11 @@ import (
 	"github.com/oklog/ulid/v2"
 )
 
-// SchemaVersion is the envelope schema every event is written with.
-const SchemaVersion = 1
+// SchemaVersion is the envelope schema every event is written with: 2,
+// whose family events store their Base (the state before the event, less
+// what the event sets) where schema 1's stored the whole state after them.
+// Both are read (see DecodeEvent).
+const SchemaVersion = 2
 
 // EventType is the stable, versioned name of an event on the wire. A change
 // of meaning is a new type string, never a new meaning for an old one.
@@ -59,8 +62,11 @@ type Event struct {
 	Prev string
 	// Data is one of the payload types of this file.
 	Data any
-	// State is the family state after this event; the store writes it so
-	// the next decision loads in one read. Nil for events read without it.
+	// State is the family state after this event, so that the next
+	// decision loads in one read. It must be Apply(prev, e) of the
+	// family's previous state (the store sets it so): EncodeEvent stores
+	// only Base(State, e), from which DecodeEvent gives State back. Nil
+	// for events outside the families and events read without it.
 	State *State
 }
 

@@ -65,9 +65,31 @@ func sampleEvents() []Event {
 	}, keySampleEvents(at)...)
 }
 
+// goldenEvents is sampleEvents with, on each family event, the state
+// after it as the store appends it: the issue's own, the rotation's after
+// the issue, every other's after the issue and the rotation.
+func goldenEvents() []Event {
+	events := sampleEvents()
+	issued := *events[0].State
+	rotated := Apply(issued, events[1])
+	for i, e := range events {
+		switch {
+		case i == 0 || e.FamilyID == "":
+		case i == 1:
+			events[i].State = &rotated
+		default:
+			after := Apply(rotated, e)
+			events[i].State = &after
+		}
+	}
+	return events
+}
+
+// TestEventGolden pins the bytes of every event type as written
+// (testdata/schema2) and reads them back.
 func TestEventGolden(t *testing.T) {
 	seen := map[EventType]bool{}
-	for _, e := range sampleEvents() {
+	for _, e := range goldenEvents() {
 		typ := TypeOf(e.Data)
 		seen[typ] = true
 		t.Run(string(typ), func(t *testing.T) {
@@ -80,7 +102,7 @@ func TestEventGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			pretty.WriteByte('\n')
-			path := filepath.Join("testdata", string(typ)+".json")
+			path := filepath.Join("testdata", "schema2", string(typ)+".json")
 			want, err := os.ReadFile(path)
 			if errors.Is(err, fs.ErrNotExist) && *update {
 				// A new event type: its first golden file. O_EXCL, so
@@ -122,13 +144,53 @@ func TestEventGolden(t *testing.T) {
 	}
 }
 
+// TestEventGoldenSchema1: the events schema 1 wrote (the golden files of
+// the builds before schema 2, testdata/*.json, never rewritten) still
+// decode, each to its sample.
+func TestEventGoldenSchema1(t *testing.T) {
+	for _, e := range sampleEvents() {
+		typ := TypeOf(e.Data)
+		t.Run(string(typ), func(t *testing.T) {
+			pretty, err := os.ReadFile(filepath.Join("testdata", string(typ)+".json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stored bytes.Buffer
+			if err := json.Compact(&stored, pretty); err != nil {
+				t.Fatal(err)
+			}
+			if old, err := schema1Encode(e); err != nil || !bytes.Equal(old, stored.Bytes()) {
+				t.Fatalf("schema 1 as the tests spell it:\n%s (%v)\nstored:\n%s", old, err, stored.Bytes())
+			}
+			back, err := DecodeEvent(stored.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Type = typ
+			e.OccurredAt = e.OccurredAt.UTC()
+			if !reflect.DeepEqual(back, e) {
+				t.Fatalf("decoded:\n got %+v\nwant %+v", back, e)
+			}
+			if e.State != nil {
+				if st, err := DecodeState(stored.Bytes()); err != nil || !reflect.DeepEqual(st, *e.State) {
+					t.Fatalf("DecodeState %+v (%v)", st, err)
+				}
+			}
+		})
+	}
+}
+
 func TestDecodeEventRejects(t *testing.T) {
 	for name, in := range map[string]string{
-		"not json":       `{`,
-		"unknown type":   `{"id":"x","type":"family.exploded.v1","schema":1,"data":{}}`,
-		"future schema":  `{"id":"x","type":"family.revoked.v1","schema":2,"data":{}}`,
-		"payload type":   `{"id":"x","type":"family.revoked.v1","schema":1,"data":{"generation":"one"}}`,
-		"payload absent": `{"id":"x","type":"refresh.rotated.v1","schema":1,"data":[]}`,
+		"not json":          `{`,
+		"unknown type":      `{"id":"x","type":"family.exploded.v1","schema":1,"data":{}}`,
+		"future schema":     `{"id":"x","type":"family.revoked.v1","schema":3,"data":{}}`,
+		"no schema":         `{"id":"x","type":"family.revoked.v1","data":{}}`,
+		"issue with a base": `{"id":"x","type":"family.issued.v1","schema":2,"family_id":"` + famID + `","data":{},"base":{"events":1}}`,
+		"state in schema 2": `{"id":"x","type":"family.revoked.v1","schema":2,"family_id":"` + famID + `","data":{},"state":{"events":1}}`,
+		"base in schema 1":  `{"id":"x","type":"family.revoked.v1","schema":1,"family_id":"` + famID + `","data":{},"base":{"events":1}}`,
+		"payload type":      `{"id":"x","type":"family.revoked.v1","schema":1,"data":{"generation":"one"}}`,
+		"payload absent":    `{"id":"x","type":"refresh.rotated.v1","schema":1,"data":[]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := DecodeEvent([]byte(in)); err == nil {

@@ -73,8 +73,26 @@ func TestFastEncoderCoversSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, ok := appendState(nil, st)
+	got, ok := appendState(nil, st, false)
 	if !ok || !bytes.Equal(got, want) {
 		t.Fatalf("hand-written state (taken: %v):\n%s\nencoder:\n%s", ok, got, want)
+	}
+	// Every field zero, as in a base: the omitted ones are omitted alike.
+	want, err = marshalState(nil, State{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := appendState(nil, State{}, false); !ok || !bytes.Equal(got, want) {
+		t.Fatalf("hand-written zero state (taken: %v):\n%s\nencoder:\n%s", ok, got, want)
+	}
+	// As schema 1 wrote it (for the Folder), with and without zeros.
+	for _, s := range []State{st, {}} {
+		want, err := jsonv1.Marshal((*stateV1)(&s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := appendState(nil, s, true); !ok || !bytes.Equal(got, want) {
+			t.Fatalf("hand-written schema-1 state (taken: %v):\n%s\nencoding/json:\n%s", ok, got, want)
+		}
 	}
 }

@@ -16,26 +16,29 @@ const (
 	StatusExpired Status = "expired"
 )
 
-// State is a family's current state: the fold of its events. The store keeps
-// a copy in each event so that a decision needs one read.
+// State is a family's current state: the fold of its events. Each family
+// event stores what the next decision needs in one read (schema 2: the
+// event's Base, from which Apply gives the state after it; schema 1: the
+// state itself). The fields Base zeroes are omitted when zero, so that a
+// base does not spell them out.
 type State struct {
-	FamilyID string          `json:"family_id"`
+	FamilyID string          `json:"family_id,omitempty"`
 	ClientID string          `json:"client_id"`
 	Subject  string          `json:"subject"`
 	Scope    string          `json:"scope"`
 	Audience []string        `json:"audience,omitempty"`
 	Claims   json.RawMessage `json:"claims,omitempty"`
-	Version  int             `json:"version"`
+	Version  int             `json:"version,omitempty"`
 	Revoked  *Revocation     `json:"revoked,omitempty"`
 
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 
 	// The current refresh token.
-	Generation       uint64    `json:"generation"`
-	TokenHash        string    `json:"token_hash"`
-	TokenIssuedAt    time.Time `json:"token_issued_at"`
-	RefreshExpiresAt time.Time `json:"refresh_expires_at"`
+	Generation       uint64    `json:"generation,omitempty"`
+	TokenHash        string    `json:"token_hash,omitempty"`
+	TokenIssuedAt    time.Time `json:"token_issued_at,omitzero"`
+	RefreshExpiresAt time.Time `json:"refresh_expires_at,omitzero"`
 	// RotatedAt is when the family last rotated (zero if never).
 	RotatedAt time.Time `json:"rotated_at,omitzero"`
 	// Previous is the token the current one replaced, kept for grace
@@ -131,4 +134,45 @@ func Apply(s State, e Event) State {
 		// Recorded on its own subject; it changes no family.
 	}
 	return s
+}
+
+// Base is what a schema-2 family event stores in place of the state after
+// it: the family's state before e, without what e brings back. after is
+// the state after e (Apply(prev, e)); Base returns prev with FamilyID (in
+// the envelope), Seq and Head cleared and every field that Apply sets from
+// e zeroed, so that
+//
+//	Apply(Base(after, e) with FamilyID set, e) == after
+//
+// and the event does not repeat what its payload says. For family.issued,
+// whose Apply starts over, it is the zero State: the event stores none.
+//
+// This is Apply's rule read backwards: a case of Apply that sets a field
+// from e zeroes it here. TestBase checks both directions for every event
+// type and every field, so a change to Apply that is not made here (or a
+// new field or event type) fails there, never on the wire.
+func Base(after State, e Event) State {
+	b := after
+	b.FamilyID, b.Seq, b.Head = "", 0, ""
+	b.Events-- // Apply counts e
+	switch e.Data.(type) {
+	case FamilyIssued:
+		return State{}
+	case RefreshRotated:
+		b.Previous = nil
+		b.Generation, b.TokenHash, b.Version = 0, "", 0
+		b.TokenIssuedAt, b.RefreshExpiresAt, b.RotatedAt = time.Time{}, time.Time{}, time.Time{}
+	case RefreshUsed:
+		b.RefreshExpiresAt = time.Time{}
+	case ReuseDetected:
+		b.Revoked = nil
+	case FamilyRevoked:
+		// Apply keeps an earlier revocation: only e's own is brought back.
+		if r := b.Revoked; r != nil && r.EventID == e.ID && r.Cause == e.Cause && r.At.Equal(e.OccurredAt) {
+			b.Revoked = nil
+		}
+	case AccessCutoff:
+		b.AccessCutoff = time.Time{}
+	}
+	return b
 }

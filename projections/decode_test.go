@@ -67,7 +67,7 @@ func TestDecodeForViewAgreesWithLedger(t *testing.T) {
 	if _, err := DecodeForView([]byte(`{"type":"nope.v1","schema":1,"data":{}}`)); err == nil {
 		t.Fatal("unknown type decoded")
 	}
-	if _, err := DecodeForView([]byte(`{"type":"family.revoked.v1","schema":2,"data":{}}`)); err == nil {
+	if _, err := DecodeForView([]byte(`{"type":"family.revoked.v1","schema":3,"data":{}}`)); err == nil {
 		t.Fatal("unknown schema decoded")
 	}
 }

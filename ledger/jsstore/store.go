@@ -118,6 +118,7 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*St
 		DenyPurge:   true,
 		AllowDirect: true,
 		Discard:     jetstream.DiscardNew,
+		Compression: jetstream.S2Compression,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger stream %s: %w", cfg.Stream, err)
