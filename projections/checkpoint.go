@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
 )
 
 // Checkpoints of the read models a Runner folds: the view and whatever the
@@ -466,4 +468,94 @@ func (s *CheckpointStore) takeClaim(ctx context.Context, c claim, rev uint64) er
 		_, err = s.kv.Update(ctx, checkpointClaimKey, b, rev)
 	}
 	return err
+}
+
+// ViewDifference is one disagreement between two views (CompareViews).
+type ViewDifference struct {
+	// FamilyID is the family that differs, or "" for a revoked access
+	// token or an exemption (Field says which).
+	FamilyID string
+	Field    string
+	A, B     string
+}
+
+// CompareViews lists what differs between two views at the instant at,
+// over what their digests cover: the families that still matter, the
+// unexpired revoked access tokens and the cutoff exemptions. Two views
+// with the same Digest(at) have no differences.
+func CompareViews(a, b *View, at time.Time) []ViewDifference {
+	var out []ViewDifference
+	n := at.Unix()
+	fams := func(v *View) map[[16]byte]FamilyView {
+		v.mu.RLock()
+		defer v.mu.RUnlock()
+		m := map[[16]byte]FamilyView{}
+		for i := range v.fams {
+			if r := &v.fams[i]; r.relevant(n) {
+				m[r.key] = v.familyView(r)
+			}
+		}
+		return m
+	}
+	fa, fb := fams(a), fams(b)
+	keys := map[[16]byte]bool{}
+	for k := range fa {
+		keys[k] = true
+	}
+	for k := range fb {
+		keys[k] = true
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(keys), compareKey) {
+		x, okx := fa[k]
+		y, oky := fb[k]
+		if sx, sy := describeFamily(x, okx), describeFamily(y, oky); sx != sy {
+			out = append(out, ViewDifference{FamilyID: ulid.ULID(k).String(), Field: "family", A: sx, B: sy})
+		}
+	}
+	sets := func(v *View) map[string]string {
+		v.mu.RLock()
+		defer v.mu.RUnlock()
+		m := map[string]string{}
+		for k, exp := range v.revokedJTI {
+			if n < int64(exp) {
+				m["revoked_jti "+ulid.ULID(k).String()] = fmt.Sprint(exp)
+			}
+		}
+		for k, exp := range v.revokedOther {
+			if n < int64(exp) {
+				m["revoked_jti "+k] = fmt.Sprint(exp)
+			}
+		}
+		for k, x := range v.exempt {
+			if n < int64(x.exp) {
+				m["exempt "+ulid.ULID(k).String()] = fmt.Sprintf("family %s until %d", ulid.ULID(x.family), x.exp)
+			}
+		}
+		return m
+	}
+	sa, sb := sets(a), sets(b)
+	all := maps.Clone(sa)
+	maps.Copy(all, sb)
+	for _, k := range slices.Sorted(maps.Keys(all)) {
+		x, okx := sa[k]
+		y, oky := sb[k]
+		if x != y || okx != oky {
+			out = append(out, ViewDifference{Field: k, A: orAbsent(x, okx), B: orAbsent(y, oky)})
+		}
+	}
+	return out
+}
+
+func describeFamily(f FamilyView, ok bool) string {
+	if !ok {
+		return "absent"
+	}
+	return fmt.Sprintf("%+v", f)
+}
+
+func orAbsent(s string, ok bool) string {
+	if !ok {
+		return "absent"
+	}
+	return s
 }

@@ -1,10 +1,13 @@
 package projections
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/tokenledger/tokenledger/ledger"
@@ -63,6 +66,107 @@ func BenchmarkCheckpoint(b *testing.B) {
 				b.ReportMetric(float64(decoded.Milliseconds()), "load-verify-ms")
 				b.ReportMetric(float64(len(body))/float64(n), "bytes/family")
 				b.ReportMetric(float64(len(body))/(1<<20), "MB")
+			}
+		})
+	}
+}
+
+// publishBenchEvents appends n realistic events (families of an issue and
+// three rotations, benchEvents) to the ledger stream, in chunks so the
+// events never all sit in memory.
+func publishBenchEvents(b *testing.B, js jetstream.JetStream, n int) {
+	b.Helper()
+	const chunk = 40_000
+	for done := 0; done < n; done += chunk {
+		events := benchEvents(b, min(chunk, n-done)/4, 3)
+		for i, data := range events {
+			msg := nats.NewMsg(fmt.Sprintf("ledger.family.%d", done+i))
+			msg.Data = data
+			if _, err := js.PublishMsgAsync(msg); err != nil {
+				b.Fatal(err)
+			}
+			if i%2000 == 1999 {
+				<-js.PublishAsyncComplete()
+			}
+		}
+		<-js.PublishAsyncComplete()
+	}
+}
+
+// BenchmarkRestart measures restart to ready over a ledger of n events (a
+// quarter of them families): a rebuild from sequence 1, against a load of
+// the newest checkpoint and a replay of the tail (tail events appended
+// after it), both until the view has applied the stream's last event. It
+// checks that both views have the same digest. Run it with -benchtime=1x;
+// pick a size with -bench 'Restart/events=1000000'.
+func BenchmarkRestart(b *testing.B) {
+	const tail = 10_000
+	for _, n := range []int{200_000, 1_000_000, 5_000_000} {
+		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
+			f := newFixture(b)
+			ctx := context.Background()
+			store, err := NewCheckpointStore(ctx, f.js, CheckpointConfig{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			publishBenchEvents(b, f.js, n-tail)
+			// One instance folds the ledger and saves a checkpoint; the
+			// tail comes after it.
+			v := NewView()
+			r, err := NewRunner(f.js, v, RunnerConfig{Checkpoints: store})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := r.RunToEnd(ctx); err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			info, err := r.Checkpoint(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			saved := time.Since(start)
+			publishBenchEvents(b, f.js, tail)
+			b.ResetTimer()
+			for b.Loop() {
+				start := time.Now()
+				rebuilt := NewView()
+				rr, err := NewRunner(f.js, rebuilt, RunnerConfig{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := rr.RunToEnd(ctx); err != nil {
+					b.Fatal(err)
+				}
+				rebuild := time.Since(start)
+
+				start = time.Now()
+				restored := NewView()
+				rc, err := NewRunner(f.js, restored, RunnerConfig{Checkpoints: store})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := rc.Restore(ctx); err != nil {
+					b.Fatal(err)
+				}
+				loaded := time.Since(start)
+				if err := rc.RunToEnd(ctx); err != nil {
+					b.Fatal(err)
+				}
+				restart := time.Since(start)
+				if rebuilt.LastSeq() != uint64(n) || restored.LastSeq() != uint64(n) || rc.Applied() != uint64(n)-info.Seq {
+					b.Fatalf("rebuilt to %d, restored to %d applying %d", rebuilt.LastSeq(), restored.LastSeq(), rc.Applied())
+				}
+				now := time.Now()
+				if rebuilt.Digest(now) != restored.Digest(now) {
+					b.Fatal("the restored view differs from the rebuilt one")
+				}
+				b.ReportMetric(rebuild.Seconds(), "rebuild-s")
+				b.ReportMetric(restart.Seconds(), "restart-s")
+				b.ReportMetric(loaded.Seconds(), "load-checkpoint-s")
+				b.ReportMetric(saved.Seconds(), "save-checkpoint-s")
+				b.ReportMetric(float64(info.Size)/(1<<20), "checkpoint-MB")
+				b.ReportMetric(float64(rebuilt.Len()), "families")
 			}
 		})
 	}

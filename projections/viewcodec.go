@@ -129,6 +129,8 @@ func decodeView(b []byte) (*View, error) {
 	last := d.uvarint()
 	n := d.count(minStringBytes)
 	v.strs = slices.Grow(v.strs, n)
+	v.strIdx = make(map[string]uint32, n+1)
+	v.strIdx[""] = 0
 	for range n {
 		s := d.string()
 		if _, dup := v.strIdx[s]; dup && d.err == nil {
