@@ -21,6 +21,10 @@ type DiffOptions struct {
 	LiveDigest string
 	LiveSeq    uint64
 	LiveTime   time.Time
+	// Checkpoint, when set, is a view checkpoint (loaded and verified by
+	// projections.CheckpointStore.Load): the view rebuilt up to its
+	// sequence is compared with it, at its instant, family by family.
+	Checkpoint *projections.Checkpoint
 	Progress   Progress
 }
 
@@ -29,8 +33,9 @@ type Difference struct {
 	FamilyID string `json:"family_id,omitempty"`
 	// Between names the two sides: "view/fold" (the projections' view
 	// against ledger.Apply), "fold/snapshot" (ledger.Apply against the
-	// state the ledger stored with the family's last event) or
-	// "rebuilt/live" (digests).
+	// state the ledger stored with the family's last event),
+	// "rebuilt/live" (digests) or "rebuilt/checkpoint" (digests, then
+	// each family, revoked access token or exemption that differs).
 	Between string `json:"between"`
 	Field   string `json:"field"`
 	A       string `json:"a"`
@@ -40,20 +45,25 @@ type Difference struct {
 
 // DiffReport is the outcome of Diff.
 type DiffReport struct {
-	Now           time.Time    `json:"now"`
-	LastSeq       uint64       `json:"last_seq"`
-	Families      int          `json:"families"`
-	RebuiltDigest string       `json:"rebuilt_digest"`
-	LiveChecked   bool         `json:"live_checked"`
-	OK            bool         `json:"ok"`
-	Differences   []Difference `json:"differences"`
+	Now           time.Time `json:"now"`
+	LastSeq       uint64    `json:"last_seq"`
+	Families      int       `json:"families"`
+	RebuiltDigest string    `json:"rebuilt_digest"`
+	LiveChecked   bool      `json:"live_checked"`
+	// Checkpoint names the checkpoint compared (CheckpointChecked: the
+	// log reached its sequence).
+	Checkpoint        string       `json:"checkpoint,omitempty"`
+	CheckpointChecked bool         `json:"checkpoint_checked,omitempty"`
+	OK                bool         `json:"ok"`
+	Differences       []Difference `json:"differences"`
 }
 
 // Diff rebuilds the projections' valid-token view from sequence 1 and
 // compares it, family by family, with an independent fold (ledger.Apply)
 // and with the state the live ledger stored with each family's last event;
 // given a live view's digest, it also compares the rebuilt view with it at
-// the same sequence and instant.
+// the same sequence and instant, and given a checkpoint, the view rebuilt
+// up to its sequence with the checkpoint's.
 func Diff(ctx context.Context, src *Source, opts DiffOptions) (DiffReport, error) {
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
@@ -90,9 +100,29 @@ func Diff(ctx context.Context, src *Source, opts DiffOptions) (DiffReport, error
 				A: got, B: opts.LiveDigest, Seq: opts.LiveSeq})
 		}
 	}
+	cp := opts.Checkpoint
+	if cp != nil {
+		rep.Checkpoint = cp.Name
+	}
+	checkCheckpoint := func() {
+		rep.CheckpointChecked = true
+		got, want := view.Digest(cp.At), cp.View().Digest(cp.At)
+		if got == want {
+			return
+		}
+		rep.Differences = append(rep.Differences, Difference{Between: "rebuilt/checkpoint", Field: "digest",
+			A: got, B: want, Seq: cp.Seq})
+		for _, d := range projections.CompareViews(view, cp.View(), cp.At) {
+			rep.Differences = append(rep.Differences, Difference{FamilyID: d.FamilyID, Between: "rebuilt/checkpoint",
+				Field: d.Field, A: d.A, B: d.B, Seq: cp.Seq})
+		}
+	}
 	err := src.Scan(ctx, ScanOptions{}, func(m Msg) error {
 		if opts.LiveDigest != "" && !rep.LiveChecked && m.Seq > opts.LiveSeq {
 			checkLive()
+		}
+		if cp != nil && !rep.CheckpointChecked && m.Seq > cp.Seq {
+			checkCheckpoint()
 		}
 		rep.LastSeq = m.Seq
 		if opts.Progress != nil && m.Seq%4096 == 0 {
@@ -129,6 +159,14 @@ func Diff(ctx context.Context, src *Source, opts DiffOptions) (DiffReport, error
 				A: fmt.Sprint(rep.LastSeq), B: fmt.Sprint(opts.LiveSeq)})
 		} else {
 			checkLive()
+		}
+	}
+	if cp != nil && !rep.CheckpointChecked {
+		if rep.LastSeq < cp.Seq {
+			rep.Differences = append(rep.Differences, Difference{Between: "rebuilt/checkpoint", Field: "last_seq",
+				A: fmt.Sprint(rep.LastSeq), B: fmt.Sprint(cp.Seq)})
+		} else {
+			checkCheckpoint()
 		}
 	}
 	if opts.Progress != nil {

@@ -76,6 +76,12 @@ type Config struct {
 	// FeedMaxAge is how long the revocation feed keeps announcements
 	// (default the longer of 24 h and twice the access-token lifetime).
 	FeedMaxAge time.Duration
+	// CheckpointEvery and CheckpointInterval are how often the view is
+	// checkpointed (projections.RunnerConfig; 0: the defaults, 100 000
+	// events and 5 minutes; negative: never by that measure). Both
+	// negative: no checkpoints, and every start rebuilds the view.
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
 
 	// MaxClockOffset bounds this instance's clock offset from the NATS
 	// server's (default jsstore.DefaultMaxClockOffset); negative disables
@@ -263,7 +269,11 @@ func (in *Instance) wireService(ctx context.Context, js, pjs jetstream.JetStream
 		// servers; the feed is handed the revocations the runner reads
 		// rather than reading every event a second time.
 		in.view = projections.NewView()
-		if in.runner, err = projections.NewRunner(pjs, in.view, projections.RunnerConfig{Stream: cfg.Stream, Log: cfg.Log}); err != nil {
+		rcfg, err := in.checkpoints(ctx, pjs)
+		if err != nil {
+			return err
+		}
+		if in.runner, err = projections.NewRunner(pjs, in.view, rcfg); err != nil {
 			return err
 		}
 		in.feed, err = projections.NewFeed(ctx, pjs, in.view, projections.FeedConfig{
@@ -311,6 +321,35 @@ func (in *Instance) wireService(ctx context.Context, js, pjs jetstream.JetStream
 		return worker.CreateSecurityStreams(ctx, js, sec)
 	}
 	return nil
+}
+
+// checkpoints is the service runner's configuration with its checkpoint
+// store: a starting instance loads the newest checkpoint and replays only
+// the events after it.
+func (in *Instance) checkpoints(ctx context.Context, js jetstream.JetStream) (projections.RunnerConfig, error) {
+	cfg := in.cfg
+	rcfg := projections.RunnerConfig{Stream: cfg.Stream, Log: cfg.Log}
+	if cfg.CheckpointEvery < 0 && cfg.CheckpointInterval < 0 {
+		return rcfg, nil
+	}
+	store, err := projections.NewCheckpointStore(ctx, js, projections.CheckpointConfig{Replicas: cfg.Replicas, Log: cfg.Log})
+	if err != nil {
+		return rcfg, err
+	}
+	rcfg.Checkpoints = store
+	switch {
+	case cfg.CheckpointEvery == 0:
+		rcfg.CheckpointEvery = projections.DefaultCheckpointEvery
+	case cfg.CheckpointEvery > 0:
+		rcfg.CheckpointEvery = uint64(cfg.CheckpointEvery)
+	}
+	switch {
+	case cfg.CheckpointInterval == 0:
+		rcfg.CheckpointInterval = projections.DefaultCheckpointInterval
+	case cfg.CheckpointInterval > 0:
+		rcfg.CheckpointInterval = cfg.CheckpointInterval
+	}
+	return rcfg, nil
 }
 
 // Run runs every part until ctx ends or one fails, then stops them in

@@ -123,10 +123,7 @@ func NewFeed(ctx context.Context, js jetstream.JetStream, view *View, cfg FeedCo
 	}); err != nil {
 		return nil, fmt.Errorf("feed stream %s: %w", cfg.Stream, err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: CheckpointBucket, Description: "tokenledger projection checkpoints",
-		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
-	})
+	kv, err := js.CreateOrUpdateKeyValue(ctx, checkpointKVConfig(cfg.Replicas))
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint bucket: %w", err)
 	}
@@ -178,6 +175,17 @@ type tapped struct {
 func (f *Feed) Follow(r *Runner) {
 	f.queue = make(chan tapped, feedQueue)
 	r.tap = f.tap
+	r.restored = f.restored
+}
+
+// restored is the runner's hook when it loads a checkpoint at seq: it
+// will never hand over the revocations up to seq, so the feed reads them
+// on its own, as after an overflow.
+func (f *Feed) restored(seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tapSeq = max(f.tapSeq, seq)
+	f.follow = false
 }
 
 // tap is the runner's hook: it sees every event, in stream order, before

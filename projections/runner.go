@@ -39,9 +39,21 @@ type RunnerConfig struct {
 	// Decode decodes a stored event (default ledger.DecodeEvent, or
 	// DecodeForView when the projection is a *View).
 	Decode func([]byte) (ledger.Event, error)
-	// Now is the clock used for pruning (default time.Now).
+	// Now is the clock used for pruning and checkpoints (default
+	// time.Now).
 	Now func() time.Time
-	Log *slog.Logger
+	// Checkpoints, if set, is where Run loads the projections' state from
+	// when they start empty, and saves it to every CheckpointEvery events
+	// or CheckpointInterval (checkpoint.go). The projection and every one
+	// fed with it (Also) must be a *View or *Rollouts.
+	Checkpoints *CheckpointStore
+	// CheckpointEvery saves a checkpoint once the view is this many
+	// events past the last one any instance claimed (0: never by count).
+	CheckpointEvery uint64
+	// CheckpointInterval saves one this long after the last claimed, if
+	// events came since (0: never by time).
+	CheckpointInterval time.Duration
+	Log                *slog.Logger
 }
 
 // Runner feeds a projection from the ledger stream with an ordered
@@ -59,6 +71,17 @@ type Runner struct {
 	tap func(seq uint64, e ledger.Event)
 	// also are read models fed with p (Also), each event before p.
 	also []Projection
+	// restored, if set (Feed.Follow), is told the sequence of a
+	// checkpoint the runner loaded: the events up to it are never tapped.
+	restored func(seq uint64)
+
+	// Checkpoints (checkpointrun.go): freezeReq carries requests for a
+	// copy of the projections' state to the applying goroutine, which
+	// serves them between events while consuming.
+	freezeReq chan chan []checkpointPart
+	consuming atomic.Bool
+	applied   atomic.Uint64
+	loaded    atomic.Pointer[CheckpointInfo]
 }
 
 // Also makes the runner feed q with every event it feeds its projection,
@@ -96,7 +119,7 @@ func NewRunner(js jetstream.JetStream, p Projection, cfg RunnerConfig) (*Runner,
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{js: js, p: p, cfg: cfg, lastPrune: cfg.Now()}, nil
+	return &Runner{js: js, p: p, cfg: cfg, lastPrune: cfg.Now(), freezeReq: make(chan chan []checkpointPart)}, nil
 }
 
 // Run applies events as they are appended until ctx ends. It returns nil
@@ -108,6 +131,10 @@ func NewRunner(js jetstream.JetStream, p Projection, cfg RunnerConfig) (*Runner,
 // sequence: the view stays as it is, and whoever guards the ledger (the
 // service's watchdog) refuses decisions meanwhile.
 func (r *Runner) Run(ctx context.Context) error {
+	if r.cfg.Checkpoints != nil {
+		stop := r.startCheckpoints(ctx)
+		defer stop()
+	}
 	for {
 		err := r.consume(ctx, 0)
 		if ctx.Err() != nil {
@@ -223,6 +250,8 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 
 	dec := newDecoder(r.cfg.Decode)
 	defer dec.stop()
+	r.consuming.Store(true)
+	defer r.consuming.Store(false)
 	// One goroutine reads and decodes ahead while this one applies in
 	// stream order: decoding is most of the cost of a rebuild.
 	go func() {
@@ -242,7 +271,7 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 		if until > 0 && r.p.LastSeq() >= until {
 			return nil
 		}
-		d, err := dec.next(ctx)
+		d, err := dec.next(ctx, r.freezeReq, r.serveFreeze)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -266,6 +295,7 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 			q.Apply(d.seq, d.event)
 		}
 		r.p.Apply(d.seq, d.event)
+		r.applied.Add(1)
 		r.maybePrune()
 	}
 }
@@ -330,14 +360,20 @@ func (d *decoder) stop() { close(d.done) }
 
 // next returns the next decoded message, or ctx's error once it ends: the
 // reading goroutine may be stuck in the consumer's own retries (the stream
-// was deleted, say) and must not hold up a shutdown.
-func (d *decoder) next(ctx context.Context) (decoded, error) {
+// was deleted, say) and must not hold up a shutdown. Meanwhile it hands
+// every request on reqs to serve, between two events.
+func (d *decoder) next(ctx context.Context, reqs <-chan chan []checkpointPart, serve func(chan []checkpointPart)) (decoded, error) {
 	var x decoded
 	var ok bool
-	select {
-	case x, ok = <-d.ch:
-	case <-ctx.Done():
-		return x, ctx.Err()
+	for wait := true; wait; {
+		select {
+		case x, ok = <-d.ch:
+			wait = false
+		case req := <-reqs:
+			serve(req)
+		case <-ctx.Done():
+			return x, ctx.Err()
+		}
 	}
 	if !ok {
 		if d.err == nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/tokenledger/tokenledger/client"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
+	"github.com/tokenledger/tokenledger/projections"
 )
 
 const auditUsage = `usage: tokenledger audit <replay|verify|at|diff> [flags]
@@ -26,6 +28,7 @@ const auditUsage = `usage: tokenledger audit <replay|verify|at|diff> [flags]
   verify   check sequences, hash chains, transitions and state snapshots
   at       the valid-token view at --time, for a family, refresh-token hash or jti
   diff     compare the view rebuilt from the log with the ledger's own state
+           (--live: with the running view; --checkpoint latest|SEQ: with a checkpoint)
 
 All read the ledger stream with read-only permissions.`
 
@@ -268,6 +271,8 @@ func auditDiff(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Uint64Var(&liveSeq, "live-seq", 0, "the sequence the live view had applied when it reported --live-digest")
 	fs.Var(&liveTime, "live-time", "the time the live digest was computed for, RFC 3339")
 	live := fs.Bool("live", false, "ask the running service for its view's digest (tokens.admin.digest) and compare")
+	checkpoint := fs.String("checkpoint", "", "compare the view rebuilt from the log with a view checkpoint: latest or its SEQ")
+	checkpointBucket := fs.String("checkpoint-bucket", projections.DefaultCheckpointBucket, "with --checkpoint: the checkpoints' object store")
 	servicePrefix := fs.String("prefix", "tokens", "with --live: subject prefix of the service")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
@@ -284,8 +289,14 @@ func auditDiff(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer closeFn()
+	var cp *projections.Checkpoint
+	if *checkpoint != "" {
+		if cp, err = loadCheckpoint(ctx, &a.nats, *checkpointBucket, *checkpoint); err != nil {
+			return err
+		}
+	}
 	rep, err := audit.Diff(ctx, src, audit.DiffOptions{Now: now.t, LiveDigest: liveDigest, LiveSeq: liveSeq,
-		LiveTime: liveTime.t, Progress: audit.NewProgress(os.Stderr, "diff")})
+		LiveTime: liveTime.t, Checkpoint: cp, Progress: audit.NewProgress(os.Stderr, "diff")})
 	if err != nil {
 		return err
 	}
@@ -296,6 +307,42 @@ func auditDiff(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: %d differences between the rebuilt view and the ledger's", errViolations, len(rep.Differences))
 	}
 	return nil
+}
+
+// loadCheckpoint loads and verifies the view checkpoint which (latest or a
+// sequence) from the bucket.
+func loadCheckpoint(ctx context.Context, nf *natsFlags, bucket, which string) (*projections.Checkpoint, error) {
+	var seq uint64
+	if which != "latest" {
+		var err error
+		if seq, err = strconv.ParseUint(which, 10, 64); err != nil || seq == 0 {
+			return nil, fmt.Errorf("--checkpoint %q: want latest or a sequence", which)
+		}
+	}
+	nc, err := nf.connect("tokenledger-audit-checkpoint")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	store, err := projections.OpenCheckpointStore(ctx, js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	info, err := store.Find(ctx, seq)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := store.Load(ctx, info)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "diff: checkpoint %s at seq %d (digest %s at %s) loaded and verified\n",
+		cp.Name, cp.Seq, cp.Digest, cp.At.Format(time.RFC3339Nano))
+	return cp, nil
 }
 
 // liveViewDigest asks the running service for its valid-token view's

@@ -367,6 +367,9 @@ var permActions = map[string]permAction{
 	"purge-feed-stream": {destructive: true, try: func(p *prober) (bool, error) {
 		return p.apiChange("$JS.API.STREAM.PURGE.TOKENLEDGER_REVOCATIONS", `{}`)
 	}},
+	"purge-checkpoint-bucket": {destructive: true, try: func(p *prober) (bool, error) {
+		return p.apiChange("$JS.API.STREAM.PURGE.OBJ_tokenledger_checkpoints", `{}`)
+	}},
 	"delete-worker-consumer": {destructive: true, try: func(p *prober) (bool, error) {
 		return p.apiChange("$JS.API.CONSUMER.DELETE.SECURITY_EVENTS.tokenledger-security", ``)
 	}},
@@ -497,9 +500,27 @@ func TestShippedConfigPermissions(t *testing.T) {
 
 	t.Run("eavesdrop", func(t *testing.T) { testEavesdrop(ctx, t, env, bin, secrets, rv) })
 
+	// The service checkpoints its view soon after its first events.
+	tjs, err := jetstream.New(env.connect("tokenledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if obj, err := tjs.ObjectStore(ctx, "tokenledger_checkpoints"); err == nil {
+			if list, err := obj.List(ctx); err == nil && len(list) > 0 {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the service saved no view checkpoint")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// The auditor's tools: verify the whole ledger, and compare the
-	// running service's view with one rebuilt from the log.
-	for _, args := range [][]string{{"audit", "verify"}, {"audit", "diff", "--live"}} {
+	// running service's view, and its checkpoint, with one rebuilt from
+	// the log.
+	for _, args := range [][]string{{"audit", "verify"}, {"audit", "diff", "--live"}, {"audit", "diff", "--checkpoint", "latest"}} {
 		out := runCLI(t, bin, env.cliEnv("auditor"), args...)
 		if !bytes.Contains(out, []byte(`"ok": true`)) && !bytes.Contains(out, []byte(`"ok":true`)) {
 			t.Errorf("auditor %v: %s", args, out)

@@ -57,6 +57,8 @@ type serveConfig struct {
 	clients    []ledger.Client
 	worker     bool
 	security   securityFlags
+	ckptEvery  int
+	ckptEveryT time.Duration
 }
 
 func parseServe(args []string) (serveConfig, error) {
@@ -88,6 +90,8 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.IntVar(&c.maxRequest, "max-request-bytes", handlers.DefaultMaxRequestBytes, "request size limit")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.worker, "worker", true, "run the security-event worker (false: only create its streams)")
+	fs.IntVar(&c.ckptEvery, "checkpoint-every", 100_000, "checkpoint the valid-token view after this many events (0: never by count); a start loads the newest checkpoint and replays only the rest")
+	fs.DurationVar(&c.ckptEveryT, "checkpoint-interval", 5*time.Minute, "checkpoint the view this long after the last one if events came since (0: never by time; both 0: no checkpoints, every start rebuilds)")
 	c.security.register(fs)
 	cf, err := parseFlags(fs, args)
 	if err != nil {
@@ -120,6 +124,9 @@ func parseServe(args []string) (serveConfig, error) {
 	}
 	if c.stateCache < 0 {
 		return c, errors.New("--state-cache must not be negative")
+	}
+	if c.ckptEvery < 0 || c.ckptEveryT < 0 {
+		return c, errors.New("--checkpoint-every and --checkpoint-interval must not be negative")
 	}
 	return c, nil
 }
@@ -225,6 +232,7 @@ func serve(ctx context.Context, args []string) error {
 		},
 		StateCache: stateCache, MaxRequestBytes: cfg.maxRequest, Workers: cfg.workers,
 		MaxClockOffset: cfg.maxOffset, Observe: metrics.Observe, Log: log,
+		CheckpointEvery: disabledIfZero(cfg.ckptEvery), CheckpointInterval: disabledIfZero(cfg.ckptEveryT),
 	})
 	if err != nil {
 		return err
@@ -232,6 +240,15 @@ func serve(ctx context.Context, args []string) error {
 	err = runWithOps(ctx, in, metrics, cfg.http, log)
 	log.Info("stopping")
 	return err
+}
+
+// disabledIfZero maps a flag's 0 (off) to instance.Config's negative (its
+// 0 is the default).
+func disabledIfZero[T int | time.Duration](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
 }
 
 func readKEK(value, file string) (token.KEK, error) {
