@@ -58,10 +58,17 @@ func NewArchiveSource(js jetstream.JetStream, archive, ledger, prefix string) *S
 	return s
 }
 
+// ArchiveCatchUp bounds how long OpenSource waits for the archive to copy
+// what the ledger stream held when the audit began.
+const ArchiveCatchUp = 10 * time.Second
+
 // OpenSource returns the source audits read by default: the archive of the
 // ledger stream, or the ledger stream itself when hot is set or when the
 // archive does not exist (a deployment from before the archive); the
-// second result then says so.
+// second result then says so. The archive copies the ledger moments after
+// each append: it first waits (up to ArchiveCatchUp) until the archive
+// holds everything the ledger held at the call, so an audit sees what was
+// just appended, and says so if the archive is further behind.
 func OpenSource(ctx context.Context, js jetstream.JetStream, ledger, prefix string, hot bool) (*Source, string, error) {
 	if ledger == "" {
 		ledger = jsstore.DefaultStream
@@ -77,7 +84,27 @@ func OpenSource(ctx context.Context, js jetstream.JetStream, ledger, prefix stri
 	case err != nil:
 		return nil, "", fmt.Errorf("archive %s: %w", archive, err)
 	}
-	return NewArchiveSource(js, archive, ledger, prefix), "", nil
+	src := NewArchiveSource(js, archive, ledger, prefix)
+	lag, err := jsstore.ReadArchiveLag(ctx, js, ledger, archive)
+	for deadline := time.Now().Add(ArchiveCatchUp); err == nil && lag.Behind() > 0 && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return nil, "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		var now jsstore.ArchiveLag
+		if now, err = jsstore.ReadArchiveLag(ctx, js, ledger, archive); err == nil {
+			lag.ArchiveLast = now.ArchiveLast // catching up with the ledger as it was
+		}
+	}
+	switch {
+	case err != nil:
+		return nil, "", err
+	case lag.Behind() > 0:
+		return src, fmt.Sprintf("archive %s is %d sequences behind the ledger stream %s (last copied %d, ledger at %d): reading what it holds",
+			archive, lag.Behind(), ledger, lag.ArchiveLast, lag.LedgerLast), nil
+	}
+	return src, "", nil
 }
 
 // Stream is the name of the stream the source reads.
