@@ -14,13 +14,18 @@ import (
 	"github.com/tokenledger/tokenledger/ledger/jsstore"
 )
 
-// Source reads a ledger stream with read-only permissions: ordered
-// consumers (ephemeral, flow-controlled, recreated by the client on a gap)
-// and stream info. It never creates a durable consumer and never writes.
+// Source reads a ledger stream, or its archive, with read-only
+// permissions: ordered consumers (ephemeral, flow-controlled, recreated by
+// the client on a gap) and stream info. It never creates a durable
+// consumer and never writes.
 type Source struct {
 	js     jetstream.JetStream
 	stream string
 	prefix string
+	// ledger is set when stream is the archive of that ledger stream
+	// (jsstore.EnsureArchive): sequences are then the ledger's, read from
+	// each copy's Nats-Stream-Source header.
+	ledger string
 }
 
 // NewSource returns a source over the named stream (jsstore.DefaultStream
@@ -34,6 +39,72 @@ func NewSource(js jetstream.JetStream, stream, prefix string) *Source {
 		prefix = jsstore.DefaultSubjectPrefix
 	}
 	return &Source{js: js, stream: stream, prefix: prefix}
+}
+
+// NewArchiveSource returns a source over archive, the archive of the
+// ledger stream named ledger (jsstore.EnsureArchive): every event the
+// ledger ever held, each under its ledger sequence, so a verify of the
+// archive checks the same sequences, chains and digests as one of a
+// ledger that never let an event expire.
+func NewArchiveSource(js jetstream.JetStream, archive, ledger, prefix string) *Source {
+	if ledger == "" {
+		ledger = jsstore.DefaultStream
+	}
+	if archive == "" {
+		archive = jsstore.ArchiveName(ledger)
+	}
+	s := NewSource(js, archive, prefix)
+	s.ledger = ledger
+	return s
+}
+
+// ArchiveCatchUp bounds how long OpenSource waits for the archive to copy
+// what the ledger stream held when the audit began.
+const ArchiveCatchUp = 10 * time.Second
+
+// OpenSource returns the source audits read by default: the archive of the
+// ledger stream, or the ledger stream itself when hot is set or when the
+// archive does not exist (a deployment from before the archive); the
+// second result then says so. The archive copies the ledger moments after
+// each append: it first waits (up to ArchiveCatchUp) until the archive
+// holds everything the ledger held at the call, so an audit sees what was
+// just appended, and says so if the archive is further behind.
+func OpenSource(ctx context.Context, js jetstream.JetStream, ledger, prefix string, hot bool) (*Source, string, error) {
+	if ledger == "" {
+		ledger = jsstore.DefaultStream
+	}
+	if hot {
+		return NewSource(js, ledger, prefix), "", nil
+	}
+	archive := jsstore.ArchiveName(ledger)
+	_, err := js.Stream(ctx, archive)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return NewSource(js, ledger, prefix), fmt.Sprintf("no archive stream %s: reading the ledger stream %s", archive, ledger), nil
+	case err != nil:
+		return nil, "", fmt.Errorf("archive %s: %w", archive, err)
+	}
+	src := NewArchiveSource(js, archive, ledger, prefix)
+	lag, err := jsstore.ReadArchiveLag(ctx, js, ledger, archive)
+	for deadline := time.Now().Add(ArchiveCatchUp); err == nil && lag.Behind() > 0 && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return nil, "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		var now jsstore.ArchiveLag
+		if now, err = jsstore.ReadArchiveLag(ctx, js, ledger, archive); err == nil {
+			lag.ArchiveLast = now.ArchiveLast // catching up with the ledger as it was
+		}
+	}
+	switch {
+	case err != nil:
+		return nil, "", err
+	case lag.Behind() > 0:
+		return src, fmt.Sprintf("archive %s is %d sequences behind the ledger stream %s (last copied %d, ledger at %d): reading what it holds",
+			archive, lag.Behind(), ledger, lag.ArchiveLast, lag.LedgerLast), nil
+	}
+	return src, "", nil
 }
 
 // Stream is the name of the stream the source reads.
@@ -84,14 +155,53 @@ type StreamState struct {
 	FirstSeq, LastSeq, Msgs uint64
 }
 
-// State returns the stream's current state.
+// State returns the stream's current state; for an archive, in ledger
+// sequences.
 func (s *Source) State(ctx context.Context) (StreamState, error) {
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {
 		return StreamState{}, fmt.Errorf("stream %s: %w", s.stream, err)
 	}
 	info := st.CachedInfo()
-	return StreamState{FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq, Msgs: info.State.Msgs}, nil
+	state := StreamState{FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq, Msgs: info.State.Msgs}
+	if s.ledger == "" || state.Msgs == 0 {
+		return state, nil
+	}
+	// The ledger sequences of the archive's first copy and of its last
+	// sequence: the last copy may have been removed, and then the
+	// archive's own last sequence still counts.
+	off, err := s.archiveOffset(ctx, st)
+	if err != nil {
+		return StreamState{}, err
+	}
+	state.FirstSeq += off
+	last := state.LastSeq
+	state.LastSeq += off
+	if m, err := st.GetMsg(ctx, last); err == nil {
+		if seq, err := jsstore.ArchivedSeq(m.Header, s.ledger); err == nil {
+			state.LastSeq = max(state.LastSeq, seq)
+		}
+	}
+	return state, nil
+}
+
+// archiveOffset is how far the archive's own sequences are behind the
+// ledger's (0 for an archive created with the ledger): where a scan of the
+// archive from a ledger sequence starts.
+func (s *Source) archiveOffset(ctx context.Context, st jetstream.Stream) (uint64, error) {
+	first := st.CachedInfo().State.FirstSeq
+	if first == 0 {
+		return 0, nil
+	}
+	m, err := st.GetMsg(ctx, first)
+	if err != nil {
+		return 0, fmt.Errorf("archive %s seq %d: %w", s.stream, first, err)
+	}
+	seq, err := jsstore.ArchivedSeq(m.Header, s.ledger)
+	if err != nil {
+		return 0, fmt.Errorf("archive %s: %w", s.stream, err)
+	}
+	return seq - min(seq, first), nil
 }
 
 // errStop ends a scan early without an error.
@@ -117,9 +227,18 @@ func (s *Source) Scan(ctx context.Context, opts ScanOptions, fn func(Msg) error)
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: time.Minute,
 	}
-	if opts.StartSeq > 1 {
+	if start := opts.StartSeq; start > 1 {
+		if s.ledger != "" {
+			// The archive's own sequence of ledger sequence start is at
+			// most start - offset; earlier copies are skipped below.
+			off, err := s.archiveOffset(ctx, st)
+			if err != nil {
+				return err
+			}
+			start = max(start-min(start, off), 1)
+		}
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = opts.StartSeq
+		cfg.OptStartSeq = start
 	}
 	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
@@ -155,12 +274,20 @@ func (s *Source) Scan(ctx context.Context, opts ScanOptions, fn func(Msg) error)
 			Type: ledger.EventType(m.Headers().Get(jsstore.HeaderEventType)), Data: m.Data(),
 			Pending: md.NumPending,
 		}
-		if err := fn(msg); err != nil {
-			if errors.Is(err, errStop) {
-				err = nil
+		if s.ledger != "" {
+			if msg.Seq, err = jsstore.ArchivedSeq(m.Headers(), s.ledger); err != nil {
+				finish(fmt.Errorf("read %s seq %d: %w", s.stream, md.Sequence.Stream, err))
+				return
 			}
-			finish(err)
-			return
+		}
+		if msg.Seq >= opts.StartSeq { // an archive's scan may start before it
+			if err := fn(msg); err != nil {
+				if errors.Is(err, errStop) {
+					err = nil
+				}
+				finish(err)
+				return
+			}
 		}
 		if !opts.Follow && md.NumPending == 0 {
 			finish(nil)

@@ -30,8 +30,14 @@ type Config struct {
 	// Replicas of every stream and bucket (default 1; 3 on a cluster).
 	Replicas int
 	// Init lets this start create the ledger stream and buckets although
-	// other stores of the deployment exist (jsstore.CheckInitialised).
+	// other stores of the deployment exist (jsstore.CheckInitialised),
+	// and a partial archive (jsstore.ArchiveConfig.Init).
 	Init bool
+	// HistoryMargin, when positive, lets each family's events expire from
+	// the ledger stream this long after the family's absolute lifetime
+	// (jsstore.StoreConfig.HistoryMargin); the archive keeps them. Zero
+	// keeps every event in the ledger stream.
+	HistoryMargin time.Duration
 
 	// Service runs the endpoints (and with them the signing keys, the
 	// client registry and the revocation feed). Without it the instance
@@ -136,6 +142,8 @@ func (c *Config) defaults() error {
 		return errors.New("instance: a key-encryption key is required to serve")
 	case c.NoView && !c.Service:
 		return errors.New("instance: NoView only applies to the service")
+	case c.HistoryMargin < 0:
+		return errors.New("instance: HistoryMargin must not be negative")
 	}
 	return nil
 }
@@ -184,7 +192,12 @@ func New(ctx context.Context, nc, pnc *nats.Conn, cfg Config) (*Instance, error)
 	if err := jsstore.CheckInitialised(ctx, js, cfg.Stream, cfg.Init); err != nil {
 		return nil, err
 	}
-	if in.store, err = jsstore.NewStore(ctx, js, jsstore.StoreConfig{Stream: cfg.Stream, Replicas: cfg.Replicas}); err != nil {
+	if in.store, err = jsstore.NewStore(ctx, js, jsstore.StoreConfig{Stream: cfg.Stream, Replicas: cfg.Replicas,
+		HistoryMargin: cfg.HistoryMargin, Now: cfg.Now}); err != nil {
+		return nil, err
+	}
+	// The archive: every event, after the ledger stream let it expire.
+	if _, err := jsstore.EnsureArchive(ctx, js, jsstore.ArchiveConfig{Stream: cfg.Stream, Replicas: cfg.Replicas, Init: cfg.Init}); err != nil {
 		return nil, err
 	}
 	opts := []jsstore.Option{jsstore.WithClock(cfg.Now)}

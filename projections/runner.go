@@ -227,8 +227,17 @@ func (r *Runner) lastStreamSeq(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s: stream %s info: %w", r.cfg.Name, r.cfg.Stream, err)
 	}
-	r.streamLast.Store(max(r.streamLast.Load(), info.State.LastSeq))
-	return info.State.LastSeq, nil
+	last := info.State.LastSeq
+	// The stream's newest events may have expired (per-message TTLs,
+	// jsstore.StoreConfig.HistoryMargin): with nothing stored after what
+	// the projection applied, it is caught up.
+	if applied := r.p.LastSeq(); last > applied {
+		if _, err := jsstore.NextStoredSeq(ctx, r.js, r.cfg.Stream, applied+1); errors.Is(err, jetstream.ErrMsgNotFound) {
+			last = applied
+		}
+	}
+	r.streamLast.Store(max(r.streamLast.Load(), last))
+	return last, nil
 }
 
 // consume applies events from the projection's next sequence until ctx
@@ -271,7 +280,16 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 		if until > 0 && r.p.LastSeq() >= until {
 			return nil
 		}
-		d, err := dec.next(ctx, r.freezeReq, r.serveFreeze)
+		var d decoded
+		var err error
+		if until > 0 && len(dec.ch) == 0 {
+			d, err = r.nextBefore(ctx, dec, until)
+			if errors.Is(err, errNothingStored) {
+				return nil
+			}
+		} else {
+			d, err = dec.next(ctx, r.freezeReq, r.serveFreeze)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -297,6 +315,32 @@ func (r *Runner) consume(ctx context.Context, until uint64) error {
 		r.p.Apply(d.seq, d.event)
 		r.applied.Add(1)
 		r.maybePrune()
+	}
+}
+
+// errNothingStored ends a catch-up whose remaining sequences expired.
+var errNothingStored = errors.New("nothing stored up to the catch-up's end")
+
+// nextBefore is dec.next for a catch-up to sequence until. When nothing
+// arrives for a second it asks the stream's leader whether anything is
+// still stored up to until: the events there may have expired after the
+// catch-up began (jsstore.StoreConfig.HistoryMargin), and then it returns
+// errNothingStored rather than wait for an event that will never come.
+func (r *Runner) nextBefore(ctx context.Context, dec *decoder, until uint64) (decoded, error) {
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		d, err := dec.next(wctx, r.freezeReq, r.serveFreeze)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return d, err
+		}
+		seq, err := jsstore.NextStoredSeq(ctx, r.js, r.cfg.Stream, r.p.LastSeq()+1)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound), err == nil && seq > until:
+			return decoded{}, errNothingStored
+		case err != nil && ctx.Err() == nil:
+			return decoded{}, fmt.Errorf("%s: next stored sequence: %w", r.cfg.Name, err)
+		}
 	}
 }
 

@@ -30,7 +30,10 @@ const auditUsage = `usage: tokenledger audit <replay|verify|at|diff> [flags]
   diff     compare the view rebuilt from the log with the ledger's own state
            (--live: with the running view; --checkpoint latest|SEQ: with a checkpoint)
 
-All read the ledger stream with read-only permissions.`
+All read with read-only permissions, by default the archive (TOKENLEDGER_ARCHIVE:
+every event, also those the ledger stream let expire); --hot reads the ledger
+stream itself. Without an archive (a deployment from before it) they read the
+ledger stream and say so.`
 
 // errViolations makes verify and diff exit non-zero after printing their
 // report.
@@ -42,16 +45,18 @@ type auditFlags struct {
 	config string
 	stream string
 	prefix string
+	hot    bool
 }
 
 func (a *auditFlags) register(fs *flag.FlagSet) {
 	a.nats.register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&a.config, "config", "", "JSON config file")
-	fs.StringVar(&a.stream, "stream", jsstore.DefaultStream, "ledger stream name")
+	fs.StringVar(&a.stream, "stream", jsstore.DefaultStream, "ledger stream name (its archive is NAME"+jsstore.ArchiveSuffix+")")
 	fs.StringVar(&a.prefix, "subject-prefix", jsstore.DefaultSubjectPrefix, "ledger subject prefix")
+	fs.BoolVar(&a.hot, "hot", false, "read the ledger stream instead of its archive (only events of families that have not expired yet, and every event of no family)")
 }
 
-func (a *auditFlags) source() (*audit.Source, func(), error) {
+func (a *auditFlags) source(ctx context.Context) (*audit.Source, func(), error) {
 	nc, err := a.nats.connect("tokenledger-audit")
 	if err != nil {
 		return nil, nil, err
@@ -61,7 +66,15 @@ func (a *auditFlags) source() (*audit.Source, func(), error) {
 		nc.Close()
 		return nil, nil, err
 	}
-	return audit.NewSource(js, a.stream, a.prefix), nc.Close, nil
+	src, note, err := audit.OpenSource(ctx, js, a.stream, a.prefix, a.hot)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	if note != "" {
+		fmt.Fprintln(os.Stderr, "audit: "+note)
+	}
+	return src, nc.Close, nil
 }
 
 // listFlag is a repeatable flag that also splits on commas.
@@ -153,7 +166,7 @@ func auditReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	if !follow {
 		opts.Progress = audit.NewProgress(os.Stderr, "replay")
 	}
-	src, closeFn, err := a.source()
+	src, closeFn, err := a.source(ctx)
 	if err != nil {
 		return err
 	}
@@ -189,7 +202,7 @@ func auditVerify(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		opts.Checkpoints = append(opts.Checkpoints, cp)
 	}
-	src, closeFn, err := a.source()
+	src, closeFn, err := a.source(ctx)
 	if err != nil {
 		return err
 	}
@@ -244,7 +257,7 @@ func auditAt(ctx context.Context, args []string, stdout io.Writer) error {
 	if n > 1 {
 		return errors.New("audit at: give at most one of --family, --refresh-hash, --jti")
 	}
-	src, closeFn, err := a.source()
+	src, closeFn, err := a.source(ctx)
 	if err != nil {
 		return err
 	}
@@ -284,7 +297,7 @@ func auditDiff(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		liveDigest, liveSeq, liveTime.t = d.Digest, d.Seq, d.Time
 	}
-	src, closeFn, err := a.source()
+	src, closeFn, err := a.source(ctx)
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ import (
 )
 
 // auditorPermissions are the auditor's permissions of
-// config/nats-server.conf: read-only on the ledger stream.
+// config/nats-server.conf: read-only on the ledger stream and its archive.
 var auditorPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
 		"$JS.API.INFO", "$JS.API.STREAM.INFO.TOKENLEDGER",
@@ -28,7 +28,13 @@ var auditorPermissions = &server.Permissions{
 		"$JS.API.CONSUMER.MSG.NEXT.TOKENLEDGER.>", "$JS.API.CONSUMER.DELETE.TOKENLEDGER.>",
 		"$JS.API.CONSUMER.INFO.TOKENLEDGER.>",
 		"$JS.API.DIRECT.GET.TOKENLEDGER", "$JS.API.DIRECT.GET.TOKENLEDGER.>",
-		"$JS.API.STREAM.MSG.GET.TOKENLEDGER", "$JS.FC.>"}},
+		"$JS.API.STREAM.MSG.GET.TOKENLEDGER", "$JS.FC.>",
+		"$JS.API.STREAM.INFO.TOKENLEDGER_ARCHIVE",
+		"$JS.API.CONSUMER.CREATE.TOKENLEDGER_ARCHIVE", "$JS.API.CONSUMER.CREATE.TOKENLEDGER_ARCHIVE.>",
+		"$JS.API.CONSUMER.MSG.NEXT.TOKENLEDGER_ARCHIVE.>", "$JS.API.CONSUMER.DELETE.TOKENLEDGER_ARCHIVE.>",
+		"$JS.API.CONSUMER.INFO.TOKENLEDGER_ARCHIVE.>",
+		"$JS.API.DIRECT.GET.TOKENLEDGER_ARCHIVE", "$JS.API.DIRECT.GET.TOKENLEDGER_ARCHIVE.>",
+		"$JS.API.STREAM.MSG.GET.TOKENLEDGER_ARCHIVE"}},
 	Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 }
 

@@ -357,8 +357,22 @@ var permActions = map[string]permAction{
 	"update-ledger-stream": {try: func(p *prober) (bool, error) {
 		return p.api("$JS.API.STREAM.UPDATE.TOKENLEDGER", `{"name":"permission-probe"}`)
 	}},
-	"delete-ledger-message":  {try: func(p *prober) (bool, error) { return p.api("$JS.API.STREAM.MSG.DELETE.TOKENLEDGER", `{"seq":1}`) }},
-	"purge-ledger-stream":    {try: func(p *prober) (bool, error) { return p.api("$JS.API.STREAM.PURGE.TOKENLEDGER", `{}`) }},
+	"delete-ledger-message": {try: func(p *prober) (bool, error) { return p.api("$JS.API.STREAM.MSG.DELETE.TOKENLEDGER", `{"seq":1}`) }},
+	"purge-ledger-stream":   {try: func(p *prober) (bool, error) { return p.api("$JS.API.STREAM.PURGE.TOKENLEDGER", `{}`) }},
+	"read-archive-consumer": {try: func(p *prober) (bool, error) { return p.readStream("TOKENLEDGER_ARCHIVE") }},
+	"read-archive-direct": {try: func(p *prober) (bool, error) {
+		return p.api("$JS.API.DIRECT.GET.TOKENLEDGER_ARCHIVE", `{"seq":1}`)
+	}},
+	"update-archive-stream": {try: func(p *prober) (bool, error) {
+		return p.api("$JS.API.STREAM.UPDATE.TOKENLEDGER_ARCHIVE", `{"name":"permission-probe"}`)
+	}},
+	"delete-archive-message": {try: func(p *prober) (bool, error) {
+		return p.api("$JS.API.STREAM.MSG.DELETE.TOKENLEDGER_ARCHIVE", `{"seq":1}`)
+	}},
+	"purge-archive-stream": {try: func(p *prober) (bool, error) { return p.api("$JS.API.STREAM.PURGE.TOKENLEDGER_ARCHIVE", `{}`) }},
+	"delete-archive-stream": {destructive: true, try: func(p *prober) (bool, error) {
+		return p.apiChange("$JS.API.STREAM.DELETE.TOKENLEDGER_ARCHIVE", ``)
+	}},
 	"write-keys-bucket":      {try: func(p *prober) (bool, error) { return p.publishToStream("$KV.tokenledger_keys.probe") }},
 	"write-clients-bucket":   {try: func(p *prober) (bool, error) { return p.publishToStream("$KV.tokenledger_clients.probe") }},
 	"publish-security-event": {try: func(p *prober) (bool, error) { return p.publishToStream("security.events.probe") }},

@@ -50,6 +50,7 @@ type serveConfig struct {
 	stateCache int
 	maxOffset  time.Duration
 	init       bool
+	history    time.Duration
 	syncAlways bool
 	http       string
 	maxRequest int
@@ -86,6 +87,7 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.StringVar(&c.http, "http", "", "address of the HTTP listener for /healthz, /readyz and Prometheus /metrics (off when empty)")
 	fs.BoolVar(&c.syncAlways, "sync-always", true, "embedded server: fsync every ledger write before acknowledging it, so a host crash loses no acknowledged event (false: sync every 2 minutes, 3-4x faster, but a host crash or power cut can lose acknowledged events: for development and throwaway data)")
 	fs.BoolVar(&c.init, "init", false, "create the ledger stream and buckets even if other stores of this deployment exist (only to start over knowingly: without it, a missing ledger stops the start)")
+	registerHistoryMargin(fs, &c.history)
 	fs.DurationVar(&c.maxOffset, "max-clock-offset", jsstore.DefaultMaxClockOffset, "largest offset of this instance's clock from the NATS server's before it refuses decisions (503) until back in bound")
 	fs.IntVar(&c.maxRequest, "max-request-bytes", handlers.DefaultMaxRequestBytes, "request size limit")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -128,7 +130,21 @@ func parseServe(args []string) (serveConfig, error) {
 	if c.ckptEvery < 0 || c.ckptEveryT < 0 {
 		return c, errors.New("--checkpoint-every and --checkpoint-interval must not be negative")
 	}
+	if c.history < 0 {
+		return c, errors.New("--history-margin must not be negative")
+	}
 	return c, nil
+}
+
+// DefaultHistoryMargin is --history-margin's default: a family's events
+// leave the ledger stream (the archive keeps them) a day after its absolute
+// lifetime ended. docs/operations.md, "History: hot ledger and archive".
+const DefaultHistoryMargin = 24 * time.Hour
+
+// registerHistoryMargin registers --history-margin, which serve and worker
+// share: both append family events.
+func registerHistoryMargin(fs *flag.FlagSet, v *time.Duration) {
+	fs.DurationVar(v, "history-margin", DefaultHistoryMargin, "how long after a family's absolute lifetime its events leave the ledger stream (the archive stream keeps every event); 0 keeps every event in the ledger stream")
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -222,7 +238,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	metrics := ops.NewMetrics()
 	in, err := instance.New(ctx, nc, pnc, instance.Config{
-		Stream: cfg.stream, Prefix: cfg.prefix, Replicas: cfg.replicas, Init: cfg.init,
+		Stream: cfg.stream, Prefix: cfg.prefix, Replicas: cfg.replicas, Init: cfg.init, HistoryMargin: cfg.history,
 		Service: true, Worker: cfg.worker, Security: secCfg,
 		KEK: kek, Alg: cfg.alg, Issuer: cfg.issuer, Clients: cfg.clients,
 		JWKSCachePeriod: cfg.jwksCache, KeyRotationPeriod: keyRotation(cfg.keyRotate),

@@ -103,6 +103,7 @@ func worker(ctx context.Context, args []string) error {
 		stream    string
 		replicas  int
 		maxOffset time.Duration
+		history   time.Duration
 		httpAddr  string
 		logLevel  string
 	)
@@ -113,6 +114,7 @@ func worker(ctx context.Context, args []string) error {
 	fs.StringVar(&stream, "stream", jsstore.DefaultStream, "ledger stream name")
 	fs.IntVar(&replicas, "replicas", 1, "stream and bucket replicas (3 on a cluster)")
 	fs.DurationVar(&maxOffset, "max-clock-offset", jsstore.DefaultMaxClockOffset, "largest offset of this instance's clock from the NATS server's before it refuses decisions until back in bound")
+	registerHistoryMargin(fs, &history)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&httpAddr, "http", "", "address of the HTTP listener for /healthz, /readyz and Prometheus /metrics (off when empty)")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -135,7 +137,7 @@ func worker(ctx context.Context, args []string) error {
 	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
 	in, err := instance.New(ctx, nc, nc, instance.Config{
 		Stream: stream, Replicas: replicas, Worker: true, Security: wcfg,
-		MaxClockOffset: maxOffset, Log: log,
+		MaxClockOffset: maxOffset, HistoryMargin: history, Log: log,
 	})
 	if err != nil {
 		return err

@@ -45,6 +45,17 @@ type StoreConfig struct {
 	// last sequence, so it cannot land twice (a retried refresh is a
 	// grace retry).
 	AttemptTimeout time.Duration
+	// HistoryMargin, when positive, lets every family's events expire
+	// from the stream together, this long after the family's absolute
+	// lifetime ends: each family event is appended with a per-message TTL
+	// (Nats-TTL) reaching ExpiresAt+HistoryMargin. Events of no family
+	// (rollouts, keys, handled security events) never expire. The archive
+	// (EnsureArchive) keeps every event. Zero keeps every event in the
+	// stream, as before.
+	HistoryMargin time.Duration
+	// Now is the clock the family lifetimes were decided with (default
+	// time.Now): a family event's TTL is its ExpiresAt minus Now.
+	Now func() time.Time
 }
 
 // DefaultAttemptTimeout is StoreConfig.AttemptTimeout's default: far
@@ -68,6 +79,9 @@ type Store struct {
 	getSubject    string
 	// attemptTimeout bounds each JetStream call (StoreConfig.AttemptTimeout).
 	attemptTimeout time.Duration
+	// historyMargin and now set family events' TTLs (StoreConfig).
+	historyMargin time.Duration
+	now           func() time.Time
 	// bufs holds *[]byte buffers to encode appended events in: the
 	// publish copies them into the connection's buffer, and nothing
 	// keeps them after the append.
@@ -106,6 +120,9 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*St
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = DefaultAttemptTimeout
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "tokenledger event log: append-only, never deleted",
@@ -119,13 +136,17 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*St
 		AllowDirect: true,
 		Discard:     jetstream.DiscardNew,
 		Compression: jetstream.S2Compression,
+		// Per-message TTLs (HistoryMargin). Always on: the server never
+		// lets an update turn them off again, and without a Nats-TTL
+		// header a message never expires.
+		AllowMsgTTL: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger stream %s: %w", cfg.Stream, err)
 	}
 	st := &Store{js: js, stream: stream, prefix: cfg.SubjectPrefix,
 		getSubject:     jsAPIPrefix(js) + "STREAM.MSG.GET." + cfg.Stream,
-		attemptTimeout: cfg.AttemptTimeout}
+		attemptTimeout: cfg.AttemptTimeout, historyMargin: cfg.HistoryMargin, now: cfg.Now}
 	if info := stream.CachedInfo(); info != nil && info.Config.Replicas <= 1 {
 		st.directSubject = jsAPIPrefix(js) + "DIRECT.GET." + cfg.Stream
 	}
@@ -239,6 +260,19 @@ func leaderGetMsg(ctx context.Context, js jetstream.JetStream, subject string, r
 	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Data: m.Data, Time: m.Time}, nil
 }
 
+// NextStoredSeq is the sequence of the first message stored in the stream
+// at or after seq, as the stream's leader answers, or
+// jetstream.ErrMsgNotFound when there is none: how a reader tells that the
+// sequences it has not seen expired (StoreConfig.HistoryMargin) rather
+// than are still on their way.
+func NextStoredSeq(ctx context.Context, js jetstream.JetStream, stream string, seq uint64) (uint64, error) {
+	msg, err := leaderGetMsg(ctx, js, jsAPIPrefix(js)+"STREAM.MSG.GET."+stream, msgGetRequest{Seq: seq, NextFor: ">"})
+	if err != nil {
+		return 0, err
+	}
+	return msg.Sequence, nil
+}
+
 // EventAfter returns the family's first event stored after sequence seq,
 // with its sequence: for a token minted at seq, the event that minted it.
 func (s *Store) EventAfter(ctx context.Context, familyID string, seq uint64) (ledger.Event, uint64, error) {
@@ -283,6 +317,9 @@ func (s *Store) Append(ctx context.Context, st ledger.State, events ...ledger.Ev
 		msg := nats.NewMsg(s.FamilySubject(e.FamilyID))
 		msg.Data = data
 		msg.Header.Set(HeaderEventType, string(ledger.TypeOf(e.Data)))
+		if ttl := s.familyTTL(next.ExpiresAt); ttl != "" {
+			msg.Header.Set(jetstream.MsgTTLHeader, ttl)
+		}
 		// No Nats-Msg-Id: the expected subject sequence already makes a
 		// repeated append fail (every attempt decides anew, with a new
 		// event id, so an id would never match), and the stream's
@@ -299,6 +336,21 @@ func (s *Store) Append(ctx context.Context, st ledger.State, events ...ledger.Ev
 		st = next
 	}
 	return st, nil
+}
+
+// familyTTL is the Nats-TTL of an event of a family that expires at
+// expires: whole seconds until HistoryMargin after it, at least one; ""
+// (no TTL) without a margin or an expiry. The server counts it from its
+// own timestamp of the message, so the events of one family leave the
+// stream within a second of each other, HistoryMargin after the family's
+// end (give or take the clock offset the clock guard bounds).
+func (s *Store) familyTTL(expires time.Time) string {
+	if s.historyMargin <= 0 || expires.IsZero() {
+		return ""
+	}
+	d := expires.Sub(s.now()) + s.historyMargin
+	secs := max(int64((d+time.Second-1)/time.Second), 1)
+	return strconv.FormatInt(secs, 10)
 }
 
 // AppendTo publishes an event that belongs to no family (such as a handled
@@ -323,49 +375,90 @@ func (s *Store) AppendTo(ctx context.Context, kind, key string, e ledger.Event) 
 	return ack.Sequence, nil
 }
 
-// LastSeq is the stream's last sequence: every append acknowledged before
-// the call is at or below it. It is the sequence of the stream's last
-// message, read as LastMsg reads (a last-by-subject get on ">", which the
+// LastSeq is the sequence of the stream's last stored message: every
+// append acknowledged before the call and still stored is at or below it.
+// It is read as LastMsg reads (a last-by-subject get on ">", which the
 // server answers from its last sequence, so the cost does not grow with
 // the number of families); with one replica the direct get is answered
 // inline, without the JetStream API queue.
+//
+// When the message at the stream's last sequence has expired
+// (HistoryMargin) that get finds nothing, and lastStored searches for the
+// newest message still stored: only on a ledger that has had no append
+// since its newest event expired.
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	ctx, cancel := s.attempt(ctx)
 	defer cancel()
+	var (
+		seq uint64
+		err error
+	)
 	if s.directSubject != "" {
-		return s.lastSeqDirect(ctx)
+		seq, err = s.lastSeqDirect(ctx)
+	} else {
+		var msg *jetstream.RawStreamMsg
+		if msg, err = s.leaderGet(ctx, msgGetRequest{LastFor: ">"}); err == nil {
+			seq = msg.Sequence
+		}
 	}
-	msg, err := s.leaderGet(ctx, msgGetRequest{LastFor: ">"})
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound): // an empty stream
-		return 0, nil
-	case err != nil:
+	if errors.Is(err, jetstream.ErrMsgNotFound) { // empty, or its newest message expired
+		seq, err = s.lastStored(ctx)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("ledger last sequence: %w", unavailable(err))
 	}
-	return msg.Sequence, nil
+	return seq, nil
+}
+
+// lastStored is the sequence of the newest message stored (0: none), found
+// by bisecting the stream's sequences with the leader's next-message gets:
+// about log2(last-first) round trips.
+func (s *Store) lastStored(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if info.State.Msgs == 0 {
+		return 0, nil
+	}
+	lo, hi := info.State.FirstSeq, info.State.LastSeq // lo is stored
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		seq, err := NextStoredSeq(ctx, s.js, s.stream.CachedInfo().Config.Name, mid)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			hi = mid - 1
+		case err != nil:
+			return 0, err
+		default:
+			lo = seq
+		}
+	}
+	return lo, nil
+}
+
+// lastSeqDirect asks a direct get for the stream's last message.
+func (s *Store) lastSeqDirect(ctx context.Context) (uint64, error) {
+	msg, err := s.js.Conn().RequestWithContext(ctx, s.directSubject, lastAnyRequest)
+	if err != nil {
+		return 0, err
+	}
+	switch status := msg.Header.Get("Status"); status {
+	case "":
+	case "404":
+		return 0, jetstream.ErrMsgNotFound
+	default:
+		return 0, fmt.Errorf("direct get: status %s %s", status, msg.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("direct get: sequence header: %w", err)
+	}
+	return seq, nil
 }
 
 // lastAnyRequest asks a direct get for the stream's last message.
 var lastAnyRequest = []byte(`{"last_by_subj":">"}`)
-
-func (s *Store) lastSeqDirect(ctx context.Context) (uint64, error) {
-	msg, err := s.js.Conn().RequestWithContext(ctx, s.directSubject, lastAnyRequest)
-	if err != nil {
-		return 0, fmt.Errorf("ledger last sequence: %w", unavailable(err))
-	}
-	switch status := msg.Header.Get("Status"); status {
-	case "":
-	case "404": // an empty stream
-		return 0, nil
-	default:
-		return 0, fmt.Errorf("ledger last sequence: %w", unavailable(fmt.Errorf("direct get: status %s %s", status, msg.Header.Get("Description"))))
-	}
-	seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("ledger last sequence: %w", unavailable(fmt.Errorf("direct get: sequence header: %w", err)))
-	}
-	return seq, nil
-}
 
 // attempt bounds one JetStream call by the attempt timeout, within ctx.
 func (s *Store) attempt(ctx context.Context) (context.Context, context.CancelFunc) {
