@@ -305,21 +305,11 @@ func (s *Store) Append(ctx context.Context, st ledger.State, events ...ledger.Ev
 	}
 	defer s.bufs.Put(buf)
 	for _, e := range events {
-		e.Prev = st.Head
-		next := ledger.Apply(st, e)
-		snapshot := next
-		e.State = &snapshot
-		data, err := ledger.AppendEvent((*buf)[:0], e)
+		msg, next, err := s.familyMsg((*buf)[:0], st, e)
 		if err != nil {
 			return st, err
 		}
-		*buf = data
-		msg := nats.NewMsg(s.FamilySubject(e.FamilyID))
-		msg.Data = data
-		msg.Header.Set(HeaderEventType, string(ledger.TypeOf(e.Data)))
-		if ttl := s.familyTTL(next.ExpiresAt); ttl != "" {
-			msg.Header.Set(jetstream.MsgTTLHeader, ttl)
-		}
+		*buf = msg.Data
 		// No Nats-Msg-Id: the expected subject sequence already makes a
 		// repeated append fail (every attempt decides anew, with a new
 		// event id, so an id would never match), and the stream's
@@ -332,10 +322,40 @@ func (s *Store) Append(ctx context.Context, st ledger.State, events ...ledger.Ev
 		if err != nil {
 			return st, fmt.Errorf("append %s to family %s: %w", e.ID, e.FamilyID, translate(err))
 		}
-		next.Seq, next.Head = ack.Sequence, ledger.EventHash(data)
+		next.Seq = ack.Sequence
 		st = next
 	}
 	return st, nil
+}
+
+// FamilyMsg is the message Append publishes for e, the next event of the
+// family whose state is st, and the state after it (its Head set, its Seq
+// not: the stream assigns that). Tools that write a ledger in bulk, such
+// as scripts/sizing, publish it themselves; everything else appends.
+func (s *Store) FamilyMsg(st ledger.State, e ledger.Event) (*nats.Msg, ledger.State, error) {
+	return s.familyMsg(nil, st, e)
+}
+
+// familyMsg encodes e into b (the hash chain link and the state after it
+// included) as a message on the family's subject, with its type and TTL
+// headers.
+func (s *Store) familyMsg(b []byte, st ledger.State, e ledger.Event) (*nats.Msg, ledger.State, error) {
+	e.Prev = st.Head
+	next := ledger.Apply(st, e)
+	snapshot := next
+	e.State = &snapshot
+	data, err := ledger.AppendEvent(b, e)
+	if err != nil {
+		return nil, st, err
+	}
+	msg := nats.NewMsg(s.FamilySubject(e.FamilyID))
+	msg.Data = data
+	msg.Header.Set(HeaderEventType, string(ledger.TypeOf(e.Data)))
+	if ttl := s.familyTTL(next.ExpiresAt); ttl != "" {
+		msg.Header.Set(jetstream.MsgTTLHeader, ttl)
+	}
+	next.Head = ledger.EventHash(data)
+	return msg, next, nil
 }
 
 // familyTTL is the Nats-TTL of an event of a family that expires at
