@@ -8,17 +8,16 @@
 //     malformed request changes nothing.
 //   - Replies never echo a value from the request: error descriptions are
 //     fixed text, naming at most an unknown field or a refused claim.
-//   - Every request is served to the end inside its micro handler, which
-//     replies with micro's Respond or Error: micro's own stats
-//     (num_requests, num_errors, processing_time: `nats micro stats`) are
-//     the service's true counts. A NATS subscription runs its handler one
-//     message at a time, so Run registers Config.Workers instances of the
-//     micro service on the connection (lanes, each with every endpoint in
-//     the same queue group), and the server spreads requests over them: a
-//     process serves Workers requests at once, and its stats are the sum
-//     over the lanes whose "process" metadata it carries.
-//   - Stopping answers every request taken: the lanes' subscriptions are
-//     drained, requests delivered after that are answered 503
-//     (temporarily_unavailable) and Run returns once those in hand are
-//     answered.
+//   - Handlers run on a bounded pool of goroutines, not on the
+//     subscription's goroutine, so one slow request does not hold up others.
+//   - The service speaks the NATS micro protocol itself (microsrv.go: the
+//     $SRV PING, INFO and STATS subjects with micro's types and error
+//     headers) rather than through micro.AddService, which counts a request
+//     when its handler returns, before the pool has answered it. A request
+//     is counted when it is answered, by its Respond or Error, with the
+//     time from its arrival to its reply: `nats micro stats tokenledger`
+//     shows every endpoint's true requests, errors and processing time,
+//     one instance id per process.
+//   - Every request taken is answered exactly once: a result, an OAuth
+//     error, or, once Run is stopping, 503 temporarily_unavailable.
 package handlers

@@ -99,16 +99,15 @@ func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 		t.Fatalf("%d rotations of the shared token, want 1", rotations)
 	}
 
-	// Both instances served requests (micro stats per instance: the sum
-	// over its lanes).
-	stats := e.statsByProcess(2)
-	for process, eps := range stats {
+	// Both instances served requests (micro stats per instance).
+	stats := e.statsByInstance(2)
+	for id, eps := range stats {
 		n := 0
 		for _, ep := range eps {
 			n += ep.NumRequests
 		}
 		if n == 0 {
-			t.Fatalf("instance %s served nothing", process)
+			t.Fatalf("instance %s served nothing", id)
 		}
 	}
 	if len(stats) != 2 {

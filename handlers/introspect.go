@@ -92,18 +92,19 @@ func (in *introspector) afterSync(tok *verifiedToken, syncErr error, now time.Ti
 	return tok.reply, nil
 }
 
-// introspectNow answers the common introspection with less work than
-// serve: a well-formed request of a client held in memory, for an access
-// token already verified with the current keys, answered without minting
-// a request id, a context or a lookup of the client. Its only wait, the
-// read-your-writes sync, joins the next Syncer round like any other
-// caller's. It reports false, having done nothing, for any other request;
-// serve then answers it. The answer is the one introspectAccess gives.
+// introspectNow answers the common introspection without the worker pool,
+// on the endpoint's own goroutine: a well-formed request of a client held
+// in memory, for an access token already verified with the current keys.
+// The only wait, the read-your-writes sync, does not block: the request
+// joins the next Syncer round and is answered by the goroutine that runs
+// it, with the other requests of that round. It reports false, having
+// done nothing, for any other request; the pool then serves it as before.
+// The answer is the one introspectAccess gives.
 func (s *Service) introspectNow(req micro.Request) bool {
 	start := time.Now()
 	in := s.intro
 	if in == nil || s.cfg.Ledger.Ready() != nil {
-		return false // serve answers, or refuses while the clock is out of bound
+		return false // the pool path answers, or refuses while the clock is out of bound
 	}
 	r, ok := decodeTokenRequestFast(req.Data(), s.cfg.MaxRequestBytes)
 	if !ok || isRefreshToken(r.Token) {
@@ -111,12 +112,17 @@ func (s *Service) introspectNow(req micro.Request) bool {
 	}
 	client, ok := s.cfg.Registry.Known(r.ClientID)
 	if !ok || !client.Authenticate(r.ClientSecret) {
-		return false // serve looks the client up and answers the error
+		return false // the pool looks the client up and answers the error
 	}
 	now := s.cfg.Ledger.Now()
 	tok, ok := in.cached(r.Token, now)
 	if !ok {
-		return false // serve verifies the signature
+		return false // the pool verifies the signature
+	}
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if s.stopped {
+		return false // the pool path answers that the service is stopping
 	}
 	in.direct.Add(1)
 	if !tok.validAt(now) {
@@ -124,18 +130,20 @@ func (s *Service) introspectNow(req micro.Request) bool {
 		s.answer(req, "introspect", inactiveReply)
 		return true
 	}
-	// SyncThen, not Sync: the round's wait is bounded by the probe
-	// timeout, where Sync would need a context of its own.
-	synced := make(chan error, 1)
-	if !in.sync.SyncThen(func(err error) { synced <- err }) {
+	s.inline.Add(1)
+	joined := in.sync.SyncThen(func(err error) {
+		defer s.inline.Done()
+		if body, err := in.afterSync(tok, err, s.cfg.Ledger.Now()); err != nil {
+			s.observe("introspect", s.respondError(req, "introspect", err), start)
+		} else {
+			s.observe("introspect", OutcomeOK, start)
+			s.answer(req, "introspect", body)
+		}
+	})
+	if !joined {
+		s.inline.Done()
 		in.direct.Add(-1)
-		return false // the round is full: serve waits, within the request timeout
-	}
-	if body, err := in.afterSync(tok, <-synced, s.cfg.Ledger.Now()); err != nil {
-		s.observe("introspect", s.respondError(req, "introspect", err), start)
-	} else {
-		s.observe("introspect", OutcomeOK, start)
-		s.answer(req, "introspect", body)
+		return false // the round is full: the pool waits, within the request timeout
 	}
 	return true
 }

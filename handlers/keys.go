@@ -40,18 +40,23 @@ func DecodeKeyRevokeRequest(body []byte, limit int) (api.KeyRevokeRequest, error
 
 // addKeyEndpoints registers tokens.admin.keys.list, .rotate and .revoke
 // when the service has a key ring (Run calls it).
-func (s *Service) addKeyEndpoints(ctx context.Context, group micro.Group) error {
+func (s *Service) addKeyEndpoints(ctx context.Context, jobs chan<- func(), svc *microService) error {
 	if s.cfg.Ring == nil {
 		return nil
 	}
-	return s.addEndpoints(ctx, group, []endpoint{
-		{"admin_keys_list", s.keysList},
-		{"admin_keys_rotate", s.keysRotate},
-		{"admin_keys_revoke", s.keysRevoke},
-	}, map[string]string{
-		"admin_keys_list": "admin.keys.list", "admin_keys_rotate": "admin.keys.rotate",
-		"admin_keys_revoke": "admin.keys.revoke",
-	})
+	for _, ep := range []struct {
+		endpoint
+		subject string
+	}{
+		{endpoint{"admin_keys_list", s.keysList}, "admin.keys.list"},
+		{endpoint{"admin_keys_rotate", s.keysRotate}, "admin.keys.rotate"},
+		{endpoint{"admin_keys_revoke", s.keysRevoke}, "admin.keys.revoke"},
+	} {
+		if err := svc.addEndpoint(ep.name, s.cfg.Prefix+"."+ep.subject, s.dispatch(ctx, jobs, ep.endpoint)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // emptyBody accepts an empty body or {}.

@@ -24,25 +24,39 @@ var errNoView = errors.New("handlers: the valid-token view is not configured")
 // admin.digest and, with the rollout read model too, admin.rollout. Run
 // calls it. Without a view they are not registered, so requests go to
 // instances that have one.
-func (s *Service) addViewEndpoints(ctx context.Context, group micro.Group) error {
+func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), svc *microService) error {
 	if s.cfg.View == nil {
 		return nil
 	}
-	eps := []endpoint{
-		{"revoke", s.revoke},
-		{"introspect", s.introspect}, // handle tries introspectNow first
-		{"sessions", s.sessions},
-		{"admin_sessions", s.adminSessions},
-		{"admin_revoke", s.adminRevoke},
-		{"admin_digest", s.adminDigest},
+	for _, ep := range []struct {
+		endpoint
+		subject string
+	}{
+		{endpoint{"revoke", s.revoke}, "revoke"},
+		{endpoint{"introspect", s.introspect}, "introspect"},
+		{endpoint{"sessions", s.sessions}, "sessions"},
+		{endpoint{"admin_sessions", s.adminSessions}, "admin.sessions"},
+		{endpoint{"admin_revoke", s.adminRevoke}, "admin.revoke"},
+		{endpoint{"admin_digest", s.adminDigest}, "admin.digest"},
+		{endpoint{"admin_rollout", s.adminRollout}, "admin.rollout"},
+	} {
+		if ep.name == "admin_rollout" && s.cfg.Rollouts == nil {
+			continue // progress needs the rollout read model too
+		}
+		h := s.dispatch(ctx, jobs, ep.endpoint)
+		if ep.name == "introspect" {
+			pooled := h
+			h = func(req micro.Request) {
+				if !s.introspectNow(req) {
+					pooled(req)
+				}
+			}
+		}
+		if err := svc.addEndpoint(ep.name, s.cfg.Prefix+"."+ep.subject, h); err != nil {
+			return err
+		}
 	}
-	if s.cfg.Rollouts != nil { // progress needs the rollout read model too
-		eps = append(eps, endpoint{"admin_rollout", s.adminRollout})
-	}
-	return s.addEndpoints(ctx, group, eps, map[string]string{
-		"admin_sessions": "admin.sessions", "admin_revoke": "admin.revoke",
-		"admin_digest": "admin.digest", "admin_rollout": "admin.rollout",
-	})
+	return nil
 }
 
 // DecodeTokenRequest decodes and checks the shape of a revoke or

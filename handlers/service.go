@@ -51,8 +51,7 @@ type Config struct {
 	Defaults ledger.Policy
 	// MaxRequestBytes bounds request bodies (default 16 KiB).
 	MaxRequestBytes int
-	// Workers is how many requests run at once (default 128): the
-	// number of lanes, micro services Run registers (see Run).
+	// Workers is how many requests run at once (default 128).
 	Workers int
 	// Timeout bounds one request's work (default 5 s).
 	Timeout time.Duration
@@ -110,18 +109,17 @@ type Service struct {
 	keyView atomic.Pointer[keyView] // see keysAt
 	keyMu   sync.Mutex              // serialises building a key view
 	intro   *introspector           // nil without a view
-	inHand  atomic.Int64            // requests being served
+	inline  sync.WaitGroup          // introspections answered outside the pool, not yet answered
+	inHand  atomic.Int64            // requests the pool is serving
 	cpus    int64                   // GOMAXPROCS when the service was made
 
 	// gate orders taking requests against stopping: a handler holds it
-	// shared while it decides to serve a request (and joins running), and
-	// Run takes it exclusively to set stopped before it waits for running.
-	// micro's Stop drains the endpoints' subscriptions without waiting, so
-	// handlers can still run after it: they answer that the service is
-	// stopping.
+	// shared while it hands a request on (to the pool, or to a sync round),
+	// and Run takes it exclusively to set stopped before it closes the pool.
+	// microService.stop drains the endpoints' subscriptions without waiting, so
+	// handlers can still run after it.
 	gate    sync.RWMutex
 	stopped bool
-	running sync.WaitGroup // requests taken and not yet answered
 
 	// bodies holds the buffers token responses are encoded in (see
 	// pooledBody): the reply's publish copies a body into the connection's
@@ -165,126 +163,82 @@ type endpoint struct {
 	handler func(ctx context.Context, req micro.Request) (any, error)
 }
 
-// Metadata keys of every lane's micro service info (nats micro info).
-const (
-	// MetadataProcess is the same for every lane of one Service: stats
-	// of one process are the sum over the lanes that carry its value.
-	MetadataProcess = "process"
-	// MetadataLane is the lane's number, "3/16": the fourth of 16.
-	MetadataLane = "lane"
-)
-
-// Run registers the service on nc and serves until ctx ends, then stops the
-// endpoints and waits for the requests it took.
-//
-// The service registers Config.Workers micro services (lanes) named
-// ServiceName on nc, each with every endpoint in the same queue groups:
-// NATS runs one subscription's handler at a time, so the lanes are how the
-// process serves Workers requests at once. Each handler serves its request
-// to the end and replies with Respond or Error, so micro's own stats
-// (num_requests, num_errors, processing_time) are right per lane; a
-// process's are the sum over the lanes carrying its MetadataProcess.
+// Run registers the service on nc (one micro service instance, see
+// microService) and serves until ctx ends, then stops the endpoints and
+// waits for in-flight requests.
 func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
-	// Requests already taken finish on shutdown (each within Timeout):
-	// their context is not cancelled with ctx.
-	work := context.WithoutCancel(ctx)
-	process := s.cfg.Ledger.NewID()
-	lanes := make([]micro.Service, 0, s.cfg.Workers)
-	defer func() {
-		for _, l := range lanes {
-			if err := l.Stop(); err != nil {
-				s.cfg.Log.Warn("stop lane", "error", err)
+	jobs := make(chan func(), s.cfg.Workers*4)
+	var wg sync.WaitGroup
+	for range s.cfg.Workers {
+		wg.Go(func() {
+			for job := range jobs {
+				job()
 			}
-		}
+		})
+	}
+	defer func() {
 		s.gate.Lock()
 		s.stopped = true
 		s.gate.Unlock()
-		s.running.Wait()
+		close(jobs)
+		wg.Wait()
+		s.inline.Wait() // introspections waiting for a sync round
 	}()
-	for i := range s.cfg.Workers {
-		lane, err := s.addLane(work, nc, process, i)
-		if err != nil {
+
+	svc, err := newMicroService(nc, ServiceName, s.cfg.Ledger.NewID(), s.cfg.Version,
+		"event-sourced token authority: issue, rotate, revoke, introspect", nil)
+	if err != nil {
+		return fmt.Errorf("register micro service: %w", err)
+	}
+	defer func() {
+		if err := svc.stop(); err != nil {
+			s.cfg.Log.Warn("stop micro service", "error", err)
+		}
+	}()
+	for _, ep := range []endpoint{
+		{"issue", s.issue},
+		{"refresh", s.refresh},
+		{"jwks", s.jwksHandler},
+	} {
+		if err := svc.addEndpoint(ep.name, s.cfg.Prefix+"."+ep.name, s.dispatch(ctx, jobs, ep)); err != nil {
 			return err
 		}
-		lanes = append(lanes, lane)
+	}
+	if err := s.addViewEndpoints(ctx, jobs, svc); err != nil {
+		return err
+	}
+	if err := s.addKeyEndpoints(ctx, jobs, svc); err != nil {
+		return err
 	}
 	kid := ""
 	if v, err := s.keysAt(s.cfg.Ledger.Now()); err == nil {
 		kid = v.signer.KID()
 	}
-	s.cfg.Log.Info("service ready", "service", ServiceName, "prefix", s.cfg.Prefix, "kid", kid,
-		"process", process, "lanes", s.cfg.Workers)
+	s.cfg.Log.Info("service ready", "service", ServiceName, "prefix", s.cfg.Prefix, "kid", kid)
 	<-ctx.Done()
 	return nil
 }
 
-// addLane registers lane i of the service with all its endpoints.
-func (s *Service) addLane(ctx context.Context, nc *nats.Conn, process string, i int) (micro.Service, error) {
-	lane, err := micro.AddService(nc, micro.Config{
-		Name:        ServiceName,
-		Version:     s.cfg.Version,
-		Description: "event-sourced token authority: issue, rotate, revoke, introspect",
-		Metadata: map[string]string{
-			MetadataProcess: process,
-			MetadataLane:    fmt.Sprintf("%d/%d", i, s.cfg.Workers),
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("add micro service: %w", err)
-	}
-	group := lane.AddGroup(s.cfg.Prefix)
-	err = errors.Join(
-		s.addEndpoints(ctx, group, []endpoint{{"issue", s.issue}, {"refresh", s.refresh}, {"jwks", s.jwksHandler}}, nil),
-		s.addViewEndpoints(ctx, group),
-		s.addKeyEndpoints(ctx, group),
-	)
-	if err != nil {
-		return nil, errors.Join(err, lane.Stop())
-	}
-	return lane, nil
-}
-
-// addEndpoints adds the endpoints to group, at the subjects given by
-// subjects (the endpoint's name when absent).
-func (s *Service) addEndpoints(ctx context.Context, group micro.Group, eps []endpoint, subjects map[string]string) error {
-	for _, ep := range eps {
-		var opts []micro.EndpointOpt
-		if subject, ok := subjects[ep.name]; ok {
-			opts = append(opts, micro.WithEndpointSubject(subject))
-		}
-		if err := group.AddEndpoint(ep.name, s.handle(ctx, ep), opts...); err != nil {
-			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
-		}
-	}
-	return nil
-}
-
-// handle serves each request to the end on the lane's goroutine, or
-// answers that the service is stopping once Run is stopping it.
-func (s *Service) handle(ctx context.Context, ep endpoint) micro.HandlerFunc {
+// dispatch hands each request to the worker pool. It blocks when the pool
+// is saturated, so NATS buffers the excess rather than dropping it.
+func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint) micro.HandlerFunc {
+	// Requests already accepted finish on shutdown (each within Timeout):
+	// their context is not cancelled with ctx.
+	work := context.WithoutCancel(ctx)
 	return func(req micro.Request) {
-		if !s.take() {
+		job := func() { s.serve(work, ep, req) }
+		s.gate.RLock()
+		defer s.gate.RUnlock()
+		if s.stopped {
 			s.observe(ep.name, s.respondError(req, ep.name, errStopping), time.Time{})
 			return
 		}
-		defer s.running.Done()
-		if ep.name == "introspect" && s.introspectNow(req) {
-			return
+		select {
+		case jobs <- job:
+		case <-ctx.Done():
+			s.observe(ep.name, s.respondError(req, ep.name, errStopping), time.Time{})
 		}
-		s.serve(ctx, ep, req)
 	}
-}
-
-// take reports whether the service still takes requests; if so the
-// caller is counted in running and must call running.Done.
-func (s *Service) take() bool {
-	s.gate.RLock()
-	defer s.gate.RUnlock()
-	if s.stopped {
-		return false
-	}
-	s.running.Add(1)
-	return true
 }
 
 func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) {
@@ -376,20 +330,22 @@ func logClientID(body []byte) string {
 	return r.ClientID
 }
 
-// answer sends a successful reply with micro's Respond, which records a
-// failed publish in micro's stats (as an error: a request published
-// without a reply subject is one too, and is not logged).
+// answer sends a successful reply with the request's Respond, which
+// counts it in the endpoint's micro stats (a reply that cannot be sent
+// counts as an error; to a request without a reply subject it is not
+// logged).
 func (s *Service) answer(req micro.Request, endpoint string, body []byte) {
 	if err := req.Respond(body); err != nil && req.Reply() != "" {
 		s.cfg.Log.Warn("reply failed", "endpoint", endpoint, "request_id", logRequestID(req), "error", err)
 	}
 }
 
-// respondError sends the error reply for err with micro's Error, so micro
-// counts it (num_errors, last_error: "status:code: description"), and
-// returns the OAuth code replied. The headers are micro's: Nats-Service-
-// Error-Code is the HTTP-like status, Nats-Service-Error the code and the
-// description; the body is the OAuth error response.
+// respondError sends the error reply for err with the request's Error, so
+// the endpoint's micro stats count it (num_errors, last_error
+// "status:code: description"), and returns the OAuth code replied. The
+// headers are micro's: Nats-Service-Error-Code is the HTTP-like status,
+// Nats-Service-Error the code and the description; the body is the OAuth
+// error response.
 func (s *Service) respondError(req micro.Request, endpoint string, err error) string {
 	status, code, desc, known := oauthError(err)
 	s.logError(req, endpoint, status, code, err, known)
@@ -405,7 +361,7 @@ func (s *Service) respondError(req micro.Request, endpoint string, err error) st
 const OutcomeOK = "ok"
 
 // observe tells Config.Observe (if set) a request's outcome and how long it
-// took since start (0 when it was refused before serve).
+// took since start (0 when it never reached the pool).
 func (s *Service) observe(endpoint, outcome string, start time.Time) {
 	if s.cfg.Observe == nil {
 		return

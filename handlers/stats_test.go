@@ -2,7 +2,6 @@ package handlers_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,8 @@ import (
 // micro's own stats ($SRV.STATS, what `nats micro stats` shows) count every
 // request, every error reply and the time spent on each, per endpoint:
 // after N good and M bad requests an endpoint reports N+M more requests
-// and M more errors, summed over the lanes of the instance.
+// and M more errors, whichever goroutine answered (the worker pool, a
+// read-your-writes round of introspectNow).
 func TestMicroStatsCountRequestsAndErrors(t *testing.T) {
 	e, _, v := viewEnv(t, tltest.Options{Grace: 10 * time.Second})
 	g := e.Issue("alice")
@@ -96,38 +96,39 @@ func TestMicroStatsCountRequestsAndErrors(t *testing.T) {
 		if a.ProcessingTime <= b.ProcessingTime {
 			t.Errorf("%s: processing time %v after %v", endpoint, a.ProcessingTime, b.ProcessingTime)
 		}
+		if a.AverageProcessingTime != a.ProcessingTime/time.Duration(a.NumRequests) {
+			t.Errorf("%s: average %v of %v over %d", endpoint, a.AverageProcessingTime, a.ProcessingTime, a.NumRequests)
+		}
 		if w.errors > 0 && !strings.Contains(a.LastError, ":invalid_") {
 			t.Errorf("%s: last error %q, want a status and an OAuth code", endpoint, a.LastError)
 		}
 	}
 }
 
-// laneStats is one process's micro stats: its lanes' endpoint stats
-// summed by endpoint name.
-type laneStats map[string]micro.EndpointStats
+// endpointStats is one instance's micro stats by endpoint name.
+type endpointStats map[string]micro.EndpointStats
 
-// processStats asks every lane of the one running instance for its stats
-// and sums them by endpoint.
-func (e *env) processStats() laneStats {
+// processStats is the micro stats of the one running instance.
+func (e *env) processStats() endpointStats {
 	e.T.Helper()
-	all := e.statsByProcess(1)
-	for _, s := range all {
+	for _, s := range e.statsByInstance(1) {
 		return s
 	}
 	return nil
 }
 
-// statsByProcess asks every tokenledger lane for its stats ($SRV.STATS)
-// and sums them per process (the lanes' MetadataProcess), waiting until
-// every lane of want processes answered.
-func (e *env) statsByProcess(want int) map[string]laneStats {
+// statsByInstance asks every tokenledger instance for its stats
+// ($SRV.STATS.tokenledger) and returns them by instance id, waiting until
+// want instances answered.
+func (e *env) statsByInstance(want int) map[string]endpointStats {
 	e.T.Helper()
 	subject, err := micro.ControlSubject(micro.StatsVerb, handlers.ServiceName, "")
 	if err != nil {
 		e.T.Fatal(err)
 	}
+	out := map[string]endpointStats{}
 	deadline := time.Now().Add(10 * time.Second)
-	for {
+	for len(out) < want && time.Now().Before(deadline) {
 		inbox := e.NC.NewRespInbox()
 		sub, err := e.NC.SubscribeSync(inbox)
 		if err != nil {
@@ -136,10 +137,7 @@ func (e *env) statsByProcess(want int) map[string]laneStats {
 		if err := e.NC.PublishRequest(subject, inbox, nil); err != nil {
 			e.T.Fatal(err)
 		}
-		out := map[string]laneStats{}
-		lanes := map[string]int{} // process -> lanes answered
-		total := map[string]int{} // process -> lanes it has
-		for {
+		for len(out) < want {
 			msg, err := sub.NextMsg(500 * time.Millisecond)
 			if err != nil {
 				break
@@ -148,40 +146,19 @@ func (e *env) statsByProcess(want int) map[string]laneStats {
 			if err := json.Unmarshal(msg.Data, &s); err != nil {
 				e.T.Fatal(err)
 			}
-			p := s.Metadata[handlers.MetadataProcess]
-			var i, n int
-			if _, err := fmt.Sscanf(s.Metadata[handlers.MetadataLane], "%d/%d", &i, &n); err != nil || p == "" {
-				e.T.Fatalf("lane %s: metadata %v", s.ID, s.Metadata)
+			if s.Type != micro.StatsResponseType || s.Name != handlers.ServiceName {
+				e.T.Fatalf("stats reply %s", msg.Data)
 			}
-			lanes[p]++
-			total[p] = n
-			if out[p] == nil {
-				out[p] = laneStats{}
-			}
+			eps := endpointStats{}
 			for _, ep := range s.Endpoints {
-				sum := out[p][ep.Name]
-				sum.Name = ep.Name
-				sum.NumRequests += ep.NumRequests
-				sum.NumErrors += ep.NumErrors
-				sum.ProcessingTime += ep.ProcessingTime
-				if ep.LastError != "" {
-					sum.LastError = ep.LastError
-				}
-				out[p][ep.Name] = sum
+				eps[ep.Name] = *ep
 			}
+			out[s.ID] = eps
 		}
 		_ = sub.Unsubscribe()
-		complete := 0
-		for p, n := range lanes {
-			if n == total[p] {
-				complete++
-			}
-		}
-		if complete >= want && complete == len(lanes) {
-			return out
-		}
-		if time.Now().After(deadline) {
-			e.T.Fatalf("lanes answered per process %v of %v, want %d complete processes", lanes, total, want)
-		}
 	}
+	if len(out) < want {
+		e.T.Fatalf("%d instances answered, want %d", len(out), want)
+	}
+	return out
 }
