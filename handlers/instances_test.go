@@ -10,10 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/micro"
-
 	"github.com/tokenledger/tokenledger/api"
-	"github.com/tokenledger/tokenledger/handlers"
 	"github.com/tokenledger/tokenledger/internal/tltest"
 	"github.com/tokenledger/tokenledger/ledger"
 	"github.com/tokenledger/tokenledger/ledger/token"
@@ -103,51 +100,19 @@ func twoInstancesShareTheLoad(t *testing.T, cached bool) {
 	}
 
 	// Both instances served requests (micro stats per instance).
-	stats := e.instanceStats(2)
-	for id, n := range stats {
+	stats := e.statsByInstance(2)
+	for id, eps := range stats {
+		n := 0
+		for _, ep := range eps {
+			n += ep.NumRequests
+		}
 		if n == 0 {
-			t.Fatalf("instance %s served nothing: %v", id, stats)
+			t.Fatalf("instance %s served nothing", id)
 		}
 	}
-}
-
-// instanceStats asks every tokenledger instance for its stats and returns
-// requests served per instance id, waiting until want instances answered.
-func (e *env) instanceStats(want int) map[string]int {
-	e.T.Helper()
-	out := map[string]int{}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(out) < want && time.Now().Before(deadline) {
-		inbox := e.NC.NewRespInbox()
-		sub, err := e.NC.SubscribeSync(inbox)
-		if err != nil {
-			e.T.Fatal(err)
-		}
-		subject, _ := micro.ControlSubject(micro.StatsVerb, handlers.ServiceName, "")
-		if err := e.NC.PublishRequest(subject, inbox, nil); err != nil {
-			e.T.Fatal(err)
-		}
-		for len(out) < want {
-			msg, err := sub.NextMsg(500 * time.Millisecond)
-			if err != nil {
-				break
-			}
-			var s micro.Stats
-			if err := json.Unmarshal(msg.Data, &s); err != nil {
-				e.T.Fatal(err)
-			}
-			n := 0
-			for _, ep := range s.Endpoints {
-				n += ep.NumRequests
-			}
-			out[s.ID] = n
-		}
-		_ = sub.Unsubscribe()
+	if len(stats) != 2 {
+		t.Fatalf("%d instances answered, want 2", len(stats))
 	}
-	if len(out) < want {
-		e.T.Fatalf("%d instances answered, want %d", len(out), want)
-	}
-	return out
 }
 
 // A restart keeps every family and the signing key working.

@@ -127,7 +127,7 @@ func (s *Service) introspectNow(req micro.Request) bool {
 	in.direct.Add(1)
 	if !tok.validAt(now) {
 		s.observe("introspect", OutcomeOK, start)
-		s.answer(req, inactiveReply)
+		s.answer(req, "introspect", inactiveReply)
 		return true
 	}
 	s.inline.Add(1)
@@ -137,7 +137,7 @@ func (s *Service) introspectNow(req micro.Request) bool {
 			s.observe("introspect", s.respondError(req, "introspect", err), start)
 		} else {
 			s.observe("introspect", OutcomeOK, start)
-			s.answer(req, body)
+			s.answer(req, "introspect", body)
 		}
 	})
 	if !joined {
@@ -146,13 +146,6 @@ func (s *Service) introspectNow(req micro.Request) bool {
 		return false // the round is full: the pool waits, within the request timeout
 	}
 	return true
-}
-
-// answer sends a successful reply.
-func (s *Service) answer(req micro.Request, body []byte) {
-	if err := s.reply(req, body, nil); err != nil {
-		s.cfg.Log.Warn("reply failed", "endpoint", "introspect", "error", err)
-	}
 }
 
 // introspectRefresh reports a refresh token active while it is the

@@ -40,7 +40,7 @@ func DecodeKeyRevokeRequest(body []byte, limit int) (api.KeyRevokeRequest, error
 
 // addKeyEndpoints registers tokens.admin.keys.list, .rotate and .revoke
 // when the service has a key ring (Run calls it).
-func (s *Service) addKeyEndpoints(ctx context.Context, jobs chan<- func(), group micro.Group) error {
+func (s *Service) addKeyEndpoints(ctx context.Context, jobs chan<- func(), svc *microService) error {
 	if s.cfg.Ring == nil {
 		return nil
 	}
@@ -52,8 +52,8 @@ func (s *Service) addKeyEndpoints(ctx context.Context, jobs chan<- func(), group
 		{endpoint{"admin_keys_rotate", s.keysRotate}, "admin.keys.rotate"},
 		{endpoint{"admin_keys_revoke", s.keysRevoke}, "admin.keys.revoke"},
 	} {
-		if err := group.AddEndpoint(ep.name, s.dispatch(ctx, jobs, ep.endpoint), micro.WithEndpointSubject(ep.subject)); err != nil {
-			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
+		if err := svc.addEndpoint(ep.name, s.cfg.Prefix+"."+ep.subject, s.dispatch(ctx, jobs, ep.endpoint)); err != nil {
+			return err
 		}
 	}
 	return nil

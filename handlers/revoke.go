@@ -24,7 +24,7 @@ var errNoView = errors.New("handlers: the valid-token view is not configured")
 // admin.digest and, with the rollout read model too, admin.rollout. Run
 // calls it. Without a view they are not registered, so requests go to
 // instances that have one.
-func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), group micro.Group) error {
+func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), svc *microService) error {
 	if s.cfg.View == nil {
 		return nil
 	}
@@ -52,8 +52,8 @@ func (s *Service) addViewEndpoints(ctx context.Context, jobs chan<- func(), grou
 				}
 			}
 		}
-		if err := group.AddEndpoint(ep.name, h, micro.WithEndpointSubject(ep.subject)); err != nil {
-			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
+		if err := svc.addEndpoint(ep.name, s.cfg.Prefix+"."+ep.subject, h); err != nil {
+			return err
 		}
 	}
 	return nil

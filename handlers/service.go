@@ -108,8 +108,6 @@ type Service struct {
 	cfg     Config
 	keyView atomic.Pointer[keyView] // see keysAt
 	keyMu   sync.Mutex              // serialises building a key view
-	nc      *nats.Conn              // set by Run
-	stats   sync.Map                // endpoint name -> *endpointStats
 	intro   *introspector           // nil without a view
 	inline  sync.WaitGroup          // introspections answered outside the pool, not yet answered
 	inHand  atomic.Int64            // requests the pool is serving
@@ -118,7 +116,7 @@ type Service struct {
 	// gate orders taking requests against stopping: a handler holds it
 	// shared while it hands a request on (to the pool, or to a sync round),
 	// and Run takes it exclusively to set stopped before it closes the pool.
-	// micro's Stop drains the endpoints' subscriptions without waiting, so
+	// microService.stop drains the endpoints' subscriptions without waiting, so
 	// handlers can still run after it.
 	gate    sync.RWMutex
 	stopped bool
@@ -160,22 +158,15 @@ func NewService(cfg Config) (*Service, error) {
 	return svc, nil
 }
 
-// endpointStats counts error replies. micro counts them only for replies
-// sent from inside its handler call; ours are sent from the worker pool.
-type endpointStats struct {
-	errors    atomic.Int64
-	lastError atomic.Value // string
-}
-
 type endpoint struct {
 	name    string
 	handler func(ctx context.Context, req micro.Request) (any, error)
 }
 
-// Run registers the service on nc and serves until ctx ends, then stops the
-// endpoints and waits for in-flight requests.
+// Run registers the service on nc (one micro service instance, see
+// microService) and serves until ctx ends, then stops the endpoints and
+// waits for in-flight requests.
 func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
-	s.nc = nc
 	jobs := make(chan func(), s.cfg.Workers*4)
 	var wg sync.WaitGroup
 	for range s.cfg.Workers {
@@ -194,38 +185,29 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 		s.inline.Wait() // introspections waiting for a sync round
 	}()
 
-	svc, err := micro.AddService(nc, micro.Config{
-		Name:        ServiceName,
-		Version:     s.cfg.Version,
-		Description: "event-sourced token authority: issue, rotate, revoke, introspect",
-		StatsHandler: func(e *micro.Endpoint) any {
-			st, ok := s.stats.Load(e.Name)
-			if !ok {
-				return nil
-			}
-			last, _ := st.(*endpointStats).lastError.Load().(string)
-			return map[string]any{"error_replies": st.(*endpointStats).errors.Load(), "last_error": last}
-		},
-	})
+	svc, err := newMicroService(nc, ServiceName, s.cfg.Ledger.NewID(), s.cfg.Version,
+		"event-sourced token authority: issue, rotate, revoke, introspect", nil)
 	if err != nil {
-		return fmt.Errorf("add micro service: %w", err)
+		return fmt.Errorf("register micro service: %w", err)
 	}
-	defer svc.Stop()
-	group := svc.AddGroup(s.cfg.Prefix)
+	defer func() {
+		if err := svc.stop(); err != nil {
+			s.cfg.Log.Warn("stop micro service", "error", err)
+		}
+	}()
 	for _, ep := range []endpoint{
 		{"issue", s.issue},
 		{"refresh", s.refresh},
 		{"jwks", s.jwksHandler},
 	} {
-		h := s.dispatch(ctx, jobs, ep)
-		if err := group.AddEndpoint(ep.name, h); err != nil {
-			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
+		if err := svc.addEndpoint(ep.name, s.cfg.Prefix+"."+ep.name, s.dispatch(ctx, jobs, ep)); err != nil {
+			return err
 		}
 	}
-	if err := s.addViewEndpoints(ctx, jobs, group); err != nil {
+	if err := s.addViewEndpoints(ctx, jobs, svc); err != nil {
 		return err
 	}
-	if err := s.addKeyEndpoints(ctx, jobs, group); err != nil {
+	if err := s.addKeyEndpoints(ctx, jobs, svc); err != nil {
 		return err
 	}
 	kid := ""
@@ -243,7 +225,6 @@ func (s *Service) dispatch(ctx context.Context, jobs chan<- func(), ep endpoint)
 	// Requests already accepted finish on shutdown (each within Timeout):
 	// their context is not cancelled with ctx.
 	work := context.WithoutCancel(ctx)
-	s.stats.LoadOrStore(ep.name, &endpointStats{})
 	return func(req micro.Request) {
 		job := func() { s.serve(work, ep, req) }
 		s.gate.RLock()
@@ -290,9 +271,7 @@ func (s *Service) serve(parent context.Context, ep endpoint, req micro.Request) 
 		}
 	}
 	s.observe(ep.name, OutcomeOK, start)
-	if err := s.reply(req, body, nil); err != nil {
-		s.cfg.Log.Warn("reply failed", "endpoint", ep.name, "request_id", logRequestID(req), "error", err)
-	}
+	s.answer(req, ep.name, body)
 	if strings.HasPrefix(ep.name, "admin_") {
 		// Operators' calls carry no secret: the request and the reply are
 		// the record of what was done.
@@ -351,28 +330,27 @@ func logClientID(body []byte) string {
 	return r.ClientID
 }
 
-// reply publishes the response on the request's reply subject. It does not
-// use micro.Request's Respond or Error: those record their outcome in the
-// request, which micro reads once the handler returns, and our handler
-// returns before the worker pool replies.
-func (s *Service) reply(req micro.Request, body []byte, header nats.Header) error {
-	if req.Reply() == "" {
-		return nil // a publish without a reply subject: nobody to answer
+// answer sends a successful reply with the request's Respond, which
+// counts it in the endpoint's micro stats (a reply that cannot be sent
+// counts as an error; to a request without a reply subject it is not
+// logged).
+func (s *Service) answer(req micro.Request, endpoint string, body []byte) {
+	if err := req.Respond(body); err != nil && req.Reply() != "" {
+		s.cfg.Log.Warn("reply failed", "endpoint", endpoint, "request_id", logRequestID(req), "error", err)
 	}
-	return s.nc.PublishMsg(&nats.Msg{Subject: req.Reply(), Data: body, Header: header})
 }
 
-// It returns the OAuth code replied.
+// respondError sends the error reply for err with the request's Error, so
+// the endpoint's micro stats count it (num_errors, last_error
+// "status:code: description"), and returns the OAuth code replied. The
+// headers are micro's: Nats-Service-Error-Code is the HTTP-like status,
+// Nats-Service-Error the code and the description; the body is the OAuth
+// error response.
 func (s *Service) respondError(req micro.Request, endpoint string, err error) string {
 	status, code, desc, known := oauthError(err)
 	s.logError(req, endpoint, status, code, err, known)
-	if st, ok := s.stats.Load(endpoint); ok {
-		st.(*endpointStats).errors.Add(1)
-		st.(*endpointStats).lastError.Store(status + " " + code)
-	}
 	body, _ := marshalReply(api.ErrorResponse{Error: code, Description: desc})
-	header := nats.Header{micro.ErrorHeader: {code + ": " + desc}, micro.ErrorCodeHeader: {status}}
-	if rerr := s.reply(req, body, header); rerr != nil {
+	if rerr := req.Error(status, code+": "+desc, body); rerr != nil && req.Reply() != "" {
 		s.cfg.Log.Warn("error reply failed", "endpoint", endpoint, "request_id", logRequestID(req), "error", rerr)
 	}
 	return code
