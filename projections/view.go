@@ -42,8 +42,12 @@ type View struct {
 	strIdx map[string]uint32
 	causes []string // interned cause kinds; 0 is ""
 
-	subjectHead map[uint32]uint32 // subject -> index+1 of its newest family
-	clientHead  map[uint32]uint32 // client -> index+1 of its newest family
+	// subjectHead and clientHead are indexed like strs: for an interned
+	// subject (client id), index+1 of its newest family, 0 for none.
+	// Slices rather than maps: no hashing on the apply path, and a
+	// checkpoint of millions of subjects loads without a map insert each.
+	subjectHead []uint32
+	clientHead  []uint32
 
 	// revokedJTI maps the id of each revoked access token to its expiry.
 	revokedJTI map[[16]byte]uint32
@@ -136,8 +140,8 @@ func NewView() *View {
 		strs:         []string{""},
 		strIdx:       map[string]uint32{"": 0},
 		causes:       []string{""},
-		subjectHead:  map[uint32]uint32{},
-		clientHead:   map[uint32]uint32{},
+		subjectHead:  []uint32{0},
+		clientHead:   []uint32{0},
 		revokedJTI:   map[[16]byte]uint32{},
 		revokedOther: map[string]uint32{},
 		exempt:       map[[16]byte]exemption{},
@@ -304,6 +308,8 @@ func (v *View) intern(s string) uint32 {
 	s = string([]byte(s)) // do not pin the decoded event's buffer
 	v.strs = append(v.strs, s)
 	v.strIdx[s] = i
+	v.subjectHead = append(v.subjectHead, 0)
+	v.clientHead = append(v.clientHead, 0)
 	return i
 }
 
@@ -547,8 +553,8 @@ func (v *View) Prune(now time.Time) {
 	}
 	fams := make([]familyRec, 0, keep)
 	byKey := make(map[[16]byte]uint32, keep)
-	v.subjectHead = map[uint32]uint32{}
-	v.clientHead = map[uint32]uint32{}
+	clear(v.subjectHead)
+	clear(v.clientHead)
 	for _, r := range v.fams {
 		if !r.relevant(n) {
 			continue

@@ -131,14 +131,25 @@ func decodeView(b []byte) (*View, error) {
 	v.strs = slices.Grow(v.strs, n)
 	v.strIdx = make(map[string]uint32, n+1)
 	v.strIdx[""] = 0
-	for range n {
-		s := d.string()
-		if _, dup := v.strIdx[s]; dup && d.err == nil {
-			d.fail("string %q interned twice", s)
+	// The strings are sliced from one copy of their section: one
+	// allocation instead of one per subject (millions of them).
+	strs := d.strings(n)
+	v.strs = append(v.strs, strs...)
+	// The string index is built beside the families' decoding: on a
+	// checkpoint of millions of subjects each is a map insert, which is
+	// most of a load's time.
+	dupString := make(chan error, 1)
+	go func() {
+		var err error
+		for i, s := range strs {
+			// One map operation a string: a duplicate leaves the
+			// map's size where it was.
+			if v.strIdx[s] = uint32(i + 1); len(v.strIdx) != i+2 && err == nil {
+				err = fmt.Errorf("%w: string %q interned twice", errCorrupt, s)
+			}
 		}
-		v.strIdx[s] = uint32(len(v.strs))
-		v.strs = append(v.strs, s)
-	}
+		dupString <- err
+	}()
 	n = d.count(minStringBytes)
 	if n > 255 {
 		d.fail("%d cause kinds", n)
@@ -149,6 +160,8 @@ func decodeView(b []byte) (*View, error) {
 	n = d.count(minFamilyBytes)
 	v.fams = make([]familyRec, 0, n)
 	v.byKey = make(map[[16]byte]uint32, n)
+	v.subjectHead = make([]uint32, len(v.strs))
+	v.clientHead = make([]uint32, len(v.strs))
 	for i := 0; i < n && d.err == nil; i++ {
 		var r familyRec
 		r.key = d.key()
@@ -183,16 +196,18 @@ func decodeView(b []byte) (*View, error) {
 		case r.seq > last:
 			d.fail("family %x: seq %d after the view's %d", r.key, r.seq, last)
 		}
-		if _, dup := v.byKey[r.key]; dup {
+		idx := uint32(len(v.fams))
+		if v.byKey[r.key] = idx; len(v.byKey) != len(v.fams)+1 {
 			d.fail("family %x twice", r.key)
 		}
-		idx := uint32(len(v.fams))
+		if d.err != nil {
+			break
+		}
 		r.nextSubject = v.subjectHead[r.subject]
 		v.subjectHead[r.subject] = idx + 1
 		r.nextClient = v.clientHead[r.client]
 		v.clientHead[r.client] = idx + 1
 		v.fams = append(v.fams, r)
-		v.byKey[r.key] = idx
 	}
 	n = d.count(minJTIBytes)
 	for i := 0; i < n && d.err == nil; i++ {
@@ -218,6 +233,9 @@ func decodeView(b []byte) (*View, error) {
 	for i := 0; i < n && d.err == nil; i++ {
 		k := d.string()
 		v.revocations[k] = d.uvarint()
+	}
+	if err := <-dupString; err != nil && d.err == nil {
+		d.err = err
 	}
 	if err := d.end(); err != nil {
 		return nil, fmt.Errorf("view: %w", err)
@@ -472,6 +490,37 @@ func (d *reader) string() string {
 		return ""
 	}
 	return string(d.take(int(n)))
+}
+
+// strings reads n strings, as string would one by one, sliced from one
+// string holding their bytes.
+func (d *reader) strings(n int) []string {
+	// First pass: the section's length and each string's end in it.
+	ends := make([]int, 0, n)
+	rest, size := d.b, 0
+	for range n {
+		l, w := binary.Uvarint(rest)
+		if w <= 0 || l > uint64(len(rest)-w) {
+			d.fail("truncated string")
+			return nil
+		}
+		size += int(l)
+		ends = append(ends, size)
+		rest = rest[w+int(l):]
+	}
+	all := make([]byte, 0, size)
+	for range n {
+		l := d.uvarint()
+		all = append(all, d.take(int(l))...)
+	}
+	section := string(all)
+	out := make([]string, n)
+	start := 0
+	for i, end := range ends {
+		out[i] = section[start:end]
+		start = end
+	}
+	return out
 }
 
 func (d *reader) key() (k [16]byte) {

@@ -97,6 +97,9 @@ func EnsureArchive(ctx context.Context, js jetstream.JetStream, cfg ArchiveConfi
 		Description: "tokenledger event log archive: every event of " + cfg.Stream + ", no limits, never deleted",
 		Sources:     []*jetstream.StreamSource{{Name: cfg.Stream}},
 		Storage:     jetstream.FileStorage,
+		// JSON compresses about 4:1 (docs/operations.md, sizing), and the
+		// archive is read in bulk by auditors, never on a request's path.
+		Compression: jetstream.S2Compression,
 		Retention:   jetstream.LimitsPolicy,
 		Replicas:    cfg.Replicas,
 		Placement:   cfg.Placement,

@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
@@ -70,6 +71,9 @@ type config struct {
 	events    int
 	chunk     int
 	serveArgs []string
+	// natsURL, when set, is a running NATS server serve connects to
+	// instead of starting its embedded one on the data directory.
+	natsURL string
 }
 
 // Result is what one run measured.
@@ -87,11 +91,22 @@ type Result struct {
 	ArchiveDiskBytes  uint64  `json:"archive_disk_bytes"`
 	CheckpointBytes   uint64  `json:"checkpoint_bytes"`
 	CheckpointSeq     uint64  `json:"checkpoint_seq"`
-	// The instance after its view folded every event: resident set and
-	// Go heap in use (from /metrics).
-	RSSBytes      uint64  `json:"rss_bytes"`
-	HeapInUse     uint64  `json:"heap_inuse_bytes"`
-	FirstReadyS   float64 `json:"first_start_ready_seconds"`
+	// The instance with its embedded NATS server, after its view folded
+	// every event of the fill: resident set and Go heap in use (from
+	// /metrics).
+	RSSBytes    uint64  `json:"rss_bytes"`
+	HeapInUse   uint64  `json:"heap_inuse_bytes"`
+	FirstReadyS float64 `json:"first_start_ready_seconds"`
+	// Process start to /readyz: the embedded server and the instance
+	// from the checkpoint; the instance alone against a running NATS
+	// server (ServerStartS is that server's own recovery), from the
+	// checkpoint and rebuilding from the first event.
+	EmbeddedRestartS float64 `json:"embedded_restart_ready_seconds"`
+	// The instance alone (NATS in another process), just restarted from
+	// the checkpoint.
+	InstanceRSS   uint64  `json:"instance_rss_bytes"`
+	InstanceHeap  uint64  `json:"instance_heap_inuse_bytes"`
+	ServerStartS  float64 `json:"nats_server_start_seconds"`
 	RestartReadyS float64 `json:"restart_from_checkpoint_ready_seconds"`
 	RebuildReadyS float64 `json:"rebuild_ready_seconds"`
 	Machine       string  `json:"machine"`
@@ -106,6 +121,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&c.events, "events", 250000, "events in all (issues plus rotations; at least -families)")
 	fs.IntVar(&c.chunk, "chunk", 50000, "families filled together (their events interleave)")
 	extra := fs.String("serve-args", "", "extra flags for serve, space separated")
+	skipFill := fs.Bool("skip-fill", false, "measure a -dir an earlier run filled (its sizes and the restarts again)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -114,8 +130,8 @@ func run(ctx context.Context, args []string) error {
 		return errors.New("-bin and -dir are required, and -events must be at least -families")
 	}
 	c.serveArgs = strings.Fields(*extra)
-	if _, err := os.Stat(c.dir); err == nil {
-		return fmt.Errorf("-dir %s exists: give a new one", c.dir)
+	if _, err := os.Stat(c.dir); err == nil && !*skipFill {
+		return fmt.Errorf("-dir %s exists: give a new one (or -skip-fill)", c.dir)
 	}
 	res := Result{Families: c.families, Machine: machine()}
 
@@ -126,9 +142,11 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	res.FirstReadyS = time.Since(started).Seconds()
-	if err := fill(ctx, c, inst.natsURL); err != nil {
-		inst.stop()
-		return err
+	if !*skipFill {
+		if err := fill(ctx, c, inst.natsURL); err != nil {
+			inst.stop()
+			return err
+		}
 	}
 
 	// 2. Caught up and checkpointed.
@@ -166,31 +184,39 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	// 3. Restart from the checkpoint, then rebuild, in this run.
-	for _, m := range []struct {
-		name string
-		args []string
-		into *float64
-	}{
-		{"restart", nil, &res.RestartReadyS},
-		{"rebuild", rebuildArgs, &res.RebuildReadyS},
-	} {
-		t0 := time.Now()
-		cc := c
-		cc.serveArgs = append(append([]string{}, c.serveArgs...), m.args...)
-		inst, err := start(ctx, cc, m.name)
-		if err != nil {
-			return err
-		}
-		if err := inst.waitReady(ctx, 30*time.Minute); err != nil {
-			inst.stop()
-			return err
-		}
-		*m.into = time.Since(t0).Seconds()
-		step("%s: ready in %.2f s", m.name, *m.into)
-		if err := inst.stop(); err != nil {
-			return err
-		}
+	// 3. Restarts, in this run: the embedded server and the instance
+	// together from the checkpoint; then, against a NATS server that
+	// keeps running (as in production, where an instance restarts and
+	// the cluster does not), the instance alone from the checkpoint and
+	// the instance alone rebuilding from the first event.
+	if res.EmbeddedRestartS, err = timeStart(ctx, c, "embedded-restart"); err != nil {
+		return err
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: filepath.Join(c.dir, "data", "jetstream"), MaxPayload: 1 << 20, NoSigs: true})
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Minute) {
+		ns.Shutdown()
+		return errors.New("nats server not ready")
+	}
+	res.ServerStartS = time.Since(t0).Seconds()
+	step("nats server on the ledger: ready in %.2f s", res.ServerStartS)
+	ext := c
+	ext.natsURL = ns.ClientURL()
+	var mem [2]uint64
+	if res.RestartReadyS, mem, err = timeStartMem(ctx, ext, "restart"); err == nil {
+		res.InstanceRSS, res.InstanceHeap = mem[0], mem[1]
+		ext.serveArgs = append(append([]string{}, c.serveArgs...), rebuildArgs...)
+		res.RebuildReadyS, err = timeStart(ctx, ext, "rebuild")
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	if err != nil {
+		return err
 	}
 	streams := filepath.Join(c.dir, "data", "jetstream", "jetstream", "$G", "streams")
 	if res.DiskBytes, err = dirSize(filepath.Join(streams, jsstore.DefaultStream)); err != nil {
@@ -205,6 +231,30 @@ func run(ctx context.Context, args []string) error {
 
 func step(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s sizing: %s\n", time.Now().UTC().Format(time.TimeOnly), fmt.Sprintf(format, args...))
+}
+
+// timeStart starts serve, waits until it is ready and stops it: the
+// seconds from process start to /readyz.
+func timeStart(ctx context.Context, c config, name string) (float64, error) {
+	took, _, err := timeStartMem(ctx, c, name)
+	return took, err
+}
+
+// timeStartMem is timeStart that also reads the instance's memory once
+// ready: resident set and Go heap in use.
+func timeStartMem(ctx context.Context, c config, name string) (float64, [2]uint64, error) {
+	var mem [2]uint64
+	t0 := time.Now()
+	inst, err := start(ctx, c, name)
+	if err != nil {
+		return 0, mem, err
+	}
+	took := time.Since(t0).Seconds()
+	step("%s: ready in %.2f s", name, took)
+	var errs [2]error
+	mem[0], errs[0] = rss(inst.cmd.Process.Pid)
+	mem[1], errs[1] = inst.metric("go_memstats_heap_inuse_bytes")
+	return took, mem, errors.Join(errs[0], errs[1], inst.stop())
 }
 
 // instance is one `tokenledger serve` process.
@@ -240,8 +290,12 @@ func start(ctx context.Context, c config, name string) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"serve", "--data", filepath.Join(c.dir, "data"), "--listen", listen,
-		"--http", httpAddr, "--sync-always=false", "--log-level", "info"}, c.serveArgs...)
+	args := []string{"serve", "--data", filepath.Join(c.dir, "data"), "--listen", listen, "--sync-always=false"}
+	if c.natsURL != "" {
+		listen = strings.TrimPrefix(c.natsURL, "nats://")
+		args = []string{"serve", "--nats-url", c.natsURL, "--kek-file", filepath.Join(c.dir, "data", "kek")}
+	}
+	args = append(append(args, "--http", httpAddr, "--log-level", "info"), c.serveArgs...)
 	cmd := exec.CommandContext(ctx, c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
