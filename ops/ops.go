@@ -156,6 +156,8 @@ var (
 		"The last ledger stream sequence the valid-token view applied.", nil, nil)
 	descLag = prometheus.NewDesc("tokenledger_view_lag_events",
 		"How many events the valid-token view is behind the ledger stream.", nil, nil)
+	descArchiveLag = prometheus.NewDesc("tokenledger_archive_lag_events",
+		"How many ledger sequences the archive stream has not copied yet. An event that expires from the ledger before the archive copied it is lost to the archive: alert well before --history-margin.", nil, nil)
 	descEvents = prometheus.NewDesc("tokenledger_ledger_events_total",
 		"Events of the ledger applied by this instance's view, by type (issues, rotations, grace retries, reuse detections, revocations...), whichever instance appended them.", []string{"type"}, nil)
 	descRevocations = prometheus.NewDesc("tokenledger_family_revocations_total",
@@ -186,6 +188,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if lag, err := r.Lag(ctx); err == nil {
 			ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(lag.Applied))
 			ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(lag.Behind()))
+		}
+	}
+	if st := c.in.Store(); st != nil {
+		if lag, err := st.ArchiveLag(ctx); err == nil {
+			ch <- prometheus.MustNewConstMetric(descArchiveLag, prometheus.GaugeValue, float64(lag.Behind()))
 		}
 	}
 	if v := c.in.View(); v != nil {

@@ -208,6 +208,18 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	if r := counter(t, base, "tokenledger_ready", "", ""); r != 1 {
 		t.Fatalf("tokenledger_ready = %v while ready", r)
 	}
+	// The archive copies what the ledger has: its lag is exported and
+	// comes down to 0.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, body := get(t, base, "/metrics")
+		if strings.Contains(body, "\ntokenledger_archive_lag_events 0\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tokenledger_archive_lag_events not exported or not 0:\n%s", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	// The ledger stream deleted: not ready, with the reason; restored: ready.
 	if err := env.JS.DeleteStream(ctx, "TOKENLEDGER"); err != nil {

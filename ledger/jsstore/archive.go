@@ -210,3 +210,8 @@ func ArchivedSeq(h nats.Header, stream string) (uint64, error) {
 	}
 	return seq, nil
 }
+
+// ArchiveLag is ReadArchiveLag for the store's stream and its archive.
+func (s *Store) ArchiveLag(ctx context.Context) (ArchiveLag, error) {
+	return ReadArchiveLag(ctx, s.js, s.stream.CachedInfo().Config.Name, "")
+}
