@@ -38,6 +38,10 @@ type Config struct {
 	// (jsstore.StoreConfig.HistoryMargin); the archive keeps them. Zero
 	// keeps every event in the ledger stream.
 	HistoryMargin time.Duration
+	// AttemptTimeout bounds each JetStream call of the ledger below the
+	// request's deadline (jsstore.StoreConfig.AttemptTimeout; zero:
+	// jsstore.DefaultAttemptTimeout).
+	AttemptTimeout time.Duration
 
 	// Service runs the endpoints (and with them the signing keys, the
 	// client registry and the revocation feed). Without it the instance
@@ -144,6 +148,8 @@ func (c *Config) defaults() error {
 		return errors.New("instance: NoView only applies to the service")
 	case c.HistoryMargin < 0:
 		return errors.New("instance: HistoryMargin must not be negative")
+	case c.AttemptTimeout < 0:
+		return errors.New("instance: AttemptTimeout must not be negative")
 	}
 	return nil
 }
@@ -193,7 +199,7 @@ func New(ctx context.Context, nc, pnc *nats.Conn, cfg Config) (*Instance, error)
 		return nil, err
 	}
 	if in.store, err = jsstore.NewStore(ctx, js, jsstore.StoreConfig{Stream: cfg.Stream, Replicas: cfg.Replicas,
-		HistoryMargin: cfg.HistoryMargin, Now: cfg.Now}); err != nil {
+		HistoryMargin: cfg.HistoryMargin, AttemptTimeout: cfg.AttemptTimeout, Now: cfg.Now}); err != nil {
 		return nil, err
 	}
 	// The archive: every event, after the ledger stream let it expire.

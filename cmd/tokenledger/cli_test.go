@@ -231,6 +231,14 @@ func TestFlagPrecedence(t *testing.T) {
 	if _, err := parseServe([]string{"--state-cache", "-1"}); err == nil {
 		t.Fatal("negative state cache accepted")
 	}
+	for _, bad := range [][]string{{"--attempt-timeout", "0s"}, {"--history-margin", "-1h"}, {"--checkpoint-every", "-1"}} {
+		if _, err := parseServe(bad); err == nil {
+			t.Fatalf("%v accepted", bad)
+		}
+	}
+	if c, err := parseServe([]string{"--attempt-timeout", "250ms"}); err != nil || c.attempt != 250*time.Millisecond {
+		t.Fatalf("--attempt-timeout 250ms: %v, %v", c.attempt, err)
+	}
 	if _, err := parseServe([]string{"--nope"}); err == nil {
 		t.Fatal("unknown flag accepted")
 	}

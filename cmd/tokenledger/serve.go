@@ -51,6 +51,7 @@ type serveConfig struct {
 	maxOffset  time.Duration
 	init       bool
 	history    time.Duration
+	attempt    time.Duration
 	syncAlways bool
 	http       string
 	maxRequest int
@@ -88,6 +89,7 @@ func parseServe(args []string) (serveConfig, error) {
 	fs.BoolVar(&c.syncAlways, "sync-always", true, "embedded server: fsync every ledger write before acknowledging it, so a host crash loses no acknowledged event (false: sync every 2 minutes, 3-4x faster, but a host crash or power cut can lose acknowledged events: for development and throwaway data)")
 	fs.BoolVar(&c.init, "init", false, "create the ledger stream and buckets even if other stores of this deployment exist (only to start over knowingly: without it, a missing ledger stops the start)")
 	registerHistoryMargin(fs, &c.history)
+	fs.DurationVar(&c.attempt, "attempt-timeout", jsstore.DefaultAttemptTimeout, "bound on each JetStream call of the ledger (an append, a get): during a stream-leader election requests fail fast with 503 temporarily_unavailable instead of waiting out the request timeout")
 	fs.DurationVar(&c.maxOffset, "max-clock-offset", jsstore.DefaultMaxClockOffset, "largest offset of this instance's clock from the NATS server's before it refuses decisions (503) until back in bound")
 	fs.IntVar(&c.maxRequest, "max-request-bytes", handlers.DefaultMaxRequestBytes, "request size limit")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -129,6 +131,9 @@ func parseServe(args []string) (serveConfig, error) {
 	}
 	if c.ckptEvery < 0 || c.ckptEveryT < 0 {
 		return c, errors.New("--checkpoint-every and --checkpoint-interval must not be negative")
+	}
+	if c.attempt <= 0 {
+		return c, errors.New("--attempt-timeout must be positive")
 	}
 	if c.history < 0 {
 		return c, errors.New("--history-margin must not be negative")
@@ -238,7 +243,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	metrics := ops.NewMetrics()
 	in, err := instance.New(ctx, nc, pnc, instance.Config{
-		Stream: cfg.stream, Prefix: cfg.prefix, Replicas: cfg.replicas, Init: cfg.init, HistoryMargin: cfg.history,
+		Stream: cfg.stream, Prefix: cfg.prefix, Replicas: cfg.replicas, Init: cfg.init, HistoryMargin: cfg.history, AttemptTimeout: cfg.attempt,
 		Service: true, Worker: cfg.worker, Security: secCfg,
 		KEK: kek, Alg: cfg.alg, Issuer: cfg.issuer, Clients: cfg.clients,
 		JWKSCachePeriod: cfg.jwksCache, KeyRotationPeriod: keyRotation(cfg.keyRotate),
