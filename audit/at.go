@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -259,7 +260,7 @@ func At(ctx context.Context, src *Source, opts AtOptions) (AtAnswer, error) {
 				ans.Families = append(ans.Families, fv)
 			}
 		}
-		slices.SortFunc(ans.Families, func(a, b FamilyAt) int { return compareSeq(a.Issued.Seq, b.Issued.Seq) })
+		slices.SortFunc(ans.Families, func(a, b FamilyAt) int { return cmp.Compare(a.Issued.Seq, b.Issued.Seq) })
 		active := len(ans.Families)
 		ans.Active = &active
 		ans.Valid = active > 0

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -165,7 +166,7 @@ func Verify(ctx context.Context, src *Source, opts VerifyOptions) (Report, error
 	}
 	var reader []Violation
 	checkpoints := slices.Clone(opts.Checkpoints)
-	slices.SortFunc(checkpoints, func(a, b Checkpoint) int { return compareSeq(a.Seq, b.Seq) })
+	slices.SortFunc(checkpoints, func(a, b Checkpoint) int { return cmp.Compare(a.Seq, b.Seq) })
 	var digest [sha256.Size]byte
 	var last uint64
 	err = src.Scan(ctx, scan, func(m Msg) error {
@@ -236,23 +237,13 @@ func Verify(ctx context.Context, src *Source, opts VerifyOptions) (Report, error
 		rep.Families += len(w.families)
 		rep.Violations = append(rep.Violations, w.violations...)
 	}
-	slices.SortStableFunc(rep.Violations, func(a, b Violation) int { return compareSeq(a.Seq, b.Seq) })
+	slices.SortStableFunc(rep.Violations, func(a, b Violation) int { return cmp.Compare(a.Seq, b.Seq) })
 	rep.OK = len(rep.Violations) == 0
 	rep.Elapsed = time.Since(start)
 	if s := rep.Elapsed.Seconds(); s > 0 {
 		rep.PerSecond = float64(rep.Events) / s
 	}
 	return rep, nil
-}
-
-func compareSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // famState is what a worker remembers of one family: the fold, the last

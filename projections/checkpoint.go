@@ -2,6 +2,7 @@ package projections
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -371,21 +372,11 @@ func (s *CheckpointStore) List(ctx context.Context) ([]CheckpointInfo, error) {
 	}
 	slices.SortFunc(out, func(a, b CheckpointInfo) int {
 		if a.Seq != b.Seq {
-			return -cmpUint(a.Seq, b.Seq)
+			return -cmp.Compare(a.Seq, b.Seq)
 		}
 		return strings.Compare(b.Name, a.Name)
 	})
 	return out, nil
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Find returns the newest checkpoint, or with seq > 0 the one at seq.

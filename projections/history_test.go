@@ -34,7 +34,7 @@ func TestViewOnAHotLedgerWithExpiredEvents(t *testing.T) {
 	first := issue(short, "dead-1") // the stream's first event
 	live := issue(testPolicy, "alive")
 	last := issue(short, "dead-2") // its newest
-	pollUntil(t, "the dead families expire", 10*time.Second, func() (bool, error) {
+	natstest.PollUntil(t, "the dead families expire", 10*time.Second, func() (bool, error) {
 		info, err := store.Stream().Info(ctx)
 		return err == nil && info.State.Msgs == 1, err
 	})
@@ -76,24 +76,5 @@ func TestViewOnAHotLedgerWithExpiredEvents(t *testing.T) {
 	}
 	if v.LastSeq() != next.State.Seq {
 		t.Fatalf("view at %d, want %d", v.LastSeq(), next.State.Seq)
-	}
-}
-
-// pollUntil polls cond every 50 ms until it holds or the deadline passes.
-func pollUntil(t *testing.T, what string, within time.Duration, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, err := cond()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

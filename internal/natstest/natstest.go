@@ -103,3 +103,23 @@ func StartCluster(tb testing.TB, n int) []*server.Server {
 	}
 	return servers
 }
+
+// PollUntil polls cond every 50 ms until it holds or within has passed,
+// and fails the test on an error from cond or at the deadline.
+func PollUntil(t testing.TB, what string, within time.Duration, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, err := cond()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -20,25 +20,6 @@ var shortPolicy = ledger.Policy{
 	RefreshTTL: 2 * time.Second, FamilyTTL: 2 * time.Second,
 }
 
-// pollUntil polls cond every 50 ms until it holds or the deadline passes.
-func pollUntil(t *testing.T, what string, within time.Duration, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, err := cond()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // subjectCounts is how many messages the stream holds on each subject.
 func subjectCounts(t *testing.T, ctx context.Context, st jetstream.Stream) map[string]uint64 {
 	t.Helper()
@@ -113,7 +94,7 @@ func TestHistoryMarginExpiresDeadFamiliesOnly(t *testing.T) {
 		}
 	}
 
-	pollUntil(t, "the short family's events leave the hot stream", 10*time.Second, func() (bool, error) {
+	natstest.PollUntil(t, "the short family's events leave the hot stream", 10*time.Second, func() (bool, error) {
 		info, err := store.Stream().Info(ctx)
 		if err != nil || info.State.Msgs != 4 {
 			return false, err
@@ -168,7 +149,7 @@ func TestHistoryMarginExpiresDeadFamiliesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, "the archive copies the last append", 10*time.Second, func() (bool, error) {
+	natstest.PollUntil(t, "the archive copies the last append", 10*time.Second, func() (bool, error) {
 		info, err := arc.Info(ctx)
 		return err == nil && info.State.LastSeq == after.State.Seq, err
 	})
@@ -237,7 +218,7 @@ func TestNewStoreAllowsMessageTTLsOnAnOldLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	arc, _ := js.Stream(ctx, name)
-	pollUntil(t, "the archive copies the old ledger", 10*time.Second, func() (bool, error) {
+	natstest.PollUntil(t, "the archive copies the old ledger", 10*time.Second, func() (bool, error) {
 		info, err := arc.Info(ctx)
 		return err == nil && info.State.FirstSeq == 1 && info.State.Msgs == 1, err
 	})
@@ -297,7 +278,7 @@ func TestEnsureArchive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pollUntil(t, "the first two events expire", 10*time.Second, func() (bool, error) {
+	natstest.PollUntil(t, "the first two events expire", 10*time.Second, func() (bool, error) {
 		info, err := hot.Stream().Info(ctx)
 		return err == nil && info.State.FirstSeq == 3, err
 	})
@@ -312,7 +293,7 @@ func TestEnsureArchive(t *testing.T) {
 	// The partial archive numbers its copies from 1; each names its
 	// ledger sequence.
 	partial, _ := js.Stream(ctx, name)
-	pollUntil(t, "the partial archive copies", 10*time.Second, func() (bool, error) {
+	natstest.PollUntil(t, "the partial archive copies", 10*time.Second, func() (bool, error) {
 		info, err := partial.Info(ctx)
 		return err == nil && info.State.Msgs == 1, err
 	})
@@ -348,7 +329,7 @@ func TestAMirrorAnswersTheLedgersDirectGets(t *testing.T) {
 	if !mirror.CachedInfo().Config.MirrorDirect {
 		t.Fatal("the server no longer makes the mirror answer the ledger's direct gets: the archive could be a mirror")
 	}
-	pollUntil(t, "the event expires from the ledger and stays in the mirror", 10*time.Second, func() (bool, error) {
+	natstest.PollUntil(t, "the event expires from the ledger and stays in the mirror", 10*time.Second, func() (bool, error) {
 		info, err := store.Stream().Info(ctx)
 		if err != nil || info.State.Msgs != 0 {
 			return false, err
